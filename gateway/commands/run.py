@@ -1,0 +1,35 @@
+"""`lockergw run --config FILE`: the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+from gateway.commands.common import add_config_option, fail, load_or_report
+from gateway.logs import setup_logging
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("run", help="run the gateway daemon")
+    add_config_option(parser)
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    settings = load_or_report(args.config)
+    if settings is None:
+        return 2
+    setup_logging(args.log_format, args.log_level)
+    from gateway.daemon import Gateway
+
+    try:
+        return asyncio.run(Gateway(settings, Path(args.config)).run())
+    except PermissionError as exc:
+        return fail(f"{exc.filename}: permission denied (state_dir must be writable by this user)")
+    except OSError as exc:
+        logging.getLogger("lockergw").debug("start-up failed", exc_info=exc)
+        return fail(f"cannot start: {exc}")

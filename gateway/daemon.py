@@ -1,0 +1,584 @@
+"""The gateway daemon: a thin composition of readers → policy → journal → locks → doors → publisher.
+
+Everything that touches the world happens here and in the drivers; the rules live in
+`gateway.policy`, the door state machine in `gateway.doors`, the records in `gateway.records`.
+
+The one rule this module exists to keep: a lock is energised only after `journal.append` has
+returned, i.e. after the decision is durably on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from drivers.base import (
+    BoardStatus,
+    CardRead,
+    DeviceEvent,
+    DeviceOffline,
+    DeviceOnline,
+    KeypadInput,
+    LockBoard,
+    Reader,
+    ReaderFault,
+)
+from gateway import __version__
+from gateway.config import Settings, load_config
+from gateway.credential_cache import CredentialCache
+from gateway.doors import DoorMonitor
+from gateway.events import uuid7
+from gateway.journal import Journal, StateWrite
+from gateway.model import KeypadEntry, Locker, LockerMode, Service, Tap
+from gateway.mqtt.ops import RequestError
+from gateway.policy import PolicySettings, ReaderState, Snapshot, decide, with_keypad
+from gateway.records import (
+    credential_summary,
+    decision_records,
+    reader_state_from_json,
+    reader_state_to_json,
+)
+from gateway.sitekey import load_or_create_site_key, uid_hash
+from gateway.store import Store
+from gateway.systemd_notify import Notifier
+
+log = logging.getLogger("lockergw")
+
+TICK_S = 0.25
+STOP_BUDGET_S = 4.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def policy_settings(settings: Settings) -> PolicySettings:
+    p = settings.policy
+    return PolicySettings(
+        lockout_after=p.lockout_after,
+        lockout_window_s=p.lockout_window_s,
+        lockout_s=p.lockout_s,
+        emergency_two_person=p.emergency_two_person,
+        two_person_window_s=p.two_person_window_s,
+        keypad_window_s=p.keypad_window_s,
+    )
+
+
+class Gateway:
+    """One running gateway. `await Gateway(settings).run()` until SIGTERM/SIGINT or `stop()`."""
+
+    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.boot_id = uuid7()
+        self.started_monotonic = time.monotonic()
+        self.zone = settings.gateway.zone()
+        self.policy = policy_settings(settings)
+        self.reader_lockers = {r.id: tuple(r.lockers) for r in settings.readers}
+        self.board_settings = {b.id: b for b in settings.boards}
+        self.credentials = CredentialCache()
+        self.lockers: dict[str, Locker] = {}
+        self.reader_states: dict[str, ReaderState] = {}
+        self.doors = DoorMonitor(settings.policy.door_left_open_s, settings.policy.forced_open_grace_s)
+        self.readers: dict[str, Reader] = {}
+        self.boards: dict[str, LockBoard] = {}
+        self.devices_seen: set[str] = set()
+        self.device_events: asyncio.Queue[DeviceEvent] = asyncio.Queue()
+        self.mqtt: Any = None
+        self.notifier = Notifier()
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._ready = False
+        self._store: Store | None = None
+        self._journal: Journal | None = None
+        self._site_key = b""
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    # ---- resources ---------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "gateway not started"
+        return self._store
+
+    @property
+    def journal(self) -> Journal:
+        assert self._journal is not None, "gateway not started"
+        return self._journal
+
+    def hash_uid(self, uid: str) -> str:
+        hashed: str = uid_hash(self._site_key, uid)
+        return hashed
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # ---- start-up ----------------------------------------------------------------------------
+
+    def _open_state(self) -> None:
+        state_dir = self.settings.gateway.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._site_key = load_or_create_site_key(state_dir)
+        self._store = Store.open(state_dir)
+        self._journal = Journal.open(
+            state_dir, site=self.settings.gateway.site, gateway=self.settings.gateway.id, boot_id=self.boot_id
+        )
+        self.credentials.load(self.store)
+        saved_lockers = self.journal.get_state("locker:")
+        for section in self.settings.lockers:
+            saved = saved_lockers.get(f"locker:{section.id}") or {}
+            self.lockers[section.id] = Locker(
+                id=section.id,
+                board=section.board,
+                lock=section.lock,
+                section=section.section,
+                department=section.department,
+                mode=LockerMode(section.mode),
+                service=Service(saved.get("service", Service.IN_SERVICE)),
+                occupant=saved.get("occupant") if section.mode == "shared" else None,
+            )
+            if section.board is not None and section.lock is not None:
+                board = self.board_settings[section.board]
+                self.doors.add_locker(section.id, section.board, section.lock, board.unlock_ms)
+        for key, value in self.journal.get_state("reader:").items():
+            reader_id = key.removeprefix("reader:")
+            if reader_id in self.reader_lockers:
+                self.reader_states[reader_id] = reader_state_from_json(value)
+
+    def _journal_startup(self) -> None:
+        now = utcnow()
+        self._append([{"kind": "gateway.started", "reason": None, "version": __version__}], now)
+        self._journal_credential_changes(now, startup=True)
+
+    # ---- journal -----------------------------------------------------------------------------
+
+    def _append(
+        self, records: list[dict[str, Any]], at: datetime, state: list[StateWrite] | None = None
+    ) -> list[dict[str, Any]]:
+        """Durably journal records; then log them, tell listeners and wake the publisher."""
+        envelopes = self.journal.append(records, at, state or [])
+        for envelope in envelopes:
+            log.info("%s", _describe(envelope))
+            for listener in self.listeners:
+                listener(envelope)
+        if self.mqtt is not None:
+            self.mqtt.notify()
+        return envelopes
+
+    def _journal_credential_changes(self, now: datetime, startup: bool = False) -> None:
+        entries = self.credentials.refresh(self.store)
+        seen = self.journal.get_state("meta:credentials_rev").get("meta:credentials_rev", 0)
+        if startup and isinstance(seen, int) and seen < self.credentials.rev:
+            # Changes made while the daemon was stopped: one summary record.
+            version, digest = self.store.version_and_digest()
+            entries_note = {"kind": "credentials.changed", "reason": "changed_while_stopped", "version": version}
+            self._append(
+                [{**entries_note, "digest": digest}],
+                now,
+                [StateWrite("meta:credentials_rev", self.credentials.rev)],
+            )
+            return
+        if not entries:
+            return
+        version, digest = self.store.version_and_digest()
+        records = [
+            {
+                "kind": "credentials.changed",
+                "reason": entry.reason,
+                "action": entry.action,
+                "by": entry.by,
+                "ids": list(entry.ids[:50]),
+                "count": len(entry.ids),
+                "version": entry.rev,
+            }
+            for entry in entries
+        ]
+        records[-1]["digest"] = digest
+        self._append(records, now, [StateWrite("meta:credentials_rev", version)])
+
+    # ---- taps --------------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            credentials=self.credentials.by_uid,
+            lockers=self.lockers,
+            readers=self.reader_lockers,
+            settings=self.policy,
+            timezone=self.zone,
+            reader_states=self.reader_states,
+        )
+
+    def handle_tap(self, read: CardRead) -> list[dict[str, Any]]:
+        """Decide, journal (durably), then energise. Returns the journaled envelopes."""
+        if read.device not in self.reader_lockers:
+            return []
+        now = read.at
+        decision = decide(self.snapshot(), Tap(read.device, read.uid, now), now)
+        records = decision_records(decision, read.uid, self.hash_uid, self._board_of, self._board_online)
+        writes = [StateWrite(f"reader:{read.device}", reader_state_to_json(decision.reader_state))]
+        new_lockers = dict(self.lockers)
+        for locker_id, occupant in decision.allocations:
+            old = new_lockers[locker_id]
+            new_lockers[locker_id] = _with(old, occupant=occupant)
+            writes.append(StateWrite(f"locker:{locker_id}", _locker_json(new_lockers[locker_id])))
+        envelopes = self._append(records, now, writes)
+        # Durable: now the in-memory state and the locks may follow.
+        self.reader_states[read.device] = decision.reader_state
+        self.lockers = new_lockers
+        for locker_id, _ in decision.allocations:
+            self._locker_changed(locker_id)
+        for envelope in envelopes:
+            if envelope["kind"] == "access.granted" and envelope["unlock"] == "sent":
+                self._energise(envelope["locker"], now)
+        return envelopes
+
+    def handle_keypad(self, entry: KeypadInput) -> None:
+        if entry.device not in self.reader_lockers:
+            return
+        state = self.reader_states.get(entry.device, ReaderState())
+        self.reader_states[entry.device] = with_keypad(state, KeypadEntry(entry.device, entry.digits, entry.at))
+
+    def _board_of(self, locker_id: str) -> str | None:
+        locker = self.lockers.get(locker_id)
+        return locker.board if locker else None
+
+    def _board_online(self, board_id: str) -> bool:
+        board = self.boards.get(board_id)
+        return board is not None and board.online
+
+    def _energise(self, locker_id: str, at: datetime) -> None:
+        locker = self.lockers[locker_id]
+        if locker.board is None or locker.lock is None:
+            return
+        board = self.boards[locker.board]
+        self.doors.unlock_sent(locker_id, at)
+        task = asyncio.get_running_loop().create_task(board.unlock(locker.lock), name=f"unlock {locker_id}")
+        task.add_done_callback(_log_task_failure)
+
+    # ---- devices -----------------------------------------------------------------------------
+
+    def emit(self, event: DeviceEvent) -> None:
+        self.device_events.put_nowait(event)
+
+    def handle_device_event(self, event: DeviceEvent) -> None:
+        if isinstance(event, CardRead):
+            self.handle_tap(event)
+        elif isinstance(event, KeypadInput):
+            self.handle_keypad(event)
+        elif isinstance(event, BoardStatus):
+            self.devices_seen.add(event.device)
+            records = self.doors.observe(event.device, event.closed, event.at)
+            self._journal_door_records(records, event.at)
+        elif isinstance(event, DeviceOnline):
+            self.devices_seen.add(event.device)
+            kind = "board.online" if event.device in self.board_settings else "reader.online"
+            self._append([{"kind": kind, **self._device_field(event.device)}], event.at)
+        elif isinstance(event, DeviceOffline):
+            self.devices_seen.add(event.device)
+            is_board = event.device in self.board_settings
+            if is_board:
+                self.doors.board_offline(event.device)
+                for locker in self.lockers.values():
+                    if locker.board == event.device:
+                        self._locker_changed(locker.id)
+            kind = "board.offline" if is_board else "reader.offline"
+            self._append([{"kind": kind, "reason": event.reason, **self._device_field(event.device)}], event.at)
+        elif isinstance(event, ReaderFault):
+            self._append(
+                [
+                    {
+                        "kind": "reader.fault",
+                        "reader": event.device,
+                        "reason": "bad_frames",
+                        "bad_frames": event.bad_frames,
+                    }
+                ],
+                event.at,
+            )
+
+    def _device_field(self, device: str) -> dict[str, str]:
+        return {"board": device} if device in self.board_settings else {"reader": device}
+
+    def _journal_door_records(self, records: list[dict[str, Any]], at: datetime) -> None:
+        if not records:
+            return
+        self._append(records, at)
+        for record in records:
+            if record["kind"] in ("door.opened", "door.closed"):
+                self._locker_changed(record["locker"])
+
+    # ---- retained locker state -----------------------------------------------------------------
+
+    def locker_payload(self, locker_id: str) -> dict[str, Any]:
+        from gateway.events import format_ts
+
+        locker = self.lockers[locker_id]
+        return {
+            "door": self.doors.door(locker_id),
+            "service": str(locker.service),
+            "occupied": locker.occupant is not None,
+            "ts": format_ts(utcnow()),
+        }
+
+    def _locker_changed(self, locker_id: str) -> None:
+        if self.mqtt is not None:
+            self.mqtt.locker_changed(locker_id, self.locker_payload(locker_id))
+
+    # ---- loops -------------------------------------------------------------------------------
+
+    async def _consume_device_events(self) -> None:
+        while True:
+            event = await self.device_events.get()
+            try:
+                self.handle_device_event(event)
+            except Exception:  # a bug must not stop the gateway deciding
+                log.exception("failed to handle %s", type(event).__name__)
+
+    async def _tick(self) -> None:
+        watchdog_every = self.notifier.watchdog_interval_s
+        last_watchdog = 0.0
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = utcnow()
+            self._journal_door_records(self.doors.tick(now), now)
+            if self.store.rev != self.credentials.rev:
+                self._journal_credential_changes(now)
+            if watchdog_every is not None and time.monotonic() - last_watchdog >= watchdog_every:
+                self.notifier.watchdog()
+                last_watchdog = time.monotonic()
+            if not self._ready and self._all_devices_seen():
+                self._become_ready()
+
+    def _all_devices_seen(self) -> bool:
+        expected = set(self.readers) | set(self.boards)
+        return expected <= self.devices_seen or time.monotonic() - self.started_monotonic > 10
+
+    def _become_ready(self) -> None:
+        self._ready = True
+        devices: list[Reader | LockBoard] = [*self.readers.values(), *self.boards.values()]
+        online = sum(1 for device in devices if device.online)
+        status = f"ready: {online}/{len(self.readers) + len(self.boards)} devices online"
+        self.notifier.ready(status)
+        if self.mqtt is not None:
+            self.mqtt.set_ready()
+        log.info("%s", status)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read credentials and the policy section without dropping taps."""
+        self._journal_credential_changes(utcnow())
+        if self.config_path is not None:
+            try:
+                fresh = load_config(self.config_path)
+            except Exception as exc:  # a bad edit must not stop a running gateway
+                log.error("reload: configuration not changed: %s", exc)
+                return
+            self.policy = policy_settings(fresh)
+            self.doors.left_open_after = timedelta(seconds=fresh.policy.door_left_open_s)
+        log.info("reloaded credentials (version %d) and policy", self.credentials.rev)
+
+    # ---- run ---------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        from drivers.registry import build_devices
+
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self._open_state()
+        try:
+            self._journal_startup()
+            self.readers, self.boards = build_devices(self.settings)
+            async with contextlib.AsyncExitStack() as stack:
+                if self.settings.mqtt.url:
+                    from gateway.mqtt.service import MqttService
+
+                    self.mqtt = await stack.enter_async_context(
+                        MqttService(self.settings, self.journal, self.store, self, self._site_key)
+                    )
+                devices: list[Reader | LockBoard] = [*self.readers.values(), *self.boards.values()]
+                tasks = [loop.create_task(device.run(self.emit), name=f"device {device.id}") for device in devices]
+                tasks.append(loop.create_task(self._consume_device_events(), name="device events"))
+                tasks.append(loop.create_task(self._tick(), name="tick"))
+                for task in tasks:
+                    task.add_done_callback(_log_task_failure)
+                await self._stop.wait()
+                self.notifier.stopping()
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                # Handle what the devices already reported (taps in hand are decided, not dropped).
+                while not self.device_events.empty():
+                    event = self.device_events.get_nowait()
+                    if not isinstance(event, CardRead | KeypadInput):
+                        continue
+                    self.handle_device_event(event)
+                self._append([{"kind": "gateway.stopped", "reason": "signal"}], utcnow())
+                if self.mqtt is not None:
+                    await self.mqtt.flush(timeout=STOP_BUDGET_S - 1)
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+            self.journal.close()
+            self.store.close()
+        return 0
+
+    # ---- GatewayOps (MQTT requests) ---------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        version, digest = self.store.version_and_digest()
+        return {
+            "state": "online",
+            "boot_id": self.boot_id,
+            "version": __version__,
+            "uptime_s": int(time.monotonic() - self.started_monotonic),
+            "readers": {r.id: "online" if r.online else "offline" for r in self.readers.values()},
+            "boards": {b.id: "online" if b.online else "offline" for b in self.boards.values()},
+            "journal": {"last_seq": self.journal.last_seq, "backlog": self.journal.backlog()},
+            "credentials": {"version": version, "digest": digest, "count": len(self.credentials.by_id)},
+        }
+
+    def info(self) -> dict[str, Any]:
+        version, digest = self.store.version_and_digest()
+        return {
+            "version": __version__,
+            "site": self.settings.gateway.site,
+            "gateway": self.settings.gateway.id,
+            "boot_id": self.boot_id,
+            "readers": [{"id": r.id, "driver": r.driver, "lockers": list(r.lockers)} for r in self.settings.readers],
+            "boards": [{"id": b.id, "driver": b.driver, "address": b.address} for b in self.settings.boards],
+            "lockers": [
+                {"id": x.id, "section": x.section, "department": x.department, "mode": x.mode, "board": x.board}
+                for x in self.settings.lockers
+            ],
+            "credentials": {"version": version, "digest": digest},
+        }
+
+    def locker_states(self) -> dict[str, dict[str, Any]]:
+        return {locker_id: self.locker_payload(locker_id) for locker_id in self.lockers}
+
+    def credentials_changed(self) -> None:
+        self._journal_credential_changes(utcnow())
+
+    def _locker(self, locker_id: str) -> Locker:
+        locker = self.lockers.get(locker_id)
+        if locker is None:
+            raise RequestError(f"unknown locker {locker_id!r}")
+        return locker
+
+    async def open_locker(
+        self, locker: str, operator: str, reason: str, authorizers: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        target = self._locker(locker)
+        if target.board is None or target.lock is None:
+            raise RequestError(f"locker {locker!r} is keyed: the gateway cannot open it")
+        in_use = target.occupant is not None or any(
+            locker in c.scope for c in self.credentials.by_id.values() if c.role == "user" and c.status == "active"
+        )
+        if self.policy.emergency_two_person and in_use:
+            people = {str(a.get("holder") or a.get("id")) for a in authorizers}
+            if len(authorizers) < 2 or len(people) < 2:
+                raise RequestError(
+                    f"locker {locker!r} is assigned or occupied: opening it needs two distinct authorizers"
+                )
+        now = utcnow()
+        unlock = "sent" if self._board_online(target.board) else "failed"
+        record = {
+            "kind": "access.granted",
+            "reader": None,
+            "locker": locker,
+            "credential": None,
+            "reason": "remote_open",
+            "override": True,
+            "unlock": unlock,
+            "operator": operator,
+            "note": reason,
+            "authorizers": authorizers,
+        }
+        envelopes = self._append([record], now)
+        if unlock == "sent":
+            self._energise(locker, now)
+        return {"locker": locker, "unlock": unlock, "seq": envelopes[0]["seq"]}
+
+    async def set_locker_service(self, locker: str, service: str, by: str) -> dict[str, Any]:
+        target = self._locker(locker)
+        try:
+            new_service = Service(service)
+        except ValueError:
+            raise RequestError(f"service must be one of: in_service, out_of_service (got {service!r})") from None
+        updated = _with(target, service=new_service)
+        self.journal.put_state([StateWrite(f"locker:{locker}", _locker_json(updated))])
+        self.lockers = {**self.lockers, locker: updated}
+        self._locker_changed(locker)
+        return {"locker": locker, "service": str(new_service)}
+
+    async def assign_locker(self, locker: str, credential_id: str, by: str) -> dict[str, Any]:
+        target = self._locker(locker)
+        credential = self.credentials.by_id.get(credential_id)
+        if credential is None:
+            raise RequestError(f"unknown credential {credential_id!r}")
+        if target.mode != LockerMode.SHARED:
+            raise RequestError(
+                f"locker {locker!r} is an assigned locker: assign it by putting it in the credential's scope"
+            )
+        if target.occupant is not None and target.occupant != credential_id:
+            raise RequestError(f"locker {locker!r} is held by another credential; release it first")
+        return self._set_occupant(target, credential_id, "locker.allocated", by)
+
+    async def release_locker(self, locker: str, by: str) -> dict[str, Any]:
+        target = self._locker(locker)
+        if target.mode != LockerMode.SHARED:
+            raise RequestError(f"locker {locker!r} is not a shared locker")
+        return self._set_occupant(target, None, "locker.released", by)
+
+    def _set_occupant(self, target: Locker, occupant: str | None, kind: str, by: str) -> dict[str, Any]:
+        previous = target.occupant
+        updated = _with(target, occupant=occupant)
+        holder = self.credentials.by_id.get(occupant or previous or "")
+        record = {
+            "kind": kind,
+            "locker": target.id,
+            "credential": credential_summary(holder, holder.uid if holder else "", self.hash_uid) if holder else None,
+            "reason": "remote",
+            "by": by,
+        }
+        self._append([record], utcnow(), [StateWrite(f"locker:{target.id}", _locker_json(updated))])
+        self.lockers = {**self.lockers, target.id: updated}
+        self._locker_changed(target.id)
+        return {"locker": target.id, "occupant": occupant}
+
+
+def _with(locker: Locker, **changes: Any) -> Locker:
+    from dataclasses import replace
+
+    return replace(locker, **changes)
+
+
+def _locker_json(locker: Locker) -> dict[str, Any]:
+    return {"service": str(locker.service), "occupant": locker.occupant}
+
+
+def _describe(envelope: dict[str, Any]) -> str:
+    parts = [f"#{envelope['seq']} {envelope['kind']}"]
+    for key in ("reader", "board", "locker", "reason", "unlock"):
+        if envelope.get(key):
+            parts.append(f"{key}={envelope[key]}")
+    credential = envelope.get("credential")
+    if isinstance(credential, dict) and credential.get("id"):
+        parts.append(f"credential={credential['id']} holder={credential['holder']}")
+    return " ".join(parts)
+
+
+def _log_task_failure(task: asyncio.Task[Any]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("task %s failed: %s", task.get_name(), exc, exc_info=exc)
