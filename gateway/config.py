@@ -318,11 +318,24 @@ def load_config(path: Path | str) -> Settings:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{source}: not valid TOML: {exc}"]) from None
     faults = unknown_environment_keys(os.environ)
+    from_environment = {
+        ".".join(name.removeprefix("LOCKERGW_").lower().split("__"))
+        for name in os.environ
+        if name.startswith("LOCKERGW_")
+    }
     settings: Settings | None = None
     try:
         settings = Settings(**raw)
     except ValidationError as exc:
-        faults += _format_errors(source, exc)
+        # Unknown environment keys were reported above, in the environment's own words.
+        faults += [
+            fault
+            for fault in _format_errors(source, exc)
+            if not (
+                fault.endswith("unknown key (check the spelling; see config/gateway.example.toml)")
+                and fault.split(": ")[1] in from_environment
+            )
+        ]
     faults += [f"{source}: {fault}" for fault in cross_check(raw)]
     if faults or settings is None:
         raise ConfigError(list(dict.fromkeys(faults)))
