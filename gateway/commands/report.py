@@ -1,0 +1,65 @@
+"""`lockergw report holders|unreturned|lost|overrides|lockers [--csv]`."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from datetime import UTC, datetime
+
+from gateway.commands.common import add_config_option, fail, load_or_report
+from gateway.reports import REPORTS
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("report", help="reports from the credential store and the journal")
+    parser.add_argument("name", choices=REPORTS)
+    add_config_option(parser)
+    parser.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    settings = load_or_report(args.config)
+    if settings is None:
+        return 2
+    from gateway import reports
+    from gateway.journal import Journal
+    from gateway.store import Store
+
+    state_dir = settings.gateway.state_dir
+    if not (state_dir / "credentials.db").exists():
+        return fail(f"{state_dir}: no credential store yet (add credentials or start the gateway first)")
+    with (
+        Store.open(state_dir) as store,
+        Journal.open(state_dir, site=settings.gateway.site, gateway=settings.gateway.id, boot_id="report") as journal,
+    ):
+        now = datetime.now(UTC)
+        match args.name:
+            case "holders":
+                header, rows = reports.holders(store)
+            case "unreturned":
+                header, rows = reports.unreturned(store, now)
+            case "lost":
+                header, rows = reports.lost(store, journal)
+            case "overrides":
+                header, rows = reports.overrides(journal)
+            case _:
+                header, rows = reports.lockers(settings, store, journal)
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(header)
+        writer.writerows(rows)
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{args.name} — {settings.gateway.site}/{settings.gateway.id}")
+    for column in header:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    if not rows:
+        print("(nothing to report)")
+    return 0
