@@ -36,6 +36,7 @@ from gateway.credential_cache import CredentialCache
 from gateway.doors import DoorMonitor
 from gateway.events import uuid7
 from gateway.journal import Journal, StateWrite
+from gateway.metrics import Metrics
 from gateway.model import KeypadEntry, Locker, LockerMode, Service, Tap
 from gateway.mqtt.ops import RequestError
 from gateway.policy import PolicySettings, ReaderState, Snapshot, decide, with_keypad
@@ -100,6 +101,7 @@ class Gateway:
         self._journal: Journal | None = None
         self._site_key = b""
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.metrics = Metrics()
 
     # ---- resources ---------------------------------------------------------------------------
 
@@ -220,7 +222,15 @@ class Gateway:
         if read.device not in self.reader_lockers:
             return []
         now = read.at
+        started = time.perf_counter()
         decision = decide(self.snapshot(), Tap(read.device, read.uid, now), now)
+        self.metrics.decision_seconds.observe(time.perf_counter() - started)
+        self.metrics.taps.labels(read.device).inc()
+        if decision.granted:
+            for _ in decision.lockers:
+                self.metrics.grants.labels(decision.reason).inc()
+        elif decision.kind == "access.denied":
+            self.metrics.denials.labels(decision.reason).inc()
         records = decision_records(decision, read.uid, self.hash_uid, self._board_of, self._board_online)
         writes = [StateWrite(f"reader:{read.device}", reader_state_to_json(decision.reader_state))]
         new_lockers = dict(self.lockers)
@@ -228,7 +238,9 @@ class Gateway:
             old = new_lockers[locker_id]
             new_lockers[locker_id] = _with(old, occupant=occupant)
             writes.append(StateWrite(f"locker:{locker_id}", _locker_json(new_lockers[locker_id])))
+        committing = time.perf_counter()
         envelopes = self._append(records, now, writes)
+        self.metrics.journal_seconds.observe(time.perf_counter() - committing)
         # Durable: now the in-memory state and the locks may follow.
         self.reader_states[read.device] = decision.reader_state
         self.lockers = new_lockers
@@ -278,10 +290,12 @@ class Gateway:
             self._journal_door_records(records, event.at)
         elif isinstance(event, DeviceOnline):
             self.devices_seen.add(event.device)
+            self.metrics.devices_online.labels(event.device).set(1)
             kind = "board.online" if event.device in self.board_settings else "reader.online"
             self._append([{"kind": kind, **self._device_field(event.device)}], event.at)
         elif isinstance(event, DeviceOffline):
             self.devices_seen.add(event.device)
+            self.metrics.devices_online.labels(event.device).set(0)
             is_board = event.device in self.board_settings
             if is_board:
                 self.doors.board_offline(event.device)
@@ -396,6 +410,10 @@ class Gateway:
         try:
             self._journal_startup()
             self.readers, self.boards = build_devices(self.settings)
+            self.metrics.track_backlog(self.journal.backlog)
+            metrics_server = None
+            if self.settings.metrics.port is not None:
+                metrics_server = self.metrics.serve(self.settings.metrics.host, self.settings.metrics.port)
             async with contextlib.AsyncExitStack() as stack:
                 if self.settings.mqtt.url:
                     from gateway.mqtt.service import MqttService
@@ -423,6 +441,8 @@ class Gateway:
                 self._append([{"kind": "gateway.stopped", "reason": "signal"}], utcnow())
                 if self.mqtt is not None:
                     await self.mqtt.flush(timeout=STOP_BUDGET_S - 1)
+            if metrics_server is not None:
+                metrics_server.shutdown()
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from gateway.model import Credential, KeypadEntry
-from gateway.policy import Decision, PendingOverride, ReaderState
+from gateway.model import Credential
+from gateway.policy import Decision, ReaderState
 
 Record = dict[str, Any]
 UidHasher = Callable[[str], str]
@@ -97,19 +97,3 @@ def reader_state_from_json(value: Any) -> ReaderState:
         denials=tuple(datetime.fromisoformat(t) for t in value.get("denials", [])),
         locked_until=datetime.fromisoformat(locked) if locked else None,
     )
-
-
-def transient_free(state: ReaderState) -> ReaderState:
-    """The part of a reader's state worth persisting (drops pending overrides and keypad entries)."""
-    return ReaderState(denials=state.denials, locked_until=state.locked_until)
-
-
-__all__ = [
-    "KeypadEntry",
-    "PendingOverride",
-    "credential_summary",
-    "decision_records",
-    "reader_state_from_json",
-    "reader_state_to_json",
-    "transient_free",
-]
