@@ -119,6 +119,11 @@ class Gateway:
         hashed: str = uid_hash(self._site_key, uid)
         return hashed
 
+    @property
+    def ready(self) -> bool:
+        """True once the store is open and every configured device has been opened once."""
+        return self._ready
+
     def stop(self) -> None:
         self._stop.set()
 

@@ -1,0 +1,45 @@
+"""`lockergw demo`: gateway + simulators on config/demo.toml, a scripted school morning, shown live."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from gateway.commands.common import fail, load_or_report
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("demo", help="run the gateway on simulated hardware with a scripted scenario")
+    parser.add_argument("--config", default=None, metavar="FILE", help="default: config/demo.toml")
+    parser.add_argument("--speed", type=float, default=1.0, help="run the scenario this many times faster")
+    parser.add_argument("--plain", action="store_true", help="plain lines instead of the live picture")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from simulators.demo import default_config_path, run_demo
+    from simulators.demo_view import DemoView
+
+    path = args.config or str(default_config_path())
+    settings = load_or_report(path)
+    if settings is None:
+        return 2
+    if args.speed <= 0:
+        return fail("--speed must be more than 0")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("lockergw").setLevel(logging.WARNING)
+    plain = args.plain or not sys.stdout.isatty()
+    if plain:
+        asyncio.run(run_demo(settings, None, args.speed, printer=lambda line: print(line, flush=True)))
+        return 0
+    from rich.live import Live
+
+    with Live(auto_refresh=False, screen=False, transient=False) as live:
+
+        async def show(view: DemoView) -> None:
+            live.update(view.render(), refresh=True)
+
+        asyncio.run(run_demo(settings, show, args.speed))
+    return 0

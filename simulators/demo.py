@@ -1,0 +1,213 @@
+"""`lockergw demo`: the gateway and the simulators together, acting out a school morning.
+
+Everything is real but the hardware: the unmodified daemon (`gateway.daemon.Gateway`) opens the
+simulated readers and boards through pseudo-terminals, decides, journals and unlocks; the scenario
+only does what people would do — tap fobs, close doors, leave one open, force one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from simulators.site import SimulatedSite
+
+from gateway.config import Settings
+from gateway.daemon import Gateway
+from gateway.store import Store
+from simulators.demo_view import DemoView, LockerTile
+
+# Card numbers as the readers report them: 10 hex for the RDM6300 banks, 6 hex (Wiegand-26) at the door reader.
+PEOPLE: list[dict[str, Any]] = [
+    {"id": "C-1001", "uid": "3C00CE754C", "holder": "amira", "role": "user", "scope": ["A-01"]},
+    {"id": "C-1002", "uid": "14008EC793", "holder": "ben", "role": "user", "scope": ["A-02"]},
+    {"id": "C-1003", "uid": "62E3086CED", "holder": "cara", "role": "user", "scope": ["A-03"]},
+    {"id": "C-1004", "uid": "1A2B3C4D5E", "holder": "dev", "role": "user", "scope": ["A-04"], "status": "lost"},
+    {"id": "C-1005", "uid": "0A0B0C0D0E", "holder": "ella", "role": "user", "scope": []},
+    {"id": "C-1006", "uid": "0F0E0D0C0B", "holder": "finn", "role": "user", "scope": []},
+    {"id": "S-0001", "uid": "5A0144", "holder": "ms-patel", "role": "section_master", "scope": ["A"]},
+    {"id": "E-0001", "uid": "0C607C", "holder": "head", "role": "emergency", "scope": []},
+    {"id": "E-0002", "uid": "1B2C3D", "holder": "deputy", "role": "site_master", "scope": []},
+    {
+        "id": "K-0001",
+        "uid": "",
+        "holder": "caretaker",
+        "role": "user",
+        "scope": ["K-01"],
+        "kind": "physical_key",
+        "key_code": "KX-204",
+    },
+]
+STRANGER = "DEADBEEF01"
+
+
+@dataclass(frozen=True)
+class Step:
+    narration: str
+    action: Callable[[SimulatedSite], Awaitable[Any]]
+    pause_s: float = 2.0
+
+
+def scenario() -> list[Step]:
+    async def hammer(site: SimulatedSite) -> None:
+        for _ in range(6):
+            await site.tap("bank-a", STRANGER, hold=0.2)
+            await asyncio.sleep(0.8)
+
+    return [
+        Step(
+            "08:10 Amira taps her fob at corridor A: her locker A-01 pops open", lambda s: s.tap("bank-a", "3C00CE754C")
+        ),
+        Step("Amira takes her books and shuts the door", lambda s: s.close("A-01")),
+        Step("Ben opens A-02 — and runs off to class leaving the door open", lambda s: s.tap("bank-a", "14008EC793")),
+        Step(
+            "Cara's lock is jammed: her tap is granted but the latch never opens",
+            lambda s: _jammed_tap(s, "A-03", "bank-a", "62E3086CED"),
+            3.0,
+        ),
+        Step(
+            "Ella wants a day-use locker in corridor B: she gets the lowest free one",
+            lambda s: s.tap("bank-b", "0A0B0C0D0E"),
+        ),
+        Step("Finn gets the next one", lambda s: s.tap("bank-b", "0F0E0D0C0B")),
+        Step("Both put their kit in and close the doors", lambda s: _close_all(s, "B-01", "B-02")),
+        Step("Ella comes back: the same tap reopens B-01 and releases it", lambda s: s.tap("bank-b", "0A0B0C0D0E")),
+        Step("...and she closes it behind her", lambda s: s.close("B-01")),
+        Step(
+            "Somebody found Dev's lost fob and tries it: refused, and security is told",
+            lambda s: s.tap("bank-a", "1A2B3C4D5E"),
+        ),
+        Step("A stranger's card is tried again and again: the reader locks itself out", hammer, 1.0),
+        Step("Ms Patel (section A master) opens A-01 at its door reader", lambda s: s.tap("door-a-01", "5A0144")),
+        Step("...and closes it again", lambda s: s.close("A-01")),
+        Step(
+            "Emergency: the head teacher taps first — the gateway waits for a second person",
+            lambda s: s.tap("door-a-01", "0C607C"),
+        ),
+        Step("The deputy (site master) confirms: two-person emergency opening", lambda s: s.tap("door-a-01", "1B2C3D")),
+        Step("The door is shut", lambda s: s.close("A-01")),
+        Step("Someone prises A-05 open without a tap", lambda s: s.open("A-05")),
+        Step("Ben's door has now been open too long: door.left_open", _noop, 0.5),
+        Step("Ben's door is finally closed, A-05 too", lambda s: _close_all(s, "A-02", "A-05")),
+    ]
+
+
+async def _noop(site: SimulatedSite) -> None:
+    return None
+
+
+async def _close_all(site: SimulatedSite, *lockers: str) -> None:
+    for locker in lockers:
+        await site.close(locker)
+
+
+async def _jammed_tap(site: SimulatedSite, locker: str, reader: str, uid: str) -> None:
+    await site.jam(locker)
+    await site.tap(reader, uid)
+
+
+def seed_credentials(settings: Settings) -> None:
+    """A fresh store for each demo run: the scenario's people and keys."""
+    state_dir = settings.gateway.state_dir
+    if state_dir.exists():
+        shutil.rmtree(state_dir)
+    state_dir.mkdir(parents=True)
+    now = datetime.now(UTC)
+    with Store.open(state_dir) as store:
+        store.upsert(
+            [{**person, "valid_from": (now - timedelta(days=30)).isoformat()} for person in PEOPLE],
+            by="demo",
+            now=now,
+        )
+
+
+def tiles_for(settings: Settings) -> dict[str, LockerTile]:
+    owners = {scope: p["holder"] for p in PEOPLE if p["role"] == "user" for scope in p["scope"]}
+    return {
+        locker.id: LockerTile(
+            id=locker.id, mode="keyed" if locker.board is None else locker.mode, owner=owners.get(locker.id, "")
+        )
+        for locker in settings.lockers
+    }
+
+
+async def run_demo(
+    settings: Settings,
+    show: Callable[[DemoView], Awaitable[None]] | None,
+    speed: float,
+    printer: Callable[[str], None] | None = None,
+) -> DemoView:
+    """Run the scenario; `show` refreshes a live display, `printer` gets plain lines when there is none."""
+    view = DemoView(tiles=tiles_for(settings), title=f"lockergw demo — {settings.gateway.site}")
+    seed_credentials(settings)
+    gateway = Gateway(settings)
+
+    def on_event(envelope: dict[str, Any]) -> None:
+        line = view.apply(envelope)
+        if printer is not None:
+            printer(line.plain)
+
+    gateway.listeners.append(on_event)
+    async with SimulatedSite(settings) as site:
+        runner = asyncio.create_task(gateway.run())
+        try:
+            await asyncio.wait_for(_until_ready(gateway), timeout=15)
+            for step in scenario():
+                view.narrate(step.narration)
+                if printer is not None:
+                    printer(f"» {step.narration}")
+                await step.action(site)
+                await _pause(step.pause_s / speed, view, show)
+            # Let the left-open alarm (door_left_open_s) fire if the scenario was faster than it.
+            await _wait_for_kind(view, gateway, "door.left_open", settings.policy.door_left_open_s + 2, show)
+            view.narrate("That was the morning. Every event above is in the journal, hash-chained.")
+            if printer is not None:
+                printer("» That was the morning. Every event above is in the journal, hash-chained.")
+            await _pause(1.0 / speed, view, show)
+        finally:
+            gateway.stop()
+            await asyncio.wait_for(runner, timeout=10)
+    return view
+
+
+async def _until_ready(gateway: Gateway) -> None:
+    while not gateway.ready:
+        await asyncio.sleep(0.05)
+
+
+async def _pause(seconds: float, view: DemoView, show: Callable[[DemoView], Awaitable[None]] | None) -> None:
+    end = asyncio.get_running_loop().time() + seconds
+    while (left := end - asyncio.get_running_loop().time()) > 0:
+        if show is not None:
+            await show(view)
+        await asyncio.sleep(min(0.1, left))
+
+
+async def _wait_for_kind(
+    view: DemoView, gateway: Gateway, kind: str, timeout: float, show: Callable[[DemoView], Awaitable[None]] | None
+) -> None:
+    seen = asyncio.Event()
+
+    def watch(envelope: dict[str, Any]) -> None:
+        if envelope["kind"] == kind:
+            seen.set()
+
+    gateway.listeners.append(watch)
+    if any(kind in line.plain for line in view.log):
+        return
+    try:
+        async with asyncio.timeout(timeout):
+            while not seen.is_set():
+                await _pause(0.1, view, show)
+    except TimeoutError:
+        pass
+
+
+def default_config_path() -> Path:
+    here = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
+    return Path("config/demo.toml") if Path("config/demo.toml").exists() else here
