@@ -175,12 +175,11 @@ CASES = [
         ("K-01",),
     ),
     Case(
-        "assigned through lockers/assign (occupant)",
+        "an assigned locker is opened through scope only, not an occupant field",
         credential("C-assigned"),
         "door-b01",
-        GRANTED,
-        Reason.ASSIGNED_LOCKER,
-        ("B-01",),
+        DENIED,
+        Reason.NO_LOCKER_HERE,
         occupants={"B-01": "C-assigned"},
     ),
     Case(

@@ -86,12 +86,14 @@ def situations(draw: st.DrawFn, tapped: st.SearchStrategy[Credential]) -> tuple[
     occupants = {locker_id: draw(occupant) for locker_id in LOCKER_IDS}
     service = {locker_id: draw(st.sampled_from(list(Service))) for locker_id in LOCKER_IDS}
     policy = PolicySettings(emergency_two_person=draw(st.booleans()), lockout_after=draw(st.integers(1, 6)))
+    state = draw(reader_states(reader, now))
+    first_person = [state.pending.credential] if state.pending else []  # known to the store, so it stays live
     snap = snapshot(
-        [*others, cred],
+        [*others, *first_person, cred],
         occupants={k: v for k, v in occupants.items() if v is not None},
         service=service,
         settings=policy,
-        states={reader: draw(reader_states(reader, now))},
+        states={reader: state},
     )
     return snap, cred, reader, now
 
@@ -130,7 +132,7 @@ def test_a_user_opens_only_its_own_lockers(situation: tuple) -> None:
         if locker.mode == LockerMode.SHARED:
             assert own, f"{cred.id} opened shared locker {locker_id} it does not hold"
         else:
-            assert locker_id in cred.scope or own
+            assert locker_id in cred.scope
     assert not decision.override
 
 
@@ -192,6 +194,31 @@ def test_lockout_after_n_denials(
     assert decide(snap, tap(owner, "door-a01", moment), moment).granted
 
 
+@given(
+    first_holder=st.sampled_from(HOLDERS),
+    second_holder=st.sampled_from(HOLDERS),
+    second_role=st.sampled_from([Role.EMERGENCY, Role.SITE_MASTER]),
+    delay_s=st.integers(0, 60),
+    reader=st.sampled_from(["door-a01", "door-b01", "bank-s"]),
+)
+def test_two_person_rule(first_holder: str, second_holder: str, second_role: Role, delay_s: int, reader: str) -> None:
+    """An emergency opening needs a second tap by another person within the window; nothing less opens."""
+    first = credential("C-first", Role.EMERGENCY, holder=first_holder)
+    second = credential("C-second", second_role, holder=second_holder)
+    snap = keypad(snapshot([first, second]), reader, "10") if reader == "bank-s" else snapshot([first, second])
+    pending = decide(snap, tap(first, reader), NOW)
+    assert (pending.kind, pending.lockers) == (OVERRIDE_PENDING, (READERS[reader][0],))
+    later = NOW + timedelta(seconds=delay_s)
+    decision = decide(apply(snap, pending), tap(second, reader, later), later)
+    if delay_s > 30:
+        assert decision.reason != Reason.EMERGENCY_OVERRIDE
+    elif first_holder == second_holder:
+        assert (decision.kind, decision.reason) == (DENIED, Reason.OVERRIDE_NEEDS_SECOND_PERSON)
+    else:
+        assert (decision.reason, decision.lockers) == (Reason.EMERGENCY_OVERRIDE, pending.lockers)
+        assert decision.authorizers == (first, second)
+
+
 # ---- random days at the site --------------------------------------------------------------------
 
 POOL = [
@@ -236,6 +263,9 @@ def test_invariants_over_any_sequence_of_taps(actions: list[tuple], two_person: 
         assert len(state.denials) < lockout_after
         if lockout_events:
             assert decision.kind == DENIED and state.locked_until is not None
+        if decision.reason == Reason.EMERGENCY_OVERRIDE:
+            holders = [c.holder for c in decision.authorizers]
+            assert len(set(holders)) == len(holders) == (2 if two_person else 1)
         if decision.kind == OVERRIDE_PENDING:
             assert cred is not None and cred.role == Role.EMERGENCY and two_person
             assert state.pending is not None and state.pending.credential == cred
