@@ -15,6 +15,9 @@ class RequestError(Exception):
 
 
 class GatewayOps(Protocol):
+    #: This run's boot id: the same on `{base}/state` as in the events' envelopes.
+    boot_id: str
+
     def health(self) -> dict[str, Any]:
         """Liveness facts: uptime, devices online, journal backlog, credential-set version."""
 

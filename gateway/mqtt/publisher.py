@@ -1,0 +1,412 @@
+"""The publisher: one MQTT session at a time, the journal drained into it (SPEC §7–§8).
+
+Per session it publishes the retained `{base}/info`, `{base}/lockers/{id}` and — once the gateway
+is ready — `{base}/state` online (the will says offline), then drains the journal in seq order to
+`{base}/events/{kind}` at QoS 1 with at most `mqtt.inflight` events awaiting their PUBACK. An event
+is marked sent only after its PUBACK; whatever was in flight when a session broke is sent again in
+the next one (delivery is at-least-once; consumers de-duplicate by event_id).
+
+`historical` is a delivery attribute (outside the hash). An event goes out with `historical: false`
+only when the publisher was connected and caught up — nothing unsent ahead of it, window not full —
+when it was picked up; everything found waiting after a (re)connection, everything queued behind a
+full window and everything re-published by `events/replay` carries `historical: true`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiomqtt
+
+from gateway import __version__
+from gateway.config import Settings
+from gateway.events import canonical_json, format_ts
+from gateway.journal import Journal
+from gateway.mqtt.link import make_client, parse_url
+from gateway.mqtt.ops import GatewayOps, RequestError
+from gateway.mqtt.topics import Topics
+
+log = logging.getLogger("lockergw.mqtt")
+
+MessageHandler = Callable[[aiomqtt.Client, aiomqtt.Message], Awaitable[None]]
+
+#: How long the goodbye (`state` offline) may take before the connection is simply closed.
+GOODBYE_TIMEOUT_S = 1.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """Every payload is canonical JSON (sorted keys, UTF-8), so a consumer can hash what it receives."""
+    return canonical_json(payload)
+
+
+@dataclass(slots=True)
+class _ReplayRange:
+    next_seq: int
+    to_seq: int
+
+
+class Publisher:
+    """Owns the broker connection. Start `run()` as a task; stop it with `await stop()`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        journal: Journal,
+        ops: GatewayOps,
+        *,
+        boot_id: str,
+        version: str = __version__,
+        on_message: MessageHandler | None = None,
+        subscriptions: Sequence[str] = (),
+        backoff_initial_s: float = 0.25,
+        backoff_cap_s: float = 5.0,
+        batch: int = 500,
+    ) -> None:
+        self.settings = settings
+        self.topics = Topics.of(settings.mqtt.topic_prefix, settings.gateway.site, settings.gateway.id)
+        self.address = parse_url(settings.mqtt.url)
+        self.identifier = f"lockergw-{settings.gateway.site}-{settings.gateway.id}"
+        self._journal = journal
+        self._ops = ops
+        self._boot_id = boot_id
+        self._version = version
+        self._on_message = on_message
+        self._subscriptions = tuple(subscriptions)
+        self._backoff_initial = backoff_initial_s
+        self._backoff_cap = backoff_cap_s
+        self._inflight = settings.mqtt.inflight
+        self._batch = max(batch, self._inflight)
+
+        self._wake = asyncio.Event()  # new events in the journal, or an acknowledgement arrived
+        self._retained_wake = asyncio.Event()
+        self._replay_wake = asyncio.Event()
+        self._progress = asyncio.Event()  # events were marked sent
+        self._stopping = asyncio.Event()
+        self._connected = asyncio.Event()
+
+        self._ready = False
+        self._online_published = False
+        self._info_dirty = False
+        self._locker_updates: dict[str, dict[str, Any]] = {}
+        self._replays: list[_ReplayRange] = []
+        self._client: aiomqtt.Client | None = None
+        #: Events with a seq above this go out live; None while disconnected or behind.
+        self._live_after: int | None = None
+
+        self.published = 0
+        self.sessions = 0
+
+    # ---- what the daemon calls ---------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float | None = None) -> bool:
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def notify(self) -> None:
+        """New events were journaled: drain them now (never blocks)."""
+        self._wake.set()
+
+    def set_ready(self) -> None:
+        """The store is open and every device has been opened once: publish `state` online."""
+        self._ready = True
+        self._retained_wake.set()
+
+    def locker_changed(self, locker_id: str, payload: dict[str, Any]) -> None:
+        """Publish the retained `{base}/lockers/{locker_id}` (the latest payload wins while offline)."""
+        self._locker_updates[locker_id] = payload
+        self._retained_wake.set()
+
+    def info_changed(self) -> None:
+        """Re-publish the retained `{base}/info` (e.g. after the credential set changed)."""
+        self._info_dirty = True
+        self._retained_wake.set()
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until the broker has acknowledged every journaled event; False if `timeout` ran out."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._wake.set()
+        while self._journal.backlog() > 0:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._progress.clear()
+            try:
+                await asyncio.wait_for(self._progress.wait(), remaining)
+            except TimeoutError:
+                return self._journal.backlog() == 0
+        return True
+
+    def replay(self, from_seq: int) -> dict[str, Any]:
+        """Queue a re-publication of the journal from `from_seq` (historical: true); returns what it covers."""
+        last = self._journal.last_seq
+        if from_seq > last + 1:
+            raise RequestError(f"from_seq {from_seq} is after the last journaled event (seq {last})")
+        first = self._journal.read(from_seq, 1)
+        if not first:
+            return {"from_seq": from_seq, "to_seq": last, "count": 0}
+        start = int(first[0]["seq"])
+        self._replays.append(_ReplayRange(start, last))
+        self._replay_wake.set()
+        data: dict[str, Any] = {"from_seq": start, "to_seq": last, "count": last - start + 1}
+        if start > from_seq:
+            data["pruned_before"] = start
+        return data
+
+    def subscribe(self, topic_filter: str) -> None:
+        """Subscribe to `topic_filter` in every session (before anything is published); messages go to on_message."""
+        self._subscriptions = (*self._subscriptions, topic_filter)
+
+    def stop(self) -> None:
+        """Ask `run()` to end: it publishes `state` offline if connected, disconnects cleanly and returns."""
+        self._stopping.set()
+
+    # ---- the connection loop -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, serve sessions and reconnect with capped exponential back-off until `stop()`."""
+        delay = self._backoff_initial
+        outage_since: float | None = None
+        while not self._stopping.is_set():
+            try:
+                client = make_client(
+                    self.settings.mqtt,
+                    identifier=self.identifier,
+                    will=aiomqtt.Will(self.topics.state, encode(self._state("offline")), qos=1, retain=True),
+                    max_inflight=self._inflight + 20,
+                )
+                async with client:
+                    self._log_connected(outage_since)
+                    outage_since = None
+                    delay = self._backoff_initial
+                    await self._session(client)
+                if self._stopping.is_set():
+                    return
+            except aiomqtt.MqttError as exc:
+                if self._stopping.is_set():
+                    return
+                if outage_since is None:
+                    outage_since = time.monotonic()
+                    log.warning(
+                        "broker %s unreachable (%s); retrying, events wait in the journal (%d waiting)",
+                        self.address,
+                        exc,
+                        self._backlog(),
+                    )
+                else:
+                    log.debug("broker %s still unreachable: %s", self.address, exc)
+            except Exception as exc:
+                if outage_since is None:
+                    outage_since = time.monotonic()
+                log.error("MQTT session failed: %s; reconnecting", exc, exc_info=exc)
+            finally:
+                self._client = None
+                self._connected.clear()
+                self._live_after = None
+            try:
+                await asyncio.wait_for(self._stopping.wait(), delay)
+                return
+            except TimeoutError:
+                delay = min(delay * 2, self._backoff_cap)
+
+    def _log_connected(self, outage_since: float | None) -> None:
+        self.sessions += 1
+        if outage_since is None:
+            log.info("connected to broker %s as %s", self.address, self.identifier)
+        else:
+            log.info(
+                "broker %s reachable again after %.1f s; sending %d waiting events",
+                self.address,
+                time.monotonic() - outage_since,
+                self._backlog(),
+            )
+
+    def _backlog(self) -> int:
+        try:
+            return self._journal.backlog()
+        except Exception:  # the count is only for the log line
+            return -1
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        self._client = client
+        self._live_after = None
+        self._online_published = False
+        for topic_filter in self._subscriptions:
+            await client.subscribe(topic_filter, qos=1)
+        await self._publish_all_retained(client)
+        self._connected.set()
+        tasks = {
+            asyncio.create_task(self._drain(client), name="mqtt drain"),
+            asyncio.create_task(self._retained(client), name="mqtt retained"),
+            asyncio.create_task(self._replayer(client), name="mqtt replay"),
+            asyncio.create_task(self._receive(client), name="mqtt receive"),
+        }
+        stopping = asyncio.create_task(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (*tasks, stopping):
+                task.cancel()
+            await asyncio.gather(*tasks, stopping, return_exceptions=True)
+        if stopping in done:
+            await self._goodbye(client)
+            return
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        raise aiomqtt.MqttError("session ended")
+
+    async def _goodbye(self, client: aiomqtt.Client) -> None:
+        try:
+            await client.publish(
+                self.topics.state, encode(self._state("offline")), qos=1, retain=True, timeout=GOODBYE_TIMEOUT_S
+            )
+        except aiomqtt.MqttError as exc:
+            log.debug("could not publish state offline: %s", exc)
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        """Read incoming messages (requests); also how a broken connection is noticed at once."""
+        async for message in client.messages:
+            if self._on_message is None:
+                continue
+            try:
+                await self._on_message(client, message)
+            except aiomqtt.MqttError:
+                raise
+            except Exception as exc:
+                log.error("request on %s failed: %s", message.topic, exc, exc_info=exc)
+
+    # ---- retained topics ---------------------------------------------------------------------
+
+    def _state(self, state: str) -> dict[str, Any]:
+        return {"state": state, "boot_id": self._boot_id, "version": self._version, "ts": format_ts(utcnow())}
+
+    async def _publish_retained(self, client: aiomqtt.Client, topic: str, payload: dict[str, Any]) -> None:
+        await client.publish(topic, encode(payload), qos=1, retain=True)
+
+    async def _publish_all_retained(self, client: aiomqtt.Client) -> None:
+        self._info_dirty = False
+        self._locker_updates.clear()
+        await self._publish_retained(client, self.topics.info, self._ops.info())
+        for locker_id, payload in self._ops.locker_states().items():
+            await self._publish_retained(client, self.topics.locker(locker_id), payload)
+        if self._ready:
+            await self._publish_retained(client, self.topics.state, self._state("online"))
+            self._online_published = True
+
+    async def _retained(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._retained_wake.wait()
+            self._retained_wake.clear()
+            if self._info_dirty:
+                self._info_dirty = False
+                await self._publish_retained(client, self.topics.info, self._ops.info())
+            while self._locker_updates:
+                locker_id = next(iter(self._locker_updates))
+                payload = self._locker_updates.pop(locker_id)
+                await self._publish_retained(client, self.topics.locker(locker_id), payload)
+            if self._ready and not self._online_published:
+                await self._publish_retained(client, self.topics.state, self._state("online"))
+                self._online_published = True
+
+    # ---- events ------------------------------------------------------------------------------
+
+    async def _publish_event(self, client: aiomqtt.Client, envelope: dict[str, Any], historical: bool) -> None:
+        payload = {**envelope, "historical": historical}
+        await client.publish(self.topics.event(str(envelope["kind"])), encode(payload), qos=1)
+        self.published += 1
+
+    def _mark_sent(self, acked: list[int]) -> None:
+        if acked:
+            self._journal.mark_sent(sorted(acked))
+            acked.clear()
+            self._progress.set()
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        window = asyncio.Semaphore(self._inflight)
+        pending: set[asyncio.Task[None]] = set()
+        acked: list[int] = []
+        failures: list[BaseException] = []
+        cursor = 0
+
+        def finished(task: asyncio.Task[None], *, seq: int) -> None:
+            pending.discard(task)
+            window.release()
+            if task.cancelled():
+                return
+            exc = task.exception()
+            if exc is None:
+                acked.append(seq)
+            else:
+                failures.append(exc)
+            self._wake.set()
+
+        try:
+            while True:
+                if failures:
+                    raise failures[0]
+                self._wake.clear()
+                batch = self._journal.unsent(cursor, self._batch)
+                if not batch:
+                    # Everything journaled has been handed to the broker: new events go out live.
+                    if self._live_after is None:
+                        self._live_after = cursor
+                    self._mark_sent(acked)
+                    await self._wake.wait()
+                    continue
+                for envelope in batch:
+                    if window.locked():
+                        self._live_after = None  # a backlog is forming behind a full window
+                    await window.acquire()
+                    if failures:
+                        window.release()
+                        raise failures[0]
+                    seq = int(envelope["seq"])
+                    live = self._live_after is not None and seq > self._live_after
+                    task = asyncio.create_task(self._publish_event(client, envelope, historical=not live))
+                    pending.add(task)
+                    task.add_done_callback(functools.partial(finished, seq=seq))
+                    cursor = seq
+                    if len(acked) >= self._inflight:
+                        self._mark_sent(acked)
+        finally:
+            for task in list(pending):
+                task.cancel()
+            # Acknowledged events are delivered even if this session is ending.
+            self._mark_sent(acked)
+
+    async def _replayer(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._replay_wake.wait()
+            self._replay_wake.clear()
+            while self._replays:
+                current = self._replays[0]
+                if current.next_seq > current.to_seq:
+                    self._replays.pop(0)
+                    continue
+                limit = min(self._inflight, current.to_seq - current.next_seq + 1)
+                envelopes = self._journal.read(current.next_seq, limit)
+                envelopes = [e for e in envelopes if int(e["seq"]) <= current.to_seq]
+                if not envelopes:
+                    self._replays.pop(0)
+                    continue
+                await asyncio.gather(*(self._publish_event(client, e, historical=True) for e in envelopes))
+                current.next_seq = int(envelopes[-1]["seq"]) + 1

@@ -1,0 +1,469 @@
+"""Requests from central systems (SPEC §7): `{base}/request/{command}` → `{base}/response/{command}`.
+
+Every request is answered — an unknown command, bad JSON, a wrong field or an oversized payload
+too — with `{"transaction", "status": "ok"|"error", "data", "error"}` at QoS 1. The transaction is
+echoed when it could be read, else null. An error response means nothing changed. An `ok` to a
+credential change means the change is committed and in force for the next tap: the handler calls
+`ops.credentials_changed()` before it answers. An MQTT 5 response topic and correlation data are
+honoured: the response then goes to that topic instead of `{base}/response/{command}`.
+
+No response, log line or topic ever carries a raw card number: `credentials/get` answers with
+`uid_hash`, and error messages show uids masked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Protocol
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.config import Settings
+from gateway.credential_input import CredentialFields, FieldError, parse_credential_fields
+from gateway.events import format_ts
+from gateway.model import Credential, Status
+from gateway.mqtt.ops import GatewayOps, RequestError
+from gateway.mqtt.signing import SIGNED_COMMANDS, RequestVerifier, SignatureError
+from gateway.mqtt.topics import Topics
+from gateway.sitekey import uid_hash
+from gateway.store import Store, StoreError
+from gateway.uid import UidError, mask_uid, normalise_uid
+
+log = logging.getLogger("lockergw.mqtt")
+
+#: A snapshot may come in at most this many pages (a guard on memory, far above any real set).
+MAX_SNAPSHOT_PAGES = 10_000
+
+Text = Annotated[str, Field(min_length=1, max_length=128)]
+By = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class Replayer(Protocol):
+    """What the handlers need of the publisher."""
+
+    def replay(self, from_seq: int) -> dict[str, Any]: ...
+
+    def info_changed(self) -> None: ...
+
+
+class RequestModel(BaseModel):
+    """Fields every request may carry: its transaction and, when signing is on, its signature."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    transaction: Any = None
+    issued_at: Any = None
+    nonce: Any = None
+    hmac: Any = None
+
+
+class HealthCheck(RequestModel):
+    pass
+
+
+class Upsert(RequestModel):
+    credentials: list[dict[str, Any]] = Field(min_length=1)
+    by: By = "mqtt"
+
+
+class Remove(RequestModel):
+    id: Text
+    force: bool = False
+    by: By = "mqtt"
+
+
+class SetStatus(RequestModel):
+    id: Text
+    status: Literal["active", "suspended", "lost", "revoked", "returned", "replaced"]
+    reason: str | None = Field(default=None, max_length=1024)
+    by: By = "mqtt"
+
+
+class Replace(RequestModel):
+    id: Text
+    new_uid: str = Field(min_length=1, max_length=64)
+    new_id: Text | None = None
+    by: By = "mqtt"
+
+
+class Snapshot(RequestModel):
+    version: int | Text
+    page: int = Field(ge=1, le=MAX_SNAPSHOT_PAGES)
+    pages: int = Field(ge=1, le=MAX_SNAPSHOT_PAGES)
+    credentials: list[dict[str, Any]]
+    by: By = "mqtt"
+
+
+class Get(RequestModel):
+    id: Text
+
+
+class Authorizer(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    id: Text
+    holder: Text | None = None
+
+
+class Open(RequestModel):
+    locker: Text
+    operator: Text
+    reason: str = Field(min_length=1, max_length=1024)
+    authorizers: list[Authorizer] = Field(default_factory=list, max_length=16)
+
+
+class SetService(RequestModel):
+    locker: Text
+    service: Literal["in_service", "out_of_service"]
+    by: By = "mqtt"
+
+
+class Assign(RequestModel):
+    locker: Text
+    credential: Text
+    by: By = "mqtt"
+
+
+class Release(RequestModel):
+    locker: Text
+    by: By = "mqtt"
+
+
+class Replay(RequestModel):
+    from_seq: int = Field(ge=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """What goes back: the payload and where it goes (the MQTT 5 response topic when one was given)."""
+
+    command: str
+    topic: str
+    payload: dict[str, Any]
+    correlation_data: bytes | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.payload.get("status") == "ok"
+
+
+class _Refused(Exception):
+    """A request that is answered with an error; the message is the response's `error`."""
+
+
+@dataclass(slots=True)
+class _PartialSnapshot:
+    version: int | str
+    pages: int
+    received: dict[int, list[CredentialFields]] = field(default_factory=dict)
+
+
+def error_message(exc: ValidationError) -> str:
+    """Pydantic's errors as `path: problem; …` — never quoting the input (it may hold a card number)."""
+    parts: list[str] = []
+    for item in exc.errors(include_input=False, include_url=False):
+        path = ""
+        for part in item["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        kind = item["type"]
+        if kind == "missing":
+            problem = "missing (required)"
+        elif kind == "extra_forbidden":
+            problem = "unknown field"
+        else:
+            problem = str(item["msg"])
+        parts.append(f"{path}: {problem}" if path else problem)
+    return "; ".join(dict.fromkeys(parts))
+
+
+def credential_data(credential: Credential, site_key: bytes) -> dict[str, Any]:
+    """A credential as `credentials/get` returns it: every field, `uid_hash` in place of `uid`."""
+
+    def when(value: datetime | None) -> str | None:
+        return format_ts(value) if value is not None else None
+
+    return {
+        "id": credential.id,
+        "uid_hash": uid_hash(site_key, credential.uid) if credential.uid else None,
+        "holder": credential.holder,
+        "role": str(credential.role),
+        "scope": list(credential.scope),
+        "status": str(credential.status),
+        "kind": str(credential.kind),
+        "valid_from": when(credential.valid_from),
+        "valid_until": when(credential.valid_until),
+        "schedule": credential.schedule,
+        "key_code": credential.key_code,
+        "deposit": credential.deposit,
+        "approved_by": credential.approved_by,
+        "issue_no": credential.issue_no,
+        "issued_at": when(credential.issued_at),
+        "issued_by": credential.issued_by,
+    }
+
+
+def _uids_in(request: Mapping[str, Any]) -> list[str]:
+    """Every card number a request carries (as sent and canonical), to keep them out of messages."""
+    found: list[str] = []
+    candidates: list[Any] = [request.get("new_uid")]
+    items = request.get("credentials")
+    if isinstance(items, list):
+        candidates += [item.get("uid") for item in items if isinstance(item, dict)]
+    for value in candidates:
+        if isinstance(value, str) and value.strip():
+            found.append(value.strip())
+            with contextlib.suppress(UidError):
+                found.append(normalise_uid(value))
+    return sorted(set(found), key=len, reverse=True)
+
+
+def scrub(message: str, uids: Sequence[str]) -> str:
+    for uid in uids:
+        if len(uid) >= 4 and uid in message:
+            message = message.replace(uid, mask_uid(uid))
+    return message
+
+
+class RequestHandler:
+    """Answers requests. `handle()` is broker-free (tests call it directly); `on_message()` plugs it
+    into the publisher's session."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        ops: GatewayOps,
+        site_key: bytes,
+        publisher: Replayer,
+        *,
+        verifier: RequestVerifier | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.topics = Topics.of(settings.mqtt.topic_prefix, settings.gateway.site, settings.gateway.id)
+        self._max_bytes = settings.mqtt.max_request_bytes
+        self._zone = settings.gateway.zone()
+        self._store = store
+        self._ops = ops
+        self._site_key = site_key
+        self._publisher = publisher
+        self._verifier = verifier
+        self._clock = clock
+        self._snapshot: _PartialSnapshot | None = None
+        self._commands: dict[str, tuple[type[RequestModel], Callable[[Any], Awaitable[dict[str, Any]]]]] = {
+            "health_check": (HealthCheck, self._health_check),
+            "credentials/upsert": (Upsert, self._upsert),
+            "credentials/remove": (Remove, self._remove),
+            "credentials/set_status": (SetStatus, self._set_status),
+            "credentials/replace": (Replace, self._replace),
+            "credentials/snapshot": (Snapshot, self._snapshot_page),
+            "credentials/get": (Get, self._get),
+            "lockers/open": (Open, self._open),
+            "lockers/set_service": (SetService, self._set_service),
+            "lockers/assign": (Assign, self._assign),
+            "lockers/release": (Release, self._release),
+            "events/replay": (Replay, self._replay),
+        }
+
+    @property
+    def commands(self) -> tuple[str, ...]:
+        return tuple(self._commands)
+
+    # ---- transport ---------------------------------------------------------------------------
+
+    async def on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        command = self.topics.command_of(str(message.topic))
+        if command is None:
+            return
+        payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+        response_topic = getattr(message.properties, "ResponseTopic", None) if message.properties else None
+        correlation = getattr(message.properties, "CorrelationData", None) if message.properties else None
+        response = await self.handle(command, payload, response_topic=response_topic, correlation_data=correlation)
+        properties: Properties | None = None
+        if response.correlation_data is not None:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.CorrelationData = response.correlation_data
+        await client.publish(response.topic, json.dumps(response.payload).encode(), qos=1, properties=properties)
+
+    # ---- the request pipeline ----------------------------------------------------------------
+
+    async def handle(
+        self,
+        command: str,
+        payload: bytes,
+        *,
+        response_topic: str | None = None,
+        correlation_data: bytes | None = None,
+    ) -> Response:
+        """Check, authenticate, validate and carry out one request; always returns a response."""
+        topic = self.topics.response(command)
+        if response_topic and not any(c in response_topic for c in "#+\x00"):
+            topic = response_topic
+        transaction: Any = None
+        uids: list[str] = []
+        try:
+            if len(payload) > self._max_bytes:
+                raise _Refused(f"request is {len(payload)} bytes, more than mqtt.max_request_bytes ({self._max_bytes})")
+            try:
+                request = json.loads(payload)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise _Refused(f"payload is not valid JSON: {exc}") from None
+            if not isinstance(request, dict):
+                raise _Refused("payload must be a JSON object")
+            transaction = request.get("transaction")
+            uids = _uids_in(request)
+            entry = self._commands.get(command)
+            if entry is None:
+                raise _Refused(f"unknown command {command!r} (one of: {', '.join(self._commands)})")
+            if self._verifier is not None and command in SIGNED_COMMANDS:
+                try:
+                    self._verifier.verify(request)
+                except SignatureError as exc:
+                    log.warning("refused %s request: %s", command, exc)
+                    raise _Refused(str(exc)) from None
+            model, run = entry
+            try:
+                arguments = model.model_validate(request)
+            except ValidationError as exc:
+                raise _Refused(error_message(exc)) from None
+            data = await run(arguments)
+        except (_Refused, RequestError, StoreError, FieldError) as exc:
+            message = scrub(str(exc), uids)
+            log.info("request %s: error: %s", command, message)
+            return Response(command, topic, _payload(transaction, "error", {}, message), correlation_data)
+        except Exception as exc:
+            log.error("request %s failed: %s", command, type(exc).__name__, exc_info=exc)
+            message = f"internal error handling {command} ({type(exc).__name__}); see the gateway log"
+            return Response(command, topic, _payload(transaction, "error", {}, message), correlation_data)
+        log.info("request %s: ok", command)
+        return Response(command, topic, _payload(transaction, "ok", data, None), correlation_data)
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _parse_items(self, items: Sequence[dict[str, Any]], where: str = "credentials") -> list[CredentialFields]:
+        parsed: list[CredentialFields] = []
+        seen: dict[str, int] = {}
+        for index, item in enumerate(items):
+            try:
+                fields = parse_credential_fields(item, self._zone)
+            except FieldError as exc:
+                raise _Refused(f"{where}[{index}].{exc.field}: {exc.problem}") from None
+            first = seen.setdefault(fields["id"], index)
+            if first != index:
+                raise _Refused(f"{where}[{index}].id: {fields['id']!r} also appears at {where}[{first}]")
+            parsed.append(fields)
+        return parsed
+
+    def _committed(self) -> dict[str, Any]:
+        """After a committed credential change: bring the running policy up to date, then say so."""
+        self._ops.credentials_changed()
+        self._publisher.info_changed()
+        version, digest = self._store.version_and_digest()
+        return {"version": version, "digest": digest}
+
+    # ---- commands ----------------------------------------------------------------------------
+
+    async def _health_check(self, _: HealthCheck) -> dict[str, Any]:
+        return self._ops.health()
+
+    async def _upsert(self, request: Upsert) -> dict[str, Any]:
+        items = self._parse_items(request.credentials)
+        stored = self._store.upsert([dict(item) for item in items], by=request.by, now=self._clock())
+        return {"count": len(stored), **self._committed()}
+
+    async def _remove(self, request: Remove) -> dict[str, Any]:
+        self._store.remove(request.id, by=request.by, now=self._clock(), force=request.force)
+        return {"id": request.id, **self._committed()}
+
+    async def _set_status(self, request: SetStatus) -> dict[str, Any]:
+        credential = self._store.set_status(
+            request.id, Status(request.status), by=request.by, now=self._clock(), reason=request.reason
+        )
+        return {"id": credential.id, "status": str(credential.status), **self._committed()}
+
+    async def _replace(self, request: Replace) -> dict[str, Any]:
+        try:
+            new_uid = normalise_uid(request.new_uid)
+        except UidError:
+            raise _Refused("new_uid: not a card number (hex, a 10-digit fob number or FFF,CCCCC)") from None
+        credential = self._store.replace(request.id, new_uid, by=request.by, now=self._clock(), new_id=request.new_id)
+        return {"id": credential.id, "replaced": request.id, "issue_no": credential.issue_no, **self._committed()}
+
+    async def _snapshot_page(self, request: Snapshot) -> dict[str, Any]:
+        if request.page > request.pages:
+            raise _Refused(f"page: {request.page} is beyond pages ({request.pages})")
+        items = self._parse_items(request.credentials)
+        partial = self._snapshot
+        if partial is None or partial.version != request.version or partial.pages != request.pages:
+            if partial is not None:
+                log.info(
+                    "credential snapshot %r abandoned after %d of %d pages: snapshot %r started",
+                    partial.version,
+                    len(partial.received),
+                    partial.pages,
+                    request.version,
+                )
+            partial = self._snapshot = _PartialSnapshot(request.version, request.pages)
+        partial.received[request.page] = items
+        if len(partial.received) < partial.pages:
+            return {
+                "snapshot": request.version,
+                "page": request.page,
+                "pages": request.pages,
+                "received": len(partial.received),
+                "complete": False,
+            }
+        self._snapshot = None
+        everything = [item for page in sorted(partial.received) for item in partial.received[page]]
+        ids: dict[str, int] = {}
+        for item in everything:
+            ids[item["id"]] = ids.get(item["id"], 0) + 1
+        twice = [i for i, n in ids.items() if n > 1]
+        if twice:
+            raise _Refused(
+                f"snapshot {request.version!r}: id {twice[0]!r} appears on more than one page; nothing changed"
+            )
+        count = self._store.replace_all([dict(item) for item in everything], by=request.by, now=self._clock())
+        return {
+            "snapshot": request.version,
+            "pages": request.pages,
+            "complete": True,
+            "count": count,
+            **self._committed(),
+        }
+
+    async def _get(self, request: Get) -> dict[str, Any]:
+        credential = self._store.get(request.id)
+        if credential is None:
+            raise _Refused(f"unknown credential {request.id!r}")
+        return credential_data(credential, self._site_key)
+
+    async def _open(self, request: Open) -> dict[str, Any]:
+        authorizers = [a.model_dump(exclude_none=True) for a in request.authorizers]
+        return await self._ops.open_locker(request.locker, request.operator, request.reason, authorizers)
+
+    async def _set_service(self, request: SetService) -> dict[str, Any]:
+        return await self._ops.set_locker_service(request.locker, request.service, request.by)
+
+    async def _assign(self, request: Assign) -> dict[str, Any]:
+        return await self._ops.assign_locker(request.locker, request.credential, request.by)
+
+    async def _release(self, request: Release) -> dict[str, Any]:
+        return await self._ops.release_locker(request.locker, request.by)
+
+    async def _replay(self, request: Replay) -> dict[str, Any]:
+        return self._publisher.replay(request.from_seq)
+
+
+def _payload(transaction: Any, status: str, data: dict[str, Any], error: str | None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"transaction": transaction, "status": status, "data": data}
+    if error is not None:
+        payload["error"] = error
+    return payload

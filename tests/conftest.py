@@ -1,0 +1,3 @@
+"""Shared fixtures. `broker.plugin` provides a private Mosquitto per test (see tests/broker/)."""
+
+pytest_plugins = ["broker.plugin"]
