@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -138,6 +139,9 @@ class Gateway:
             state_dir, site=self.settings.gateway.site, gateway=self.settings.gateway.id, boot_id=self.boot_id
         )
         self.credentials.load(self.store)
+        # A million credential objects would otherwise be walked by every full garbage collection.
+        gc.collect()
+        gc.freeze()
         saved_lockers = self.journal.get_state("locker:")
         for section in self.settings.lockers:
             saved = saved_lockers.get(f"locker:{section.id}") or {}
