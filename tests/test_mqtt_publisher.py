@@ -13,17 +13,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from broker.kit import Capture, Received, events_of, running_gateway
+from broker.kit import Capture, Received, events_of, is_event, running_gateway
 from broker.mosquitto import Mosquitto
 
 from gateway.events import verify_chain
 
 GATEWAY_PROCESS = Path(__file__).parent / "broker" / "gateway_process.py"
 BASE = "lockers/test-site/gw-01"
-
-
-def is_event(m: Received) -> bool:
-    return "/events/" in m.topic
 
 
 def seqs(messages: list[Received]) -> list[int]:

@@ -89,7 +89,7 @@ class SetStatus(RequestModel):
 
 class Replace(RequestModel):
     id: Text
-    new_uid: str = Field(min_length=1, max_length=64)
+    new_uid: str = Field(default="", max_length=64)  # empty for a physical key
     new_id: Text | None = None
     by: By = "mqtt"
 
@@ -389,10 +389,12 @@ class RequestHandler:
         return {"id": credential.id, "status": str(credential.status), **self._committed()}
 
     async def _replace(self, request: Replace) -> dict[str, Any]:
-        try:
-            new_uid = normalise_uid(request.new_uid)
-        except UidError:
-            raise _Refused("new_uid: not a card number (hex, a 10-digit fob number or FFF,CCCCC)") from None
+        new_uid = ""
+        if request.new_uid.strip():
+            try:
+                new_uid = normalise_uid(request.new_uid)
+            except UidError:
+                raise _Refused("new_uid: not a card number (hex, a 10-digit fob number or FFF,CCCCC)") from None
         credential = self._store.replace(request.id, new_uid, by=request.by, now=self._clock(), new_id=request.new_id)
         return {"id": credential.id, "replaced": request.id, "issue_no": credential.issue_no, **self._committed()}
 

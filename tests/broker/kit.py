@@ -185,8 +185,14 @@ class Capture:
         return response
 
 
+def is_event(message: Received) -> bool:
+    """`{prefix}/{site}/{gateway}/events/{kind}` (not a request or response about events)."""
+    parts = message.topic.split("/")
+    return len(parts) >= 5 and parts[3] == "events"
+
+
 def events_of(messages: list[Received]) -> list[dict[str, Any]]:
-    return [m.json() for m in messages if "/events/" in m.topic]
+    return [m.json() for m in messages if is_event(m)]
 
 
 class LockerBank:
