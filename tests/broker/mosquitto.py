@@ -81,6 +81,7 @@ class Mosquitto:
         acl: str | None = None,
         require_certificate: bool = False,
         persistence: bool = False,
+        debug_log: bool = False,
     ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -89,6 +90,7 @@ class Mosquitto:
         self.acl = acl
         self.require_certificate = require_certificate
         self.persistence = persistence
+        self.debug_log = debug_log
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.conf = workdir / "mosquitto.conf"
@@ -111,6 +113,7 @@ class Mosquitto:
             "log_type notice",
             "log_type subscribe",
             "log_type information",
+            "log_type debug" if self.debug_log else "",  # e.g. "Denied PUBLISH" lines
             f"listener {self.port} 127.0.0.1",
             "max_keepalive 65535",
         ]

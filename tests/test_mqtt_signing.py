@@ -1,0 +1,180 @@
+"""Signed requests: the recipe of docs/integrators.md, freshness, nonces — and refusals over a real broker."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from broker.kit import Capture, running_gateway
+from broker.mosquitto import Mosquitto
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.mqtt.signing import RequestVerifier, SignatureError, sign, signature
+
+KEY = b"correct horse battery staple"
+BASE = "lockers/test-site/gw-01"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def verifier() -> tuple[RequestVerifier, Clock]:
+    clock = Clock()
+    return RequestVerifier(KEY, clock=clock), clock
+
+
+def test_the_documented_recipe_is_what_is_checked() -> None:
+    check, clock = verifier()
+    request = {"transaction": 1, "locker": "A-01", "operator": "op-1", "reason": "stuck"}
+    body = {**request, "issued_at": int(clock.now), "nonce": "n-1"}
+    import hashlib
+    import hmac
+
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    mac = hmac.new(KEY, canonical, hashlib.sha256).hexdigest()
+    check.verify({**body, "hmac": mac})
+    assert signature(body, KEY) == mac
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: {k: v for k, v in r.items() if k != "hmac"}, "unsigned request: missing hmac"),
+        (lambda r: {k: v for k, v in r.items() if k not in ("nonce", "issued_at")}, "missing issued_at, nonce"),
+        (lambda r: {**r, "locker": "A-02"}, "bad signature"),
+        (lambda r: {**r, "hmac": r["hmac"][:-1] + ("0" if r["hmac"][-1] != "0" else "1")}, "bad signature"),
+        (lambda r: {**r, "hmac": 12}, "hmac: must be a hex string"),
+        (lambda r: {**r, "nonce": ""}, "nonce: must be a non-empty string"),
+        (lambda r: {**r, "issued_at": "yesterday"}, "issued_at: not an ISO 8601"),
+        (lambda r: {**r, "issued_at": True}, "issued_at: must be epoch seconds"),
+    ],
+)
+def test_tampered_or_incomplete_requests_are_refused(change: Any, message: str) -> None:
+    check, clock = verifier()
+    request = sign({"locker": "A-01", "operator": "op", "reason": "r"}, KEY, issued_at=int(clock.now))
+    with pytest.raises(SignatureError, match=message):
+        check.verify(change(request))
+
+
+@pytest.mark.parametrize(
+    ("skew", "fresh"), [(0, True), (30, True), (-30, True), (31, False), (-31, False), (3600, False)]
+)
+def test_requests_older_or_newer_than_30_s_are_stale(skew: int, fresh: bool) -> None:
+    check, clock = verifier()
+    request = sign({"locker": "A-01"}, KEY, issued_at=int(clock.now) - skew)
+    if fresh:
+        check.verify(request)
+    else:
+        with pytest.raises(SignatureError, match="stale request"):
+            check.verify(request)
+
+
+def test_iso_issued_at_with_an_offset_is_accepted_and_without_one_refused() -> None:
+    check, clock = verifier()
+    moment = datetime.fromtimestamp(clock.now, UTC)
+    check.verify(sign({"a": 1}, KEY, issued_at=moment.isoformat().replace("+00:00", "Z")))
+    check.verify(sign({"a": 1}, KEY, issued_at=(moment + timedelta(hours=1)).isoformat().replace("+00:00", "+01:00")))
+    with pytest.raises(SignatureError, match="needs a UTC offset"):
+        check.verify(sign({"a": 1}, KEY, issued_at=moment.replace(tzinfo=None).isoformat()))
+
+
+def test_a_nonce_is_accepted_once_within_the_window() -> None:
+    check, clock = verifier()
+    request = sign({"locker": "A-01"}, KEY, issued_at=int(clock.now), nonce="same")
+    check.verify(request)
+    clock.now += 10
+    with pytest.raises(SignatureError, match="replayed request"):
+        check.verify(request)
+    with pytest.raises(SignatureError, match="replayed request"):  # same nonce, newly signed
+        check.verify(sign({"locker": "A-02"}, KEY, issued_at=int(clock.now), nonce="same"))
+    clock.now += 60  # the first request is now stale; its nonce may be forgotten
+    with pytest.raises(SignatureError, match="stale request"):
+        check.verify(request)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+requests = st.dictionaries(
+    st.text(max_size=10).filter(lambda k: k not in ("hmac", "issued_at", "nonce")), json_values, max_size=6
+)
+
+
+@given(requests, st.data())
+def test_any_signed_request_verifies_and_any_changed_value_does_not(request: dict[str, Any], data: Any) -> None:
+    check, clock = verifier()
+    signed = sign(request, KEY, issued_at=int(clock.now))
+    check.verify(json.loads(json.dumps(signed)))  # survives a trip through JSON
+    if request:
+        key = data.draw(st.sampled_from(sorted(request)))
+        changed = data.draw(json_values.filter(lambda v: v != request[key]))
+        with pytest.raises(SignatureError, match="bad signature"):
+            RequestVerifier(KEY, clock=clock).verify({**signed, key: changed})
+
+
+async def test_unsigned_stale_or_replayed_door_openings_are_refused_over_mqtt(
+    broker: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="lockergw.mqtt")
+    key_file = tmp_path / "hmac.key"
+    key_file.write_text(KEY.decode() + "\n")
+    state = tmp_path / "state"
+    async with (
+        running_gateway(state, broker.url, hmac_key_file=str(key_file)) as rig,
+        Capture(broker.url, f"{BASE}/#") as capture,
+    ):
+        opening = {"locker": "A-02", "operator": "op-1", "reason": "check"}
+        unsigned = await capture.request(BASE, "lockers/open", opening)
+        assert unsigned["status"] == "error" and "unsigned request" in unsigned["error"]
+
+        signed = sign({**opening, "transaction": "t-1"}, KEY)
+        await capture.publish(f"{BASE}/request/lockers/open", signed)
+        first = await capture.wait_for(
+            lambda m: m.topic.endswith("/response/lockers/open") and m.json()["transaction"] == "t-1"
+        )
+        assert first.json()["status"] == "ok"
+        await capture.publish(f"{BASE}/request/lockers/open", signed)  # captured and sent again
+        replies = await capture.wait_count(
+            lambda m: m.topic.endswith("/response/lockers/open") and m.json()["transaction"] == "t-1", 2
+        )
+        assert replies[1].json()["status"] == "error" and "replayed" in replies[1].json()["error"]
+
+        stale = sign({**opening, "transaction": "t-2"}, KEY, issued_at=int(time.time()) - 120)
+        await capture.publish(f"{BASE}/request/lockers/open", stale)
+        reply = await capture.wait_for(
+            lambda m: m.topic.endswith("/response/lockers/open") and m.json()["transaction"] == "t-2"
+        )
+        assert reply.json()["status"] == "error" and "stale request" in reply.json()["error"]
+
+        forged = {**sign({**opening, "transaction": "t-3"}, b"another key")}
+        await capture.publish(f"{BASE}/request/lockers/open", forged)
+        reply = await capture.wait_for(
+            lambda m: m.topic.endswith("/response/lockers/open") and m.json()["transaction"] == "t-3"
+        )
+        assert "bad signature" in reply.json()["error"]
+
+        assert rig.bank.opened == ["A-02"]  # exactly the one properly signed request
+        upsert = await capture.request(
+            BASE,
+            "credentials/upsert",
+            {"credentials": [{"id": "C-1", "uid": "0A0B0C0D", "holder": "h", "role": "user"}]},
+        )
+        assert upsert["status"] == "error" and rig.store.count() == 0
+        # reading needs no signature
+        assert (await capture.request(BASE, "health_check", {}))["status"] == "ok"
+        assert (await capture.request(BASE, "events/replay", {"from_seq": 1}))["status"] == "ok"
+    refusals = [r.getMessage() for r in caplog.records if "refused lockers/open" in r.getMessage()]
+    assert len(refusals) == 4 and any("replayed" in line for line in refusals)

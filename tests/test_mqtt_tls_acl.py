@@ -1,0 +1,102 @@
+"""TLS with client certificates, a password per gateway and the documented ACL (docs/mosquitto/lockergw.acl)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from broker.kit import Capture, is_event, running_gateway
+from broker.mosquitto import Mosquitto, TlsFiles
+
+ACL = Path(__file__).parents[1] / "docs" / "mosquitto" / "lockergw.acl"
+SITE = "north-school"
+BASE = f"lockers/{SITE}/gw-01"
+PASSWORDS = {"gw-01": "pw-gw-01", "gw-02": "pw-gw-02", "central": "pw-central"}
+
+
+@pytest.fixture
+def secure_broker(mosquitto_factory: Callable[..., Mosquitto], test_pki: TlsFiles) -> Mosquitto:
+    return mosquitto_factory(
+        tls=test_pki, passwords=PASSWORDS, acl=ACL.read_text(), require_certificate=True, debug_log=True
+    )
+
+
+def tls_options(tmp_path: Path, pki: TlsFiles, user: str, password: str) -> dict[str, str]:
+    password_file = tmp_path / f"{user}.password"
+    password_file.write_text(password + "\n")
+    return {
+        "username": user,
+        "password_file": str(password_file),
+        "ca_file": str(pki.ca_cert),
+        "cert_file": str(pki.client_cert),
+        "key_file": str(pki.client_key),
+    }
+
+
+async def test_gateway_over_tls_with_password_and_acl(
+    secure_broker: Mosquitto, test_pki: TlsFiles, tmp_path: Path
+) -> None:
+    url = secure_broker.url
+    assert url.startswith("mqtts://")
+    options = tls_options(tmp_path, test_pki, "gw-01", PASSWORDS["gw-01"])
+    async with (
+        running_gateway(tmp_path / "gw-01", url, site=SITE, **options) as rig,
+        Capture(url, "lockers/#", username="central", password=PASSWORDS["central"], tls=test_pki) as central,
+        Capture(url, username="gw-02", password=PASSWORDS["gw-02"], tls=test_pki) as intruder,
+    ):
+        online = await central.wait_for(lambda m: m.topic == f"{BASE}/state")
+        assert online.json()["state"] == "online"
+        rig.journal_events(1)
+        await central.wait_for(is_event)
+        assert (await central.request(BASE, "health_check", {}))["status"] == "ok"
+
+        # Another gateway's identity: its request to gw-01 and its forged event are dropped by the broker.
+        await intruder.publish(
+            f"{BASE}/request/lockers/open",
+            {"transaction": "intruder", "locker": "A-01", "operator": "x", "reason": "x"},
+        )
+        await intruder.publish(f"{BASE}/events/door.opened", {"forged": True})
+        # Each publish above was acknowledged after the broker decided its fate, so anything let through
+        # would reach the gateway (and central) before the messages below.
+        rig.journal_events(1)
+        after = await central.request(BASE, "health_check", {})
+        assert after["status"] == "ok"
+        await central.wait_count(is_event, 2)
+        responses = [m.json() for m in central.on("/response/lockers/open")]
+        assert responses == []
+        assert all("forged" not in m.json() for m in central.messages if is_event(m))
+        assert rig.bank.opened == []
+        assert "Denied PUBLISH from capture" in secure_broker.log_text()
+
+
+async def test_wrong_password_is_reported_and_never_connects(
+    secure_broker: Mosquitto, test_pki: TlsFiles, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="lockergw.mqtt")
+    options = tls_options(tmp_path, test_pki, "gw-01", "not the password")
+    async with running_gateway(tmp_path / "gw-01", secure_broker.url, site=SITE, connect=False, **options) as rig:
+        assert not await rig.service.publisher.wait_connected(1.0)
+    lines = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(lines) == 1 and "authori" in lines[0].lower()
+
+
+async def test_a_gateway_cannot_use_another_gateways_base(
+    secure_broker: Mosquitto, test_pki: TlsFiles, tmp_path: Path
+) -> None:
+    """gw-02 configured with gw-01's id but its own login: the broker drops everything it publishes."""
+    options = tls_options(tmp_path, test_pki, "gw-02", PASSWORDS["gw-02"])
+    async with (
+        Capture(
+            secure_broker.url, "lockers/#", username="central", password=PASSWORDS["central"], tls=test_pki
+        ) as central,
+        running_gateway(tmp_path / "gw-02", secure_broker.url, site=SITE, gateway="gw-01", **options) as rig,
+    ):
+        rig.journal_events(3)
+        assert await rig.service.flush(5)  # the broker acknowledges (MQTT 5 reason: not authorised) and drops
+        honest = tls_options(tmp_path, test_pki, "gw-01", PASSWORDS["gw-01"])
+        async with running_gateway(tmp_path / "gw-01", secure_broker.url, site=SITE, **honest) as real:
+            real.journal_events(1)
+            await central.wait_for(is_event)
+        assert len([m for m in central.messages if is_event(m)]) == 1
