@@ -3,21 +3,74 @@
 Every change bumps a revision; `changes_since(rev)` lets the running daemon pick up CLI and MQTT
 changes incrementally (it polls `PRAGMA data_version`, so a change is in force within a second).
 Each change also leaves a row in the change log, which the daemon journals as `credentials.changed`.
+
+Several processes may write (the daemon's MQTT handlers, the CLI): every change is one
+`BEGIN IMMEDIATE` transaction that reads what it checks against and writes in the same lock, so two
+writers never both pass a duplicate check. WAL mode lets the daemon read while the CLI writes.
+
+Issue numbers (SPEC §4): a new credential gets 1 + the highest `issue_no` among the keys it follows
+on from — credentials of the same holder and role whose scope shares a name (any scope for site
+masters and emergency credentials), and for a physical key every key cut to the same code — or 1
+when there are none. An update of an existing id keeps its `issue_no`, `issued_at` and `issued_by`.
+
+The digest of `version_and_digest` is the lower-case hex SHA-256 of the canonical JSON
+(gateway.events.canonical_json) of the list of every credential's upsert fields, sorted by id:
+`{id, uid, holder, role, scope: [...], kind, status, valid_from, valid_until, schedule, key_code,
+deposit, approved_by}`, absent values null, times as UTC text `YYYY-MM-DDTHH:MM:SSZ` (with
+`.ffffff` before the Z when not whole seconds), uids canonical. A central system can compute it over
+what it sent and compare; the gateway-set fields (issue_no, issued_at, issued_by) are left out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, tzinfo
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from gateway.model import Credential, Status
+from gateway.credential_input import CredentialFields, FieldError, parse_credential_fields
+from gateway.events import canonical_json
+from gateway.model import OUTSTANDING_STATUSES, Credential, Kind, Role, Status, check_text_id
+from gateway.uid import UidError, mask_uid, normalise_uid
+
+DATABASE_FILE = "credentials.db"
+BUSY_TIMEOUT_MS = 15_000
+#: Page cache per connection: a 100,000-row import touches a few tens of MB of table and index pages.
+CACHE_KIB = 32_768
+
+#: Called as progress(phase, done, total) while a large upsert runs; phase is "checking" or "writing".
+Progress = Callable[[str, int, int], None]
 
 
 class StoreError(Exception):
     """A user error against the store (unknown id, duplicate without approval, ...): one plain line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Why one item of an upsert cannot be applied. `index` is its position in the batch."""
+
+    index: int
+    field: str
+    message: str
+
+
+class UpsertRefused(StoreError):
+    """An upsert that was refused as a whole; `problems` holds the first problem of each bad item."""
+
+    def __init__(self, problems: Sequence[Problem], ids: Mapping[int, str]) -> None:
+        self.problems = tuple(problems)
+        first = self.problems[0]
+        who = ids.get(first.index) or f"item {first.index + 1}"
+        more = len(self.problems) - 1
+        tail = f" (and {more} more bad item{'s' if more > 1 else ''})" if more else ""
+        super().__init__(f"{who}: {first.field}: {first.message}{tail}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +102,375 @@ class KeyHolding:
     issue_no: int
 
 
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    """What an upsert did. `credentials` are the items as stored, in batch order."""
+
+    credentials: tuple[Credential, ...]
+    added: int
+    updated: int
+    unchanged: int
+    removed: int
+    rev: int
+
+
+# ---- schema ------------------------------------------------------------------------------------
+
+#: Migration n (1-based) brings the schema from user_version n-1 to n. Append, never edit.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        "INSERT INTO meta (key, value) VALUES ('rev', 0)",
+        """CREATE TABLE credentials (
+            id TEXT PRIMARY KEY,
+            uid TEXT NOT NULL,
+            holder TEXT NOT NULL,
+            role TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            status TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            valid_from TEXT,
+            valid_until TEXT,
+            schedule TEXT,
+            key_code TEXT,
+            deposit TEXT,
+            approved_by TEXT,
+            issue_no INTEGER NOT NULL,
+            issued_at TEXT,
+            issued_by TEXT,
+            rev INTEGER NOT NULL
+        )""",
+        "CREATE UNIQUE INDEX credentials_uid ON credentials (uid) WHERE uid != ''",
+        "CREATE INDEX credentials_holder ON credentials (holder)",
+        "CREATE INDEX credentials_key_code ON credentials (key_code) WHERE key_code IS NOT NULL",
+        "CREATE INDEX credentials_rev ON credentials (rev)",
+        """CREATE TABLE credential_scope (
+            item TEXT NOT NULL,
+            credential_id TEXT NOT NULL,
+            PRIMARY KEY (item, credential_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX credential_scope_credential ON credential_scope (credential_id)",
+        "CREATE TABLE removals (id TEXT PRIMARY KEY, rev INTEGER NOT NULL)",
+        "CREATE INDEX removals_rev ON removals (rev)",
+        """CREATE TABLE change_log (
+            rev INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            by TEXT NOT NULL,
+            action TEXT NOT NULL,
+            ids TEXT NOT NULL,
+            reason TEXT
+        )""",
+    ),
+)
+
+_COLUMNS = (
+    "id",
+    "uid",
+    "holder",
+    "role",
+    "scope",
+    "status",
+    "kind",
+    "valid_from",
+    "valid_until",
+    "schedule",
+    "key_code",
+    "deposit",
+    "approved_by",
+    "issue_no",
+    "issued_at",
+    "issued_by",
+)
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM credentials"
+_UPSERT_ROW = (
+    f"INSERT INTO credentials ({', '.join(_COLUMNS)}, rev) VALUES ({', '.join('?' * (len(_COLUMNS) + 1))}) "
+    f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in (*_COLUMNS[1:], 'rev'))}"
+)
+_OUTSTANDING = tuple(status.value for status in OUTSTANDING_STATUSES)
+_OUTSTANDING_SQL = ", ".join(f"'{status}'" for status in sorted(_OUTSTANDING))
+#: SQLite's default limit on host parameters is 32766 (999 before 3.32); stay well under either.
+_CHUNK = 900
+_WRITE_CHUNK = 10_000
+_WHOLE_SITE_ROLES = (Role.SITE_MASTER, Role.EMERGENCY)
+#: One encoder for every row: json.dumps with options builds a new encoder per call.
+_SCOPE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_ROLES = {member.value: member for member in Role}
+_KINDS = {member.value: member for member in Kind}
+_STATUSES = {member.value: member for member in Status}
+
+
+@lru_cache(maxsize=1024)
+def _time_text(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    utc = moment.astimezone(UTC)
+    spec = "microseconds" if utc.microsecond else "seconds"
+    return utc.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+
+
+def _time_value(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+@lru_cache(maxsize=4096)
+def _scope_json(scope: tuple[str, ...]) -> str:
+    return _SCOPE_JSON.encode(list(scope))
+
+
+def _row(credential: Credential) -> tuple[Any, ...]:
+    return (
+        credential.id,
+        credential.uid,
+        credential.holder,
+        credential.role.value,
+        _scope_json(credential.scope),
+        credential.status.value,
+        credential.kind.value,
+        _time_text(credential.valid_from),
+        _time_text(credential.valid_until),
+        credential.schedule,
+        credential.key_code,
+        credential.deposit,
+        credential.approved_by,
+        credential.issue_no,
+        _time_text(credential.issued_at),
+        credential.issued_by,
+    )
+
+
+class _RowReader:
+    """Rows → Credentials. Scopes and times repeat across rows (one import shares its issued_at,
+    a school's lockers share a handful of scopes), so each distinct text is decoded once."""
+
+    def __init__(self) -> None:
+        self._scopes: dict[str, tuple[str, ...]] = {}
+        self._times: dict[str | None, datetime | None] = {None: None}
+
+    def __call__(self, row: Sequence[Any]) -> Credential:
+        scope = self._scopes.get(row[4])
+        if scope is None:
+            scope = self._scopes[row[4]] = tuple(json.loads(row[4]))
+        return Credential(
+            id=row[0],
+            uid=row[1],
+            holder=row[2],
+            role=_ROLES[row[3]],
+            scope=scope,
+            status=_STATUSES[row[5]],
+            kind=_KINDS[row[6]],
+            valid_from=self._time(row[7]),
+            valid_until=self._time(row[8]),
+            schedule=row[9],
+            key_code=row[10],
+            deposit=row[11],
+            approved_by=row[12],
+            issue_no=row[13],
+            issued_at=self._time(row[14]),
+            issued_by=row[15],
+        )
+
+    def _time(self, text: str | None) -> datetime | None:
+        try:
+            return self._times[text]
+        except KeyError:
+            value = self._times[text] = _time_value(text)
+            if len(self._times) > 10_000:
+                self._times = {None: None}
+            return value
+
+
+def _credential(row: Sequence[Any]) -> Credential:
+    return _RowReader()(row)
+
+
+def _digest_record(row: Sequence[Any]) -> dict[str, Any]:
+    return {
+        "id": row[0],
+        "uid": row[1],
+        "holder": row[2],
+        "role": row[3],
+        "scope": json.loads(row[4]),
+        "status": row[5],
+        "kind": row[6],
+        "valid_from": row[7],
+        "valid_until": row[8],
+        "schedule": row[9],
+        "key_code": row[10],
+        "deposit": row[11],
+        "approved_by": row[12],
+    }
+
+
+def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _utc(now: datetime) -> datetime:
+    return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+
+
+# ---- the rules a batch is checked against ------------------------------------------------------
+
+
+class _World:
+    """The credentials an upsert is checked against, changed item by item as the batch is applied.
+
+    Holds only what the checks can touch: the batch's own ids, every credential of the batch's
+    holders, every physical key cut to the batch's codes, and the owners of the batch's uids.
+    """
+
+    def __init__(self, credentials: Iterable[Credential], uid_owners: Mapping[str, str]) -> None:
+        self.by_id: dict[str, Credential] = {}
+        self.by_holder: dict[str, set[str]] = {}
+        self.by_code: dict[str, set[str]] = {}
+        self.uid_owner: dict[str, str] = dict(uid_owners)
+        for credential in credentials:
+            self.put(credential)
+
+    def put(self, credential: Credential) -> None:
+        old = self.by_id.get(credential.id)
+        if old is not None:
+            self.by_holder.get(old.holder, set()).discard(old.id)
+            if old.key_code is not None:
+                self.by_code.get(old.key_code, set()).discard(old.id)
+            if old.uid and self.uid_owner.get(old.uid) == old.id:
+                del self.uid_owner[old.uid]
+        self.by_id[credential.id] = credential
+        self.by_holder.setdefault(credential.holder, set()).add(credential.id)
+        if credential.key_code is not None:
+            self.by_code.setdefault(credential.key_code, set()).add(credential.id)
+        if credential.uid:
+            self.uid_owner[credential.uid] = credential.id
+
+    def same_holder(self, holder: str, other_than: str) -> list[Credential]:
+        """The holder's other credentials, by id (most holders have one: that case costs one lookup)."""
+        return self._others(self.by_holder.get(holder), other_than)
+
+    def same_code(self, key_code: str, other_than: str) -> list[Credential]:
+        return self._others(self.by_code.get(key_code), other_than)
+
+    def _others(self, ids: set[str] | None, other_than: str) -> list[Credential]:
+        if not ids or (len(ids) == 1 and other_than in ids):
+            return []
+        return [self.by_id[ident] for ident in sorted(ids) if ident != other_than]
+
+
+def _shares_scope(a: Credential, b: Credential) -> bool:
+    return bool(set(a.scope) & set(b.scope))
+
+
+def _is_active_user(credential: Credential) -> bool:
+    return credential.role is Role.USER and credential.status is Status.ACTIVE
+
+
+def _is_outstanding_physical(credential: Credential) -> bool:
+    return credential.kind is Kind.PHYSICAL_KEY and credential.status in OUTSTANDING_STATUSES
+
+
+def _user_duplicates(world: _World, new: Credential) -> list[Credential]:
+    """Other active user keys of the same holder that open one of the same lockers."""
+    if not _is_active_user(new):
+        return []
+    return [
+        other for other in world.same_holder(new.holder, new.id) if _is_active_user(other) and _shares_scope(other, new)
+    ]
+
+
+def _code_duplicates(world: _World, new: Credential) -> list[Credential]:
+    """Other outstanding physical keys cut to the same code."""
+    if not _is_outstanding_physical(new) or new.key_code is None:
+        return []
+    return [other for other in world.same_code(new.key_code, new.id) if _is_outstanding_physical(other)]
+
+
+def _lineage_issue_no(world: _World, new: CredentialFields) -> int:
+    """The highest issue number among the keys `new` follows on from (0 when it is the first)."""
+    highest = 0
+    scope = set(new["scope"])
+    for other in world.same_holder(new["holder"], new["id"]):
+        if other.role is not new["role"]:
+            continue
+        if new["role"] in _WHOLE_SITE_ROLES or scope.intersection(other.scope):
+            highest = max(highest, other.issue_no)
+    if new["kind"] is Kind.PHYSICAL_KEY and new["key_code"] is not None:
+        for other in world.same_code(new["key_code"], new["id"]):
+            if other.kind is Kind.PHYSICAL_KEY:
+                highest = max(highest, other.issue_no)
+    return highest
+
+
+def _duplicate_problem(world: _World, new: Credential, old: Credential | None) -> tuple[str, str] | None:
+    """A (field, message) when `new` is an unapproved second key; duplicates `old` already lived with
+    are not new (re-importing an unchanged file must not trip over an approved duplicate)."""
+    if new.approved_by:
+        return None
+    users = _user_duplicates(world, new)
+    if old is not None:
+        known = {other.id for other in _user_duplicates(world, old)}
+        users = [other for other in users if other.id not in known]
+    if users:
+        other = users[0]
+        lockers = sorted(set(other.scope) & set(new.scope))
+        return (
+            "approved_by",
+            f"holder {new.holder} already has active {other.id} for locker {lockers[0]}; "
+            "a second key needs approved_by",
+        )
+    keys = _code_duplicates(world, new)
+    if old is not None:
+        known = {other.id for other in _code_duplicates(world, old)}
+        keys = [other for other in keys if other.id not in known]
+    if keys:
+        return (
+            "approved_by",
+            f"physical key {keys[0].id} is already cut to key code {new.key_code}; a further key needs approved_by",
+        )
+    return None
+
+
+# ---- the store ---------------------------------------------------------------------------------
+
+
 class Store:
+    """Open with `Store.open(state_dir, zone=...)`; use as a context manager.
+
+    `zone` is the gateway's time zone, in which upsert items' times without an offset are read
+    (default UTC; the CLI and the MQTT handlers pass `settings.gateway.zone()`).
+    """
+
+    def __init__(self, connection: sqlite3.Connection, path: Path, zone: tzinfo) -> None:
+        self._db = connection
+        self.path = path
+        self.zone = zone
+        self._digest: tuple[int, str] | None = None
+
     @classmethod
-    def open(cls, state_dir: Path) -> Store:
-        raise NotImplementedError
+    def open(cls, state_dir: Path, *, zone: tzinfo | None = None) -> Store:
+        path = Path(state_dir) / DATABASE_FILE
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open {path}: {exc}") from None
+        try:
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = FULL")
+            connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            _migrate(connection, path)
+        except sqlite3.Error as exc:
+            connection.close()
+            raise StoreError(f"cannot open {path}: {exc}") from None
+        except StoreError:
+            connection.close()
+            raise
+        return cls(connection, path, zone or UTC)
 
     def close(self) -> None:
-        raise NotImplementedError
+        self._db.close()
 
     def __enter__(self) -> Store:
         return self
@@ -65,49 +480,485 @@ class Store:
 
     # -- reading
     def get(self, credential_id: str) -> Credential | None:
-        raise NotImplementedError
+        row = self._db.execute(f"{_SELECT} WHERE id = ?", (credential_id,)).fetchone()
+        return None if row is None else _credential(row)
 
     def all(self) -> Iterator[Credential]:
-        raise NotImplementedError
+        """Every credential, ordered by id (read as one consistent snapshot)."""
+        cursor = self._db.execute(f"{_SELECT} ORDER BY id")
+        read = _RowReader()
+        try:
+            while rows := cursor.fetchmany(1000):
+                for row in rows:
+                    yield read(row)
+        finally:
+            cursor.close()
 
     def count(self) -> int:
-        raise NotImplementedError
+        value: int = self._db.execute("SELECT count(*) FROM credentials").fetchone()[0]
+        return value
 
     @property
     def rev(self) -> int:
-        raise NotImplementedError
+        return _current_rev(self._db)
 
     def changes_since(self, rev: int) -> Changes:
-        raise NotImplementedError
+        with _read_transaction(self._db):
+            current = _current_rev(self._db)
+            read = _RowReader()
+            upserted = tuple(read(row) for row in self._db.execute(f"{_SELECT} WHERE rev > ? ORDER BY rev, id", (rev,)))
+            removed = tuple(
+                row[0] for row in self._db.execute("SELECT id FROM removals WHERE rev > ? ORDER BY rev, id", (rev,))
+            )
+            log = tuple(
+                ChangeLogEntry(
+                    rev=row[0],
+                    at=datetime.fromisoformat(row[1]),
+                    by=row[2],
+                    action=row[3],
+                    ids=tuple(json.loads(row[4])),
+                    reason=row[5],
+                )
+                for row in self._db.execute(
+                    "SELECT rev, at, by, action, ids, reason FROM change_log WHERE rev > ? ORDER BY rev", (rev,)
+                )
+            )
+        return Changes(rev=current, upserted=upserted, removed=removed, log=log)
 
     def version_and_digest(self) -> tuple[int, str]:
         """The credential-set version (the revision) and a SHA-256 digest over the set's content."""
-        raise NotImplementedError
+        with _read_transaction(self._db):
+            current = _current_rev(self._db)
+            if self._digest is not None and self._digest[0] == current:
+                return self._digest
+            digest = hashlib.sha256(b"[")
+            for position, row in enumerate(self._db.execute(f"{_SELECT} ORDER BY id")):
+                if position:
+                    digest.update(b",")
+                digest.update(canonical_json(_digest_record(row)))
+            digest.update(b"]")
+        self._digest = (current, digest.hexdigest())
+        return self._digest
 
     def keys_for_locker(self, locker_id: str) -> list[KeyHolding]:
-        raise NotImplementedError
+        """Outstanding user keys (active, suspended, lost) whose scope names this locker."""
+        rows = self._db.execute(
+            "SELECT c.id, c.holder, c.kind, c.status, c.issue_no FROM credential_scope s "
+            "JOIN credentials c ON c.id = s.credential_id "
+            f"WHERE s.item = ? AND c.role = 'user' AND c.status IN ({_OUTSTANDING_SQL}) ORDER BY c.issue_no, c.id",
+            (locker_id,),
+        )
+        return [KeyHolding(*row) for row in rows]
 
     def keys_for_code(self, key_code: str) -> list[KeyHolding]:
-        raise NotImplementedError
+        """Outstanding physical keys cut to this key code."""
+        rows = self._db.execute(
+            "SELECT id, holder, kind, status, issue_no FROM credentials "
+            f"WHERE key_code = ? AND kind = 'physical_key' AND status IN ({_OUTSTANDING_SQL}) ORDER BY issue_no, id",
+            (key_code,),
+        )
+        return [KeyHolding(*row) for row in rows]
+
+    def key_counts_by_locker(self) -> dict[str, int]:
+        """locker id → number of outstanding user keys naming it (lockers with none are absent)."""
+        rows = self._db.execute(
+            "SELECT s.item, count(*) FROM credential_scope s JOIN credentials c ON c.id = s.credential_id "
+            f"WHERE c.role = 'user' AND c.status IN ({_OUTSTANDING_SQL}) GROUP BY s.item ORDER BY s.item"
+        )
+        return dict(rows.fetchall())
+
+    def key_counts_by_code(self) -> dict[str, int]:
+        """key code → number of outstanding physical keys cut to it."""
+        rows = self._db.execute(
+            "SELECT key_code, count(*) FROM credentials "
+            f"WHERE kind = 'physical_key' AND status IN ({_OUTSTANDING_SQL}) GROUP BY key_code ORDER BY key_code"
+        )
+        return dict(rows.fetchall())
 
     # -- changing (each call is one transaction: all or nothing)
     def upsert(
-        self, items: Sequence[dict[str, Any]], *, by: str, now: datetime, action: str = "upsert"
+        self,
+        items: Sequence[Mapping[str, Any]],
+        *,
+        by: str,
+        now: datetime,
+        action: str = "upsert",
+        progress: Progress | None = None,
     ) -> list[Credential]:
-        raise NotImplementedError
+        """Add or update credentials by id, all or nothing; raise UpsertRefused naming the bad items."""
+        return list(self.merge(items, by=by, now=now, action=action, progress=progress).credentials)
+
+    def merge(
+        self,
+        items: Sequence[Mapping[str, Any]],
+        *,
+        by: str,
+        now: datetime,
+        action: str = "upsert",
+        progress: Progress | None = None,
+        dry_run: bool = False,
+    ) -> UpsertResult:
+        """`upsert`, telling how many items were added, updated or unchanged.
+
+        With `dry_run` every check is made (UpsertRefused as usual) and nothing is written.
+        """
+        return self._apply(
+            items, by=by, now=_utc(now), action=action, progress=progress, whole_set=False, dry_run=dry_run
+        )
 
     def set_status(
-        self, credential_id: str, status: Status, *, by: str, now: datetime, reason: str | None = None
+        self, credential_id: str, status: Status | str, *, by: str, now: datetime, reason: str | None = None
     ) -> Credential:
-        raise NotImplementedError
+        new_status = _status(status)
+        with _write_transaction(self._db):
+            old = self._require(credential_id)
+            rev = _next_rev(self._db)
+            self._db.execute("UPDATE credentials SET status = ?, rev = ? WHERE id = ?", (new_status.value, rev, old.id))
+            _log(self._db, rev, _utc(now), by, "set_status", [old.id], reason)
+        return replace(old, status=new_status)
 
     def replace(
         self, credential_id: str, new_uid: str, *, by: str, now: datetime, new_id: str | None = None
     ) -> Credential:
-        raise NotImplementedError
+        """Retire a key as `replaced` and issue its successor (issue_no + 1) to the same holder.
+
+        The successor inherits holder, role, kind, scope, validity, schedule and (for a physical key,
+        which takes an empty `new_uid`) the key code; it is named `new_id` or `{id}-{issue_no}`.
+        """
+        moment = _utc(now)
+        with _write_transaction(self._db):
+            old = self._require(credential_id)
+            if old.status not in OUTSTANDING_STATUSES:
+                raise StoreError(
+                    f"{old.id} is {old.status.value}: only an active, suspended or lost credential can be replaced"
+                )
+            issue_no = old.issue_no + 1
+            successor_id = _checked_id(new_id if new_id else f"{old.id}-{issue_no}", "new id")
+            if self.get(successor_id) is not None:
+                hint = "" if new_id else " (choose another with new_id)"
+                raise StoreError(f"{successor_id} already exists{hint}")
+            uid = _replacement_uid(old, new_uid)
+            if uid:
+                owner = self._db.execute("SELECT id FROM credentials WHERE uid = ?", (uid,)).fetchone()
+                if owner is not None:
+                    raise StoreError(f"uid {mask_uid(uid)} is already on credential {owner[0]}")
+            successor = Credential(
+                id=successor_id,
+                uid=uid,
+                holder=old.holder,
+                role=old.role,
+                scope=old.scope,
+                status=Status.ACTIVE,
+                kind=old.kind,
+                valid_from=old.valid_from,
+                valid_until=old.valid_until,
+                schedule=old.schedule,
+                key_code=old.key_code,
+                issue_no=issue_no,
+                issued_at=moment,
+                issued_by=by,
+            )
+            rev = _next_rev(self._db)
+            self._db.execute(
+                "UPDATE credentials SET status = ?, rev = ? WHERE id = ?", (Status.REPLACED.value, rev, old.id)
+            )
+            self._write([successor], rev, existing=set())
+            _log(self._db, rev, moment, by, "replace", [old.id, successor.id], None)
+        return successor
 
     def remove(self, credential_id: str, *, by: str, now: datetime, force: bool = False) -> None:
-        raise NotImplementedError
+        """Delete a credential (its history stays in the journal); an outstanding key needs `force`."""
+        with _write_transaction(self._db):
+            old = self._require(credential_id)
+            if old.status in OUTSTANDING_STATUSES and not force:
+                raise StoreError(
+                    f"{old.id} is still {old.status.value}: set it to returned or revoked first, or force the removal"
+                )
+            rev = _next_rev(self._db)
+            self._delete([old.id], rev)
+            _log(self._db, rev, _utc(now), by, "remove", [old.id], None)
 
-    def replace_all(self, items: Sequence[dict[str, Any]], *, by: str, now: datetime) -> int:
-        raise NotImplementedError
+    def replace_all(self, items: Sequence[Mapping[str, Any]], *, by: str, now: datetime) -> int:
+        """Make the credential set exactly `items` (a snapshot), atomically; returns how many there are.
+
+        Ids the snapshot leaves out are removed whatever their status; duplicate control applies
+        within the snapshot. Ids that stay keep their issue number and issue details.
+        """
+        result = self._apply(items, by=by, now=_utc(now), action="snapshot", progress=None, whole_set=True)
+        return len(result.credentials)
+
+    # -- internals
+    def _require(self, credential_id: str) -> Credential:
+        found = self.get(credential_id)
+        if found is None:
+            raise StoreError(f"no credential with id {credential_id!r}")
+        return found
+
+    def _select_in(self, column: str, values: Iterable[str], skip: Mapping[str, Credential]) -> list[Credential]:
+        """Credentials whose `column` is one of `values`, except ids in `skip` (already loaded)."""
+        wanted = sorted(set(values).difference(skip) if column == "id" else set(values))
+        # The partial indexes on uid and key_code serve only queries that imply their condition.
+        condition = {"uid": " AND uid != ''", "key_code": " AND key_code IS NOT NULL"}.get(column, "")
+        found: list[Credential] = []
+        read = _RowReader()
+        for chunk in _chunks(wanted):
+            marks = ", ".join("?" * len(chunk))
+            rows = self._db.execute(f"{_SELECT} WHERE {column} IN ({marks}){condition}", chunk)
+            found += [read(row) for row in rows if row[0] not in skip]
+        return found
+
+    def _uid_owners(self, uids: Iterable[str]) -> dict[str, str]:
+        wanted = sorted(set(uids))
+        owners: dict[str, str] = {}
+        for chunk in _chunks(wanted):
+            marks = ", ".join("?" * len(chunk))
+            query = f"SELECT uid, id FROM credentials WHERE uid IN ({marks}) AND uid != ''"
+            owners.update(self._db.execute(query, chunk))
+        return owners
+
+    def _apply(
+        self,
+        items: Sequence[Mapping[str, Any]],
+        *,
+        by: str,
+        now: datetime,
+        action: str,
+        progress: Progress | None,
+        whole_set: bool,
+        dry_run: bool = False,
+    ) -> UpsertResult:
+        problems: dict[int, Problem] = {}
+        parsed = self._parse(items, problems, progress)
+        ids = {index: fields["id"] for index, fields in parsed.items()}
+        with _write_transaction(self._db):
+            if whole_set:
+                existing = {credential.id: credential for credential in self._select_in("id", ids.values(), {})}
+                world = _World((), {})
+            else:
+                holders = {fields["holder"] for fields in parsed.values()}
+                codes = {fields["key_code"] for fields in parsed.values() if fields["key_code"] is not None}
+                uids = {fields["uid"] for fields in parsed.values() if fields["uid"]}
+                loaded = {credential.id: credential for credential in self._select_in("holder", holders, {})}
+                loaded.update((c.id, c) for c in self._select_in("key_code", codes, loaded))
+                loaded.update((c.id, c) for c in self._select_in("id", ids.values(), loaded))
+                existing = {ident: loaded[ident] for ident in ids.values() if ident in loaded}
+                world = _World(loaded.values(), self._uid_owners(uids))
+            stored: list[Credential] = []
+            changed: list[Credential] = []
+            for index, fields in parsed.items():
+                old = existing.get(fields["id"])
+                credential = self._issue(fields, old, world, by=by, now=now)
+                problem = self._check(world, credential, old if not whole_set else None)
+                if problem is not None:
+                    problems[index] = Problem(index, *problem)
+                    continue
+                world.put(credential)
+                stored.append(credential)
+                if credential != old:
+                    changed.append(credential)
+            if problems:
+                raise UpsertRefused([problems[index] for index in sorted(problems)], {**_names(items), **ids})
+            removed: list[str] = []
+            if whole_set:
+                keep = set(ids.values())
+                removed = [row[0] for row in self._db.execute("SELECT id FROM credentials") if row[0] not in keep]
+            added = sum(1 for credential in changed if credential.id not in existing)
+            if dry_run or (not changed and not removed):
+                counts = (added, len(changed) - added, len(stored) - len(changed), len(removed))
+                return UpsertResult(tuple(stored), *counts, _current_rev(self._db))
+            rev = _next_rev(self._db)
+            if removed:
+                self._delete(removed, rev)
+            if whole_set:
+                # A snapshot may move a uid from one kept credential to another in any order:
+                # free the uids of the rows it rewrites so the unique index sees only the result.
+                self._db.executemany(
+                    "UPDATE credentials SET uid = '' WHERE id = ?", ((c.id,) for c in changed if c.id in existing)
+                )
+            self._write(changed, rev, existing=set(existing), progress=progress)
+            _log(self._db, rev, now, by, action, [c.id for c in changed] + removed, None)
+        return UpsertResult(
+            credentials=tuple(stored),
+            added=added,
+            updated=len(changed) - added,
+            unchanged=len(stored) - len(changed),
+            removed=len(removed),
+            rev=rev,
+        )
+
+    def _parse(
+        self, items: Sequence[Mapping[str, Any]], problems: dict[int, Problem], progress: Progress | None
+    ) -> dict[int, CredentialFields]:
+        parsed: dict[int, CredentialFields] = {}
+        first_index: dict[str, int] = {}
+        total = len(items)
+        for index, item in enumerate(items):
+            if progress is not None and index % 2000 == 0:
+                progress("checking", index, total)
+            if not isinstance(item, Mapping):
+                problems[index] = Problem(index, "credential", "must be an object of credential fields")
+                continue
+            try:
+                fields = parse_credential_fields(item, self.zone)
+            except FieldError as exc:
+                problems[index] = Problem(index, exc.field, exc.problem)
+                continue
+            earlier = first_index.setdefault(fields["id"], index)
+            if earlier != index:
+                problems[index] = Problem(index, "id", f"{fields['id']} is given twice in one batch")
+                continue
+            parsed[index] = fields
+        if progress is not None:
+            progress("checking", total, total)
+        return parsed
+
+    @staticmethod
+    def _issue(
+        fields: CredentialFields, old: Credential | None, world: _World, *, by: str, now: datetime
+    ) -> Credential:
+        if old is not None:
+            return Credential(**fields, issue_no=old.issue_no, issued_at=old.issued_at, issued_by=old.issued_by)
+        return Credential(**fields, issue_no=_lineage_issue_no(world, fields) + 1, issued_at=now, issued_by=by)
+
+    @staticmethod
+    def _check(world: _World, credential: Credential, old: Credential | None) -> tuple[str, str] | None:
+        if credential.uid:
+            owner = world.uid_owner.get(credential.uid)
+            if owner is not None and owner != credential.id:
+                return "uid", f"{mask_uid(credential.uid)} is already on credential {owner}"
+        return _duplicate_problem(world, credential, old)
+
+    def _write(
+        self, credentials: Sequence[Credential], rev: int, *, existing: set[str], progress: Progress | None = None
+    ) -> None:
+        total = len(credentials)
+        for start in range(0, total, _WRITE_CHUNK):
+            if progress is not None:
+                progress("writing", start, total)
+            chunk = credentials[start : start + _WRITE_CHUNK]
+            self._db.executemany(
+                "DELETE FROM credential_scope WHERE credential_id = ?",
+                ((credential.id,) for credential in chunk if credential.id in existing),
+            )
+            self._db.executemany(_UPSERT_ROW, ((*_row(credential), rev) for credential in chunk))
+            self._db.executemany(
+                "INSERT OR IGNORE INTO credential_scope (item, credential_id) VALUES (?, ?)",
+                ((item, credential.id) for credential in chunk for item in credential.scope),
+            )
+        self._db.execute("DELETE FROM removals WHERE id IN (SELECT id FROM credentials WHERE rev = ?)", (rev,))
+        if progress is not None:
+            progress("writing", total, total)
+
+    def _delete(self, credential_ids: Sequence[str], rev: int) -> None:
+        rows = [(ident,) for ident in credential_ids]
+        self._db.executemany("DELETE FROM credential_scope WHERE credential_id = ?", rows)
+        self._db.executemany("DELETE FROM credentials WHERE id = ?", rows)
+        self._db.executemany(
+            "INSERT INTO removals (id, rev) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET rev = excluded.rev",
+            ((ident, rev) for ident in credential_ids),
+        )
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def _read_transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One consistent snapshot across several SELECTs (WAL readers never block writers)."""
+    db.execute("BEGIN")
+    try:
+        yield
+    finally:
+        db.execute("COMMIT")
+
+
+@contextmanager
+def _write_transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """`BEGIN IMMEDIATE` … `COMMIT`, rolled back on any exception. Waits up to the busy timeout."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise StoreError(f"the credential store is busy ({exc}); try again") from None
+    try:
+        yield
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    version: int = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise StoreError(f"{path} has schema {version}, newer than this lockergw knows ({len(MIGRATIONS)}); upgrade")
+    if version == len(MIGRATIONS):
+        return
+    with _write_transaction(db):
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        for number in range(version, len(MIGRATIONS)):
+            for statement in MIGRATIONS[number]:
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+
+
+def _current_rev(db: sqlite3.Connection) -> int:
+    value: int = db.execute("SELECT value FROM meta WHERE key = 'rev'").fetchone()[0]
+    return value
+
+
+def _next_rev(db: sqlite3.Connection) -> int:
+    rev = _current_rev(db) + 1
+    db.execute("UPDATE meta SET value = ? WHERE key = 'rev'", (rev,))
+    return rev
+
+
+def _log(
+    db: sqlite3.Connection, rev: int, at: datetime, by: str, action: str, ids: Sequence[str], reason: str | None
+) -> None:
+    db.execute(
+        "INSERT INTO change_log (rev, at, by, action, ids, reason) VALUES (?, ?, ?, ?, ?, ?)",
+        (rev, _time_text(at), by, action, json.dumps(list(ids), ensure_ascii=False), reason),
+    )
+
+
+def _names(items: Sequence[Mapping[str, Any]]) -> dict[int, str]:
+    """Items that failed to parse are still named by their id in messages when it is readable."""
+    names: dict[int, str] = {}
+    for index, item in enumerate(items):
+        ident = item.get("id") if isinstance(item, Mapping) else None
+        if isinstance(ident, str) and 0 < len(ident.strip()) <= 128:
+            names[index] = ident.strip()
+    return names
+
+
+def _status(value: Status | str) -> Status:
+    if isinstance(value, Status):
+        return value
+    try:
+        return Status(value.strip().lower())
+    except ValueError:
+        names = ", ".join(status.value for status in Status)
+        raise StoreError(f"unknown status {value!r} (one of: {names})") from None
+
+
+def _checked_id(value: str, what: str) -> str:
+    try:
+        return check_text_id(value.strip(), what)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
+
+
+def _replacement_uid(old: Credential, new_uid: str) -> str:
+    if old.kind is Kind.PHYSICAL_KEY:
+        if new_uid.strip():
+            raise StoreError(f"{old.id} is a physical key: its replacement has no uid (it is cut to the same code)")
+        return ""
+    if not new_uid.strip():
+        raise StoreError(f"{old.id} is a {old.kind.value}: its replacement needs the new card's uid")
+    try:
+        return normalise_uid(new_uid)
+    except UidError as exc:
+        raise StoreError(
+            "new uid: " + str(exc).replace(repr(new_uid.strip()), repr(mask_uid(new_uid.strip())))
+        ) from None
