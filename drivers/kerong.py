@@ -306,7 +306,10 @@ class KerongBus:
             try:
                 while (remaining := deadline - loop.time()) > 0:
                     try:
-                        reply = await asyncio.wait_for(self._frames.get(), remaining)
+                        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                        # that races with a reply, and the board task would then never stop.
+                        async with asyncio.timeout(remaining):
+                            reply = await self._frames.get()
                     except TimeoutError:
                         break
                     value = accept(reply)

@@ -139,8 +139,8 @@ class LineParser:
                 self._overflowed = False
                 continue
             self._line(line, result)
-        if len(buffer) > MAX_LINE:  # no terminator in sight: each MAX_LINE bytes is one bad line
-            buffer.clear()
+        while len(buffer) > MAX_LINE:  # no terminator in sight: each MAX_LINE bytes is one bad line
+            del buffer[:MAX_LINE]
             result.bad_frames += 1
             self._overflowed = True
         return result

@@ -115,7 +115,8 @@ class SerialLink:
 async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(writer.wait_closed(), 1.0)
+        async with asyncio.timeout(1.0):
+            await writer.wait_closed()
 
 
 async def read_chunks(reader: asyncio.StreamReader, feed: Callable[[bytes], None]) -> None:

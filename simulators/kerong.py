@@ -282,7 +282,7 @@ class SimulatedKerongBus:
         self.boards: dict[int, SimulatedBoard] = {}
         self.notify = notify or (lambda _line: None)
         self.received: deque[bytes] = deque(maxlen=2000)
-        self._scanner = HostFrameScanner((0,) if model == "kerong-cu48" else (0, 1, 2))
+        self._scanner = HostFrameScanner((1,) if model == "kerong-cu48" else (0, 1, 2))  # CU48: LOCKNUM
         self._frame_waiters: list[tuple[bytes, asyncio.Future[None]]] = []
 
     def add(self, board: SimulatedBoard) -> None:
