@@ -32,11 +32,13 @@ def make_settings(
     def place(item: dict[str, Any]) -> dict[str, Any]:
         return {**item, "port": str(tmp_path / "dev" / item["port"])}
 
-    return Settings(
-        gateway={"id": "gw-test", "site": "test", "state_dir": str(tmp_path / "state")},
-        readers=[place(r) for r in readers],
-        boards=[place(b) for b in boards],
-        lockers=list(lockers),
+    return Settings.model_validate(
+        {
+            "gateway": {"id": "gw-test", "site": "test", "state_dir": str(tmp_path / "state")},
+            "readers": [place(r) for r in readers],
+            "boards": [place(b) for b in boards],
+            "lockers": list(lockers),
+        }
     )
 
 
@@ -57,10 +59,14 @@ class EventLog:
         self._arrived = asyncio.Event()
 
     async def next(
-        self, kind: type[E], device: str | None = None, where: Callable[[E], bool] | None = None, timeout: float = WAIT_S
+        self,
+        kind: type[E],
+        device: str | None = None,
+        where: Callable[[E], bool] | None = None,
+        timeout: float = WAIT_S,
     ) -> E:
         def same(event: DeviceEvent) -> bool:
-            return isinstance(event, kind) and (device is None or getattr(event, "device", None) == device)
+            return _matches(event, kind, device)
 
         async def wait() -> E:
             while True:
@@ -73,11 +79,15 @@ class EventLog:
         return await asyncio.wait_for(wait(), timeout)
 
     def of(self, kind: type[E], device: str | None = None) -> list[E]:
-        return [e for e in self.events if isinstance(e, kind) and (device is None or getattr(e, "device", None) == device)]
+        return [event for event in self.events if _matches(event, kind, device)]  # type: ignore[misc]
 
     async def statuses(self, board: str, count: int, timeout: float = WAIT_S) -> list[BoardStatus]:
         """The next `count` status reports of a board."""
         return [await self.next(BoardStatus, board, timeout=timeout) for _ in range(count)]
+
+
+def _matches(event: DeviceEvent, kind: type[Any], device: str | None) -> bool:
+    return isinstance(event, kind) and (device is None or getattr(event, "device", None) == device)
 
 
 @contextlib.asynccontextmanager
