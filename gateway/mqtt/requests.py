@@ -39,6 +39,22 @@ from gateway.uid import UidError, mask_uid, normalise_uid
 
 log = logging.getLogger("lockergw.mqtt")
 
+#: Every command a gateway answers (SPEC §7), in the order docs/asyncapi.yaml lists them.
+COMMANDS = (
+    "health_check",
+    "credentials/upsert",
+    "credentials/remove",
+    "credentials/set_status",
+    "credentials/replace",
+    "credentials/snapshot",
+    "credentials/get",
+    "lockers/open",
+    "lockers/set_service",
+    "lockers/assign",
+    "lockers/release",
+    "events/replay",
+)
+
 #: A snapshot may come in at most this many pages (a guard on memory, far above any real set).
 MAX_SNAPSHOT_PAGES = 10_000
 
@@ -271,6 +287,7 @@ class RequestHandler:
             "lockers/release": (Release, self._release),
             "events/replay": (Replay, self._replay),
         }
+        assert tuple(self._commands) == COMMANDS
 
     @property
     def commands(self) -> tuple[str, ...]:
