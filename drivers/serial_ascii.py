@@ -131,18 +131,21 @@ class LineParser:
         buffer.extend(data)
         while True:
             end = _line_end(buffer)
+            if end > MAX_LINE or (end < 0 and len(buffer) > MAX_LINE):
+                # An overlong line: each MAX_LINE bytes of it is one bad frame, and the rest up to its
+                # terminator is dropped (the same count however the bytes were chunked).
+                del buffer[:MAX_LINE]
+                result.bad_frames += 1
+                self._overflowed = True
+                continue
             if end < 0:
                 break
             line = bytes(buffer[:end])
             del buffer[: end + 1]
-            if self._overflowed:  # the tail of an overlong line: already counted
+            if self._overflowed:
                 self._overflowed = False
                 continue
             self._line(line, result)
-        while len(buffer) > MAX_LINE:  # no terminator in sight: each MAX_LINE bytes is one bad line
-            del buffer[:MAX_LINE]
-            result.bad_frames += 1
-            self._overflowed = True
         return result
 
     def _line(self, raw: bytes, result: ParseResult) -> None:

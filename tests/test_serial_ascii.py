@@ -168,3 +168,28 @@ async def test_bad_parity_is_a_bad_frame_not_a_card(tmp_path: Path) -> None:
             await log.next(CardRead, "door-1")
             assert [e.uid for e in log.of(CardRead)] == ["6303E7"]
             assert readers["door-1"].bad_frames == 1
+
+
+@given(st.binary(max_size=300), st.lists(st.integers(0, 300), max_size=8))
+def test_chunking_does_not_change_what_is_read(data: bytes, cuts: list[int]) -> None:
+    whole = LineParser("auto").feed(data)
+    parser = LineParser("auto")
+    uids: list[str] = []
+    bad = 0
+    position = 0
+    for cut in [*sorted(set(cuts)), len(data)]:
+        if cut > position:
+            part = parser.feed(data[position:cut])
+            uids += part.uids
+            bad += part.bad_frames
+            position = cut
+    assert (uids, bad) == (whole.uids, whole.bad_frames)
+
+
+def test_an_overlong_line_counts_the_same_however_it_arrives() -> None:
+    data = b"x" * 300 + b"\n5A0144\n"
+    whole = LineParser().feed(data)
+    parser = LineParser()
+    parts = [parser.feed(data[:299]), parser.feed(data[299:])]
+    assert whole.uids == ["5A0144"] == [uid for part in parts for uid in part.uids]
+    assert whole.bad_frames == sum(part.bad_frames for part in parts) == 2
