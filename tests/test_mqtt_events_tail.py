@@ -129,6 +129,7 @@ async def test_tail_fills_a_gap_by_asking_for_a_replay(broker: Mosquitto, tmp_pa
         )
         async with MqttService(settings, journal, store, bank, site_key) as service:
             bank.notify = service.notify
+            assert await service.publisher.wait_connected(10)
             bank.append([{"kind": "door.opened", "locker": "A-01"}] * 3)
             assert await service.flush(5)
         # Events 4 and 5 reach the broker while this consumer is not looking (marked sent, never seen).

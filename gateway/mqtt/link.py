@@ -15,6 +15,7 @@ import aiomqtt
 from gateway.config import MqttSection, read_secret
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+CONNECT_TIMEOUT_S = 3.0
 
 
 class LinkError(ValueError):
@@ -94,4 +95,7 @@ def make_client(
     )
     # aiomqtt warns above 10 outstanding calls; a full in-flight window is normal here.
     client.pending_calls_threshold = max_inflight + 100
+    # The TCP connect runs in an executor thread that cannot be cancelled; keep it short so that a
+    # gateway stopping while the broker is unreachable still exits promptly (paho's default is 5 s).
+    client._client.connect_timeout = CONNECT_TIMEOUT_S
     return client

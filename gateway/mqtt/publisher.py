@@ -94,6 +94,8 @@ class Publisher:
         self._progress = asyncio.Event()  # events were marked sent
         self._stopping = asyncio.Event()
         self._connected = asyncio.Event()
+        self._disconnected = asyncio.Event()
+        self._disconnected.set()
 
         self._ready = False
         self._online_published = False
@@ -140,19 +142,23 @@ class Publisher:
         self._retained_wake.set()
 
     async def flush(self, timeout: float) -> bool:
-        """Wait until the broker has acknowledged every journaled event; False if `timeout` ran out."""
+        """Wait until the broker has acknowledged every journaled event; False if `timeout` ran out or the
+        broker is not connected (then the events wait in the journal for the next session)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         self._wake.set()
         while self._journal.backlog() > 0:
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or not self.connected:
                 return False
             self._progress.clear()
+            progress = asyncio.ensure_future(self._progress.wait())
+            lost = asyncio.ensure_future(self._disconnected.wait())
             try:
-                await asyncio.wait_for(self._progress.wait(), remaining)
-            except TimeoutError:
-                return self._journal.backlog() == 0
+                await asyncio.wait({progress, lost}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                progress.cancel()
+                lost.cancel()
         return True
 
     def replay(self, from_seq: int) -> dict[str, Any]:
@@ -220,6 +226,7 @@ class Publisher:
             finally:
                 self._client = None
                 self._connected.clear()
+                self._disconnected.set()
                 self._live_after = None
             try:
                 await asyncio.wait_for(self._stopping.wait(), delay)
@@ -252,6 +259,7 @@ class Publisher:
         for topic_filter in self._subscriptions:
             await client.subscribe(topic_filter, qos=1)
         await self._publish_all_retained(client)
+        self._disconnected.clear()
         self._connected.set()
         tasks = {
             asyncio.create_task(self._drain(client), name="mqtt drain"),

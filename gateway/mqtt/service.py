@@ -11,7 +11,6 @@ async with MqttService(settings, journal, store, ops, site_key) as mqtt:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime
 from types import TracebackType
@@ -86,19 +85,18 @@ class MqttService:
         self.publisher.stop()
         if not self._tasks:
             return
-        publisher_task, *others = self._tasks
-        for task in others:
-            task.cancel()
-        if not publisher_task.done():
+        publisher_task = self._tasks[0]
+        if self.publisher.connected and not publisher_task.done():
             try:
                 await asyncio.wait_for(asyncio.shield(publisher_task), timeout)
             except TimeoutError:
                 log.warning("MQTT did not stop within %.1f s; closing the connection", timeout)
-                publisher_task.cancel()
             except Exception as exc:
                 log.debug("publisher ended with %s", exc)
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Not connected: nothing to say goodbye on, and no reason to wait for a connection attempt.
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
     # ---- what the daemon calls ---------------------------------------------------------------
