@@ -238,7 +238,7 @@ async def test_garbage_faults_once_and_the_reader_keeps_reading(tmp_path: Path) 
             assert first.bad_frames >= 10
             bad_at_fault = readers["bank-a"].bad_frames
             await asyncio.sleep(1.0)  # a further second of nothing but garbage
-            assert readers["bank-a"].bad_frames >= bad_at_fault + 10
+            assert readers["bank-a"].bad_frames >= bad_at_fault + 5
             assert len(log.of(ReaderFault)) == 1
             assert readers["bank-a"].online
             await site.fault("bank-a", "none")
