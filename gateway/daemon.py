@@ -447,7 +447,7 @@ class Gateway:
                     if not isinstance(event, CardRead | KeypadInput):
                         continue
                     self.handle_device_event(event)
-                self._append([{"kind": "gateway.stopped", "reason": "signal"}], utcnow())
+                self._append([{"kind": "gateway.stopped", "reason": "stopped"}], utcnow())
                 if self.mqtt is not None:
                     await self.mqtt.flush(timeout=STOP_BUDGET_S - 1)
             if metrics_server is not None:

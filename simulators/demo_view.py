@@ -7,6 +7,7 @@ rendered with rich, or as plain lines when the output is not a terminal.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,10 +52,12 @@ class DemoView:
     log: deque[Text] = field(default_factory=lambda: deque(maxlen=400))
     narration: str = ""
     log_lines: int = 22
+    #: Where the live door state comes from (the gateway's door monitor); events update it otherwise.
+    door_of: Callable[[str], str] | None = None
 
     def narrate(self, text: str) -> None:
         self.narration = text
-        self.log.append(Text(f"» {text}", style="bold"))
+        self.log.append(Text(f"» {text}", style="bold", no_wrap=True, overflow="ellipsis"))
 
     def apply(self, envelope: dict[str, Any]) -> Text:
         kind = envelope["kind"]
@@ -81,7 +84,13 @@ class DemoView:
         self.log.append(line)
         return line
 
-    def render(self) -> RenderableType:
+    def render(self, height: int | None = None) -> RenderableType:
+        if height is not None:
+            self.log_lines = max(5, height - 4)
+        if self.door_of is not None:
+            for tile in self.tiles.values():
+                if tile.mode != "keyed":
+                    tile.door = self.door_of(tile.id)
         grid = Table.grid(padding=(0, 1))
         tiles = list(self.tiles.values())
         columns = 3
@@ -103,9 +112,10 @@ class DemoView:
 
 
 def _tile(tile: LockerTile) -> Panel:
-    door_style = {"open": "bold green", "closed": "dim", "unknown": "yellow"}[tile.door]
+    door = "keyed" if tile.mode == "keyed" else tile.door
+    door_style = {"open": "bold green", "closed": "dim", "unknown": "yellow", "keyed": "blue"}[door]
     body = Text()
-    body.append(f"{tile.door.upper():7}", style=door_style)
+    body.append(f"{door.upper():7}", style=door_style)
     body.append(f" {tile.mode}\n", style="dim")
     body.append(f"{tile.owner or '—'}\n")
     body.append(tile.last[:22], style="italic")
@@ -127,4 +137,4 @@ def describe(envelope: dict[str, Any]) -> Text:
         parts.append(f"reason={envelope['reason']}")
     if envelope.get("authorizers"):
         parts.append("by=" + "+".join(a.get("holder") or a.get("id") or "?" for a in envelope["authorizers"]))
-    return Text(" ".join(parts), style=EVENT_STYLES.get(kind, ""))
+    return Text(" ".join(parts), style=EVENT_STYLES.get(kind, ""), no_wrap=True, overflow="ellipsis")

@@ -36,10 +36,10 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     from rich.live import Live
 
-    with Live(auto_refresh=False, screen=False, transient=False) as live:
+    with Live(auto_refresh=False, screen=True, transient=False) as live:
 
         async def show(view: DemoView) -> None:
-            live.update(view.render(), refresh=True)
+            live.update(view.render(live.console.size.height), refresh=True)
 
         asyncio.run(run_demo(settings, show, args.speed))
     return 0
