@@ -415,10 +415,11 @@ class Gateway:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        # Built before anything is journaled, so a driver that cannot load stops start-up cleanly.
+        self.readers, self.boards = build_devices(self.settings)
         self._open_state()
         try:
             self._journal_startup()
-            self.readers, self.boards = build_devices(self.settings)
             self.metrics.track_backlog(self.journal.backlog)
             metrics_server = None
             if self.settings.metrics.port is not None:

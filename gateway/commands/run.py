@@ -24,10 +24,13 @@ def handle(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     setup_logging(args.log_format, args.log_level)
+    from drivers.registry import DriverUnavailable
     from gateway.daemon import Gateway
 
     try:
         return asyncio.run(Gateway(settings, Path(args.config)).run())
+    except DriverUnavailable as exc:
+        return fail(str(exc))
     except PermissionError as exc:
         return fail(f"{exc.filename}: permission denied (state_dir must be writable by this user)")
     except OSError as exc:
