@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -376,3 +377,27 @@ async def test_handler_answers_without_a_broker(max_bytes: int, tmp_path: Path) 
         assert response.payload["transaction"] == [1]
         too_big = await handler.handle("health_check", b" " * (max_bytes + 1))
         assert not too_big.ok and too_big.payload["transaction"] is None
+
+
+async def test_a_large_upsert_does_not_hold_up_the_event_loop(broker: Mosquitto, tmp_path: Path) -> None:
+    """Taps are decided on the event loop: a big credential change must not freeze it while it is written."""
+    credentials = [card(f"C-{n}", f"{0x100000 + n:010X}", scope=[f"A-{n % 40:02d}"]) for n in range(15000)]
+    async with running_gateway(tmp_path, broker.url) as rig, Capture(broker.url, f"{BASE}/response/#") as capture:
+        worst = 0.0
+        done = False
+
+        async def watch_loop() -> None:
+            nonlocal worst
+            loop = asyncio.get_running_loop()
+            while not done:
+                before = loop.time()
+                await asyncio.sleep(0.005)
+                worst = max(worst, loop.time() - before - 0.005)
+
+        watcher = asyncio.create_task(watch_loop())
+        response = await capture.request(BASE, "credentials/upsert", {"credentials": credentials}, timeout=60)
+        done = True
+        await watcher
+        assert response["status"] == "ok" and response["data"]["count"] == 15000
+        assert rig.store.count() == 15000
+        assert worst < 0.25, f"the event loop stalled for {worst * 1000:.0f} ms"

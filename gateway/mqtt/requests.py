@@ -32,6 +32,7 @@ from gateway.events import format_ts
 from gateway.model import Credential, Status
 from gateway.mqtt.ops import GatewayOps, RequestError
 from gateway.mqtt.signing import SIGNED_COMMANDS, RequestVerifier, SignatureError
+from gateway.mqtt.store_worker import StoreWorker
 from gateway.mqtt.topics import Topics
 from gateway.sitekey import uid_hash
 from gateway.store import Store, StoreError
@@ -261,12 +262,16 @@ class RequestHandler:
         publisher: Replayer,
         *,
         verifier: RequestVerifier | None = None,
+        writer: StoreWorker | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """`store` is the daemon's (read on the event loop); changes go through `writer`, a private
+        connection on a worker thread (one is made for `settings.gateway.state_dir` if not given)."""
         self.topics = Topics.of(settings.mqtt.topic_prefix, settings.gateway.site, settings.gateway.id)
         self._max_bytes = settings.mqtt.max_request_bytes
         self._zone = settings.gateway.zone()
         self._store = store
+        self.writer = writer or StoreWorker(settings.gateway.state_dir, self._zone)
         self._ops = ops
         self._site_key = site_key
         self._publisher = publisher
@@ -324,7 +329,7 @@ class RequestHandler:
         if response_topic and not any(c in response_topic for c in "#+\x00"):
             topic = response_topic
         transaction: Any = None
-        uids: list[str] = []
+        request: Any = None
         try:
             if len(payload) > self._max_bytes:
                 raise _Refused(f"request is {len(payload)} bytes, more than mqtt.max_request_bytes ({self._max_bytes})")
@@ -335,7 +340,6 @@ class RequestHandler:
             if not isinstance(request, dict):
                 raise _Refused("payload must be a JSON object")
             transaction = request.get("transaction")
-            uids = _uids_in(request)
             entry = self._commands.get(command)
             if entry is None:
                 raise _Refused(f"unknown command {command!r} (one of: {', '.join(self._commands)})")
@@ -352,7 +356,7 @@ class RequestHandler:
                 raise _Refused(error_message(exc)) from None
             data = await run(arguments)
         except (_Refused, RequestError, StoreError, FieldError) as exc:
-            message = scrub(str(exc), uids)
+            message = scrub(str(exc), _uids_in(request) if isinstance(request, dict) else [])
             log.info("request %s: error: %s", command, message)
             return Response(command, topic, _payload(transaction, "error", {}, message), correlation_data)
         except Exception as exc:
@@ -378,12 +382,18 @@ class RequestHandler:
             parsed.append(fields)
         return parsed
 
-    def _committed(self) -> dict[str, Any]:
-        """After a committed credential change: bring the running policy up to date, then say so."""
+    async def _change(self, job: Callable[[Store], dict[str, Any]]) -> dict[str, Any]:
+        """Commit a change on the worker thread; then bring the running policy up to date, then answer."""
+
+        def committed(store: Store) -> dict[str, Any]:
+            data = job(store)
+            version, digest = store.version_and_digest()
+            return {**data, "version": version, "digest": digest}
+
+        data = await self.writer.run(committed)
         self._ops.credentials_changed()
         self._publisher.info_changed()
-        version, digest = self._store.version_and_digest()
-        return {"version": version, "digest": digest}
+        return data
 
     # ---- commands ----------------------------------------------------------------------------
 
@@ -391,19 +401,33 @@ class RequestHandler:
         return self._ops.health()
 
     async def _upsert(self, request: Upsert) -> dict[str, Any]:
-        items = self._parse_items(request.credentials)
-        stored = self._store.upsert([dict(item) for item in items], by=request.by, now=self._clock())
-        return {"count": len(stored), **self._committed()}
+        now = self._clock()
+
+        def upsert(store: Store) -> dict[str, Any]:
+            items = self._parse_items(request.credentials)
+            return {"count": len(store.upsert([dict(item) for item in items], by=request.by, now=now))}
+
+        return await self._change(upsert)
 
     async def _remove(self, request: Remove) -> dict[str, Any]:
-        self._store.remove(request.id, by=request.by, now=self._clock(), force=request.force)
-        return {"id": request.id, **self._committed()}
+        now = self._clock()
+
+        def remove(store: Store) -> dict[str, Any]:
+            store.remove(request.id, by=request.by, now=now, force=request.force)
+            return {"id": request.id}
+
+        return await self._change(remove)
 
     async def _set_status(self, request: SetStatus) -> dict[str, Any]:
-        credential = self._store.set_status(
-            request.id, Status(request.status), by=request.by, now=self._clock(), reason=request.reason
-        )
-        return {"id": credential.id, "status": str(credential.status), **self._committed()}
+        now = self._clock()
+
+        def set_status(store: Store) -> dict[str, Any]:
+            credential = store.set_status(
+                request.id, Status(request.status), by=request.by, now=now, reason=request.reason
+            )
+            return {"id": credential.id, "status": str(credential.status)}
+
+        return await self._change(set_status)
 
     async def _replace(self, request: Replace) -> dict[str, Any]:
         new_uid = ""
@@ -412,13 +436,18 @@ class RequestHandler:
                 new_uid = normalise_uid(request.new_uid)
             except UidError:
                 raise _Refused("new_uid: not a card number (hex, a 10-digit fob number or FFF,CCCCC)") from None
-        credential = self._store.replace(request.id, new_uid, by=request.by, now=self._clock(), new_id=request.new_id)
-        return {"id": credential.id, "replaced": request.id, "issue_no": credential.issue_no, **self._committed()}
+        now = self._clock()
+
+        def replace(store: Store) -> dict[str, Any]:
+            credential = store.replace(request.id, new_uid, by=request.by, now=now, new_id=request.new_id)
+            return {"id": credential.id, "replaced": request.id, "issue_no": credential.issue_no}
+
+        return await self._change(replace)
 
     async def _snapshot_page(self, request: Snapshot) -> dict[str, Any]:
         if request.page > request.pages:
             raise _Refused(f"page: {request.page} is beyond pages ({request.pages})")
-        items = self._parse_items(request.credentials)
+        items = await self.writer.run(lambda _: self._parse_items(request.credentials))
         partial = self._snapshot
         if partial is None or partial.version != request.version or partial.pages != request.pages:
             if partial is not None:
@@ -449,14 +478,13 @@ class RequestHandler:
             raise _Refused(
                 f"snapshot {request.version!r}: id {twice[0]!r} appears on more than one page; nothing changed"
             )
-        count = self._store.replace_all([dict(item) for item in everything], by=request.by, now=self._clock())
-        return {
-            "snapshot": request.version,
-            "pages": request.pages,
-            "complete": True,
-            "count": count,
-            **self._committed(),
-        }
+        now = self._clock()
+
+        def replace_all(store: Store) -> dict[str, Any]:
+            return {"count": store.replace_all([dict(item) for item in everything], by=request.by, now=now)}
+
+        data = await self._change(replace_all)
+        return {"snapshot": request.version, "pages": request.pages, "complete": True, **data}
 
     async def _get(self, request: Get) -> dict[str, Any]:
         credential = self._store.get(request.id)

@@ -98,6 +98,11 @@ class MqttService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        try:
+            # A credential change in hand finishes (or, if the process exits first, rolls back whole).
+            await asyncio.wait_for(asyncio.to_thread(self.requests.writer.close), timeout)
+        except TimeoutError:
+            log.warning("a credential change over MQTT was still being written at stop")
 
     # ---- what the daemon calls ---------------------------------------------------------------
 
