@@ -167,10 +167,10 @@ class Capture:
         return [m for m in self.messages if m.topic.endswith(suffix)]
 
     async def publish(
-        self, topic: str, payload: dict[str, Any] | bytes, *, properties: Properties | None = None
+        self, topic: str, payload: dict[str, Any] | bytes, *, properties: Properties | None = None, retain: bool = False
     ) -> None:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        await self.client.publish(topic, body, qos=1, properties=properties)
+        await self.client.publish(topic, body, qos=1, retain=retain, properties=properties)
 
     async def request(self, base: str, command: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
         """Send a request with a fresh transaction and wait for its response on `{base}/response/{command}`."""
