@@ -176,7 +176,7 @@ class Gateway:
         """Durably journal records; then log them, tell listeners and wake the publisher."""
         envelopes = self.journal.append(records, at, state or [])
         for envelope in envelopes:
-            log.info("%s", _describe(envelope))
+            log.info("%s", _describe(envelope), extra={"fields": {"event": envelope}})
             for listener in self.listeners:
                 listener(envelope)
         if self.mqtt is not None:
