@@ -29,7 +29,7 @@ from gateway import __version__
 from gateway.config import Settings
 from gateway.events import canonical_json, format_ts
 from gateway.journal import Journal
-from gateway.mqtt.link import make_client, parse_url
+from gateway.mqtt.link import LinkError, make_client, parse_url
 from gateway.mqtt.ops import GatewayOps, RequestError
 from gateway.mqtt.topics import Topics
 
@@ -222,7 +222,9 @@ class Publisher:
             except Exception as exc:
                 if outage_since is None:
                     outage_since = time.monotonic()
-                log.error("MQTT session failed: %s; reconnecting", exc, exc_info=exc)
+                    log.error("MQTT session failed: %s; retrying", exc, exc_info=not isinstance(exc, LinkError))
+                else:
+                    log.debug("MQTT session failed again: %s", exc)
             finally:
                 self._client = None
                 self._connected.clear()
