@@ -13,12 +13,16 @@ on from — credentials of the same holder and role whose scope shares a name (a
 masters and emergency credentials), and for a physical key every key cut to the same code — or 1
 when there are none. An update of an existing id keeps its `issue_no`, `issued_at` and `issued_by`.
 
-The digest of `version_and_digest` is the lower-case hex SHA-256 of the canonical JSON
-(gateway.events.canonical_json) of the list of every credential's upsert fields, sorted by id:
-`{id, uid, holder, role, scope: [...], kind, status, valid_from, valid_until, schedule, key_code,
-deposit, approved_by}`, absent values null, times as UTC text `YYYY-MM-DDTHH:MM:SSZ` (with
-`.ffffff` before the Z when not whole seconds), uids canonical. A central system can compute it over
-what it sent and compare; the gateway-set fields (issue_no, issued_at, issued_by) are left out.
+The digest of `version_and_digest` tells a central system whether it and the gateway hold the same
+credential set. Recipe (see `set_digest`): for each credential take the canonical JSON
+(gateway.events.canonical_json) of its upsert fields `{id, uid, holder, role, scope: [...], kind,
+status, valid_from, valid_until, schedule, key_code, deposit, approved_by}` — absent values null,
+times as UTC text `YYYY-MM-DDTHH:MM:SSZ` (`.ffffff` before the Z when not whole seconds), uids
+canonical — and its SHA-256 as a 256-bit integer; the digest is the sum of those integers modulo
+2**256, as 64 lower-case hex digits (64 zeros for an empty set). A sum does not depend on order, so
+the store keeps it up to date with each change instead of rereading 100,000 rows, and the
+gateway-set fields (issue_no, issued_at, issued_by) are left out so the sender can compute it over
+what it sent. It detects any accidental difference; it is a consistency check, not a signature.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 from gateway.credential_input import CredentialFields, FieldError, parse_credential_fields
-from gateway.events import canonical_json
 from gateway.model import OUTSTANDING_STATUSES, Credential, Kind, Role, Status, check_text_id
 from gateway.uid import UidError, mask_uid, normalise_uid
 
@@ -116,8 +119,22 @@ class UpsertResult:
 
 # ---- schema ------------------------------------------------------------------------------------
 
+#: A migration step: an SQL statement, or a function for what SQL alone cannot do.
+Step = str | Callable[[sqlite3.Connection], None]
+
+
+def _backfill_record_hashes(db: sqlite3.Connection) -> None:
+    total = 0
+    rows = db.execute(f"{_SELECT}").fetchall()
+    for row in rows:
+        value = _record_hash(_digest_record(row))
+        total += value
+        db.execute("UPDATE credentials SET record_hash = ? WHERE id = ?", (f"{value:064x}", row[0]))
+    db.execute("INSERT INTO set_digest (id, value) VALUES (1, ?)", (_digest_text(total),))
+
+
 #: Migration n (1-based) brings the schema from user_version n-1 to n. Append, never edit.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     (
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
         "INSERT INTO meta (key, value) VALUES ('rev', 0)",
@@ -161,6 +178,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             reason TEXT
         )""",
     ),
+    (
+        # 2: the set digest, kept up to date per change (each row's share of it kept beside the row).
+        "ALTER TABLE credentials ADD COLUMN record_hash TEXT NOT NULL DEFAULT ''",
+        "CREATE TABLE set_digest (id INTEGER PRIMARY KEY CHECK (id = 1), value TEXT NOT NULL)",
+        _backfill_record_hashes,
+    ),
 )
 
 _COLUMNS = (
@@ -182,9 +205,10 @@ _COLUMNS = (
     "issued_by",
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM credentials"
+_WRITTEN = (*_COLUMNS, "record_hash", "rev")
 _UPSERT_ROW = (
-    f"INSERT INTO credentials ({', '.join(_COLUMNS)}, rev) VALUES ({', '.join('?' * (len(_COLUMNS) + 1))}) "
-    f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in (*_COLUMNS[1:], 'rev'))}"
+    f"INSERT INTO credentials ({', '.join(_WRITTEN)}) VALUES ({', '.join('?' * len(_WRITTEN))}) "
+    f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _WRITTEN[1:])}"
 )
 _OUTSTANDING = tuple(status.value for status in OUTSTANDING_STATUSES)
 _OUTSTANDING_SQL = ", ".join(f"'{status}'" for status in sorted(_OUTSTANDING))
@@ -194,6 +218,9 @@ _WRITE_CHUNK = 10_000
 _WHOLE_SITE_ROLES = (Role.SITE_MASTER, Role.EMERGENCY)
 #: One encoder for every row: json.dumps with options builds a new encoder per call.
 _SCOPE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+#: gateway.events.canonical_json's bytes (before UTF-8) for a `_digest_record`, whose keys come sorted.
+_CANONICAL = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_DIGEST_MODULUS = 1 << 256
 _ROLES = {member.value: member for member in Role}
 _KINDS = {member.value: member for member in Kind}
 _STATUSES = {member.value: member for member in Status}
@@ -283,21 +310,39 @@ def _credential(row: Sequence[Any]) -> Credential:
     return _RowReader()(row)
 
 
-def _digest_record(row: Sequence[Any]) -> dict[str, Any]:
+def _record_hash(record: Mapping[str, Any]) -> int:
+    return int.from_bytes(hashlib.sha256(_CANONICAL.encode(record).encode("utf-8")).digest(), "big")
+
+
+def _digest_text(total: int) -> str:
+    return f"{total % _DIGEST_MODULUS:064x}"
+
+
+def set_digest(records: Iterable[Mapping[str, Any]]) -> str:
+    """The digest recipe over upsert-field records (what a central system computes; see the module doc)."""
+    return _digest_text(sum(_record_hash(dict(sorted(record.items()))) for record in records))
+
+
+def _digest_record(row: Sequence[Any], scope: Sequence[str] | None = None) -> dict[str, Any]:
+    """A row's (or `_row(credential)`'s) upsert fields as the digest sees them.
+
+    Built with its keys already sorted, so encoding it without `sort_keys` gives the canonical bytes
+    (scope holds only strings) at a fraction of the cost — this runs for every row an import writes.
+    """
     return {
-        "id": row[0],
-        "uid": row[1],
+        "approved_by": row[12],
+        "deposit": row[11],
         "holder": row[2],
-        "role": row[3],
-        "scope": json.loads(row[4]),
-        "status": row[5],
+        "id": row[0],
+        "key_code": row[10],
         "kind": row[6],
+        "role": row[3],
+        "schedule": row[9],
+        "scope": json.loads(row[4]) if scope is None else list(scope),
+        "status": row[5],
+        "uid": row[1],
         "valid_from": row[7],
         "valid_until": row[8],
-        "schedule": row[9],
-        "key_code": row[10],
-        "deposit": row[11],
-        "approved_by": row[12],
     }
 
 
@@ -406,7 +451,7 @@ def _duplicate_problem(world: _World, new: Credential, old: Credential | None) -
     if new.approved_by:
         return None
     users = _user_duplicates(world, new)
-    if old is not None:
+    if users and old is not None:
         known = {other.id for other in _user_duplicates(world, old)}
         users = [other for other in users if other.id not in known]
     if users:
@@ -418,7 +463,7 @@ def _duplicate_problem(world: _World, new: Credential, old: Credential | None) -
             "a second key needs approved_by",
         )
     keys = _code_duplicates(world, new)
-    if old is not None:
+    if keys and old is not None:
         known = {other.id for other in _code_duplicates(world, old)}
         keys = [other for other in keys if other.id not in known]
     if keys:
@@ -443,7 +488,6 @@ class Store:
         self._db = connection
         self.path = path
         self.zone = zone
-        self._digest: tuple[int, str] | None = None
 
     @classmethod
     def open(cls, state_dir: Path, *, zone: tzinfo | None = None) -> Store:
@@ -481,6 +525,13 @@ class Store:
     # -- reading
     def get(self, credential_id: str) -> Credential | None:
         row = self._db.execute(f"{_SELECT} WHERE id = ?", (credential_id,)).fetchone()
+        return None if row is None else _credential(row)
+
+    def by_uid(self, uid: str) -> Credential | None:
+        """The credential with exactly this canonical uid (the policy's fob-number match rule aside)."""
+        if not uid:
+            return None
+        row = self._db.execute(f"{_SELECT} WHERE uid = ? AND uid != ''", (uid,)).fetchone()
         return None if row is None else _credential(row)
 
     def all(self) -> Iterator[Credential]:
@@ -526,19 +577,11 @@ class Store:
         return Changes(rev=current, upserted=upserted, removed=removed, log=log)
 
     def version_and_digest(self) -> tuple[int, str]:
-        """The credential-set version (the revision) and a SHA-256 digest over the set's content."""
+        """The credential-set version (the revision) and a SHA-256-based digest over the set's content."""
         with _read_transaction(self._db):
             current = _current_rev(self._db)
-            if self._digest is not None and self._digest[0] == current:
-                return self._digest
-            digest = hashlib.sha256(b"[")
-            for position, row in enumerate(self._db.execute(f"{_SELECT} ORDER BY id")):
-                if position:
-                    digest.update(b",")
-                digest.update(canonical_json(_digest_record(row)))
-            digest.update(b"]")
-        self._digest = (current, digest.hexdigest())
-        return self._digest
+            digest: str = self._db.execute("SELECT value FROM set_digest WHERE id = 1").fetchone()[0]
+        return current, digest
 
     def keys_for_locker(self, locker_id: str) -> list[KeyHolding]:
         """Outstanding user keys (active, suspended, lost) whose scope names this locker."""
@@ -612,10 +655,11 @@ class Store:
         new_status = _status(status)
         with _write_transaction(self._db):
             old = self._require(credential_id)
+            updated = replace(old, status=new_status)
             rev = _next_rev(self._db)
-            self._db.execute("UPDATE credentials SET status = ?, rev = ? WHERE id = ?", (new_status.value, rev, old.id))
+            self._write([updated], rev, existing={old.id})
             _log(self._db, rev, _utc(now), by, "set_status", [old.id], reason)
-        return replace(old, status=new_status)
+        return updated
 
     def replace(
         self, credential_id: str, new_uid: str, *, by: str, now: datetime, new_id: str | None = None
@@ -659,10 +703,7 @@ class Store:
                 issued_by=by,
             )
             rev = _next_rev(self._db)
-            self._db.execute(
-                "UPDATE credentials SET status = ?, rev = ? WHERE id = ?", (Status.REPLACED.value, rev, old.id)
-            )
-            self._write([successor], rev, existing=set())
+            self._write([replace(old, status=Status.REPLACED), successor], rev, existing={old.id})
             _log(self._db, rev, moment, by, "replace", [old.id, successor.id], None)
         return successor
 
@@ -831,25 +872,36 @@ class Store:
     def _write(
         self, credentials: Sequence[Credential], rev: int, *, existing: set[str], progress: Progress | None = None
     ) -> None:
+        """Insert or update rows (with their scope index and their share of the set digest)."""
         total = len(credentials)
+        delta = 0
         for start in range(0, total, _WRITE_CHUNK):
             if progress is not None:
                 progress("writing", start, total)
             chunk = credentials[start : start + _WRITE_CHUNK]
+            updated = [credential.id for credential in chunk if credential.id in existing]
+            delta -= self._stored_hashes(updated)
             self._db.executemany(
-                "DELETE FROM credential_scope WHERE credential_id = ?",
-                ((credential.id,) for credential in chunk if credential.id in existing),
+                "DELETE FROM credential_scope WHERE credential_id = ?", ((ident,) for ident in updated)
             )
-            self._db.executemany(_UPSERT_ROW, ((*_row(credential), rev) for credential in chunk))
+            rows = []
+            for credential in chunk:
+                row = _row(credential)
+                share = _record_hash(_digest_record(row, credential.scope))
+                delta += share
+                rows.append((*row, f"{share:064x}", rev))
+            self._db.executemany(_UPSERT_ROW, rows)
             self._db.executemany(
                 "INSERT OR IGNORE INTO credential_scope (item, credential_id) VALUES (?, ?)",
                 ((item, credential.id) for credential in chunk for item in credential.scope),
             )
         self._db.execute("DELETE FROM removals WHERE id IN (SELECT id FROM credentials WHERE rev = ?)", (rev,))
+        self._add_to_digest(delta)
         if progress is not None:
             progress("writing", total, total)
 
     def _delete(self, credential_ids: Sequence[str], rev: int) -> None:
+        self._add_to_digest(-self._stored_hashes(credential_ids))
         rows = [(ident,) for ident in credential_ids]
         self._db.executemany("DELETE FROM credential_scope WHERE credential_id = ?", rows)
         self._db.executemany("DELETE FROM credentials WHERE id = ?", rows)
@@ -857,6 +909,20 @@ class Store:
             "INSERT INTO removals (id, rev) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET rev = excluded.rev",
             ((ident, rev) for ident in credential_ids),
         )
+
+    def _stored_hashes(self, credential_ids: Sequence[str]) -> int:
+        """The sum of these rows' shares of the digest, as stored."""
+        total = 0
+        for chunk in _chunks(credential_ids):
+            marks = ", ".join("?" * len(chunk))
+            for (share,) in self._db.execute(f"SELECT record_hash FROM credentials WHERE id IN ({marks})", chunk):
+                total += int(share, 16)
+        return total
+
+    def _add_to_digest(self, delta: int) -> None:
+        if delta:
+            current = int(self._db.execute("SELECT value FROM set_digest WHERE id = 1").fetchone()[0], 16)
+            self._db.execute("UPDATE set_digest SET value = ? WHERE id = 1", (_digest_text(current + delta),))
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -897,8 +963,11 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
     with _write_transaction(db):
         version = db.execute("PRAGMA user_version").fetchone()[0]
         for number in range(version, len(MIGRATIONS)):
-            for statement in MIGRATIONS[number]:
-                db.execute(statement)
+            for step in MIGRATIONS[number]:
+                if isinstance(step, str):
+                    db.execute(step)
+                else:
+                    step(db)
         db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
 
 

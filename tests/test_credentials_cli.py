@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import subprocess
 import sys
+import time
+import tty
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -334,3 +337,71 @@ def test_the_cli_changes_the_store_a_running_daemon_has_open(config: Path, tmp_p
         changes = daemon.changes_since(seen)
         assert [credential.id for credential in changes.upserted] == ["C-1"]
         assert changes.log[0].by == "cli"
+
+
+def test_enroll_shows_the_uid_of_the_next_card_at_the_reader(tmp_path: Path) -> None:
+    """A real RDM6300 frame stream on a pseudo-terminal: the card is 'held' (a frame every 65 ms)
+    until enroll has read it, as a real reader repeats its frame while the card is in the field."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    config = tmp_path / "enroll.toml"
+    config.write_text(
+        f"""
+[gateway]
+id = "gw-01"
+site = "north-school"
+state_dir = "{tmp_path / "state"}"
+
+[[readers]]
+id = "desk"
+driver = "rdm6300"
+port = "{os.ttyname(slave)}"
+""",
+        encoding="utf-8",
+    )
+    frame = bytes.fromhex("02 33 43 30 30 43 45 37 35 34 43 43 42 03")  # 3C00CE754C, checksum CB
+    script = Path(sys.executable).with_name("lockergw")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+    enroll = subprocess.Popen(
+        [*command, "credentials", "enroll", "--reader", "desk", "--timeout", "30", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while enroll.poll() is None and time.monotonic() < deadline:
+            os.write(master, frame)
+            time.sleep(0.065)  # the reader's repeat interval while a card is held, not a synchronisation
+        out, err = enroll.communicate(timeout=10)
+    finally:
+        if enroll.poll() is None:
+            enroll.kill()
+            enroll.communicate()
+        os.close(master)
+        os.close(slave)
+    assert enroll.returncode == 0, err
+    assert out == "3C00CE754C\n"
+    assert "waiting" in err and "Traceback" not in err
+
+
+def test_enroll_at_a_reader_whose_port_cannot_be_opened_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "enroll.toml"
+    config.write_text(
+        f"""
+[gateway]
+id = "gw-01"
+site = "north-school"
+state_dir = "{tmp_path / "state"}"
+
+[[readers]]
+id = "desk"
+driver = "rdm6300"
+port = "{tmp_path / "no-such-tty"}"
+""",
+        encoding="utf-8",
+    )
+    done = lockergw("credentials", "enroll", "--reader", "desk", "--timeout", "20", "--config", str(config))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("lockergw: reader 'desk': ")
+    assert "Traceback" not in done.stderr

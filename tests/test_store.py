@@ -19,6 +19,7 @@ from gateway.credential_input import FieldError, parse_credential_fields
 from gateway.model import Kind, Role, Status
 from gateway.sitekey import load_or_create_site_key, uid_hash
 from gateway.store import Store, StoreError, UpsertRefused
+from gateway.uid import normalise_uid
 
 LONDON = ZoneInfo("Europe/London")
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -351,8 +352,38 @@ def test_replace_all_makes_the_set_exactly_the_snapshot(store: Store) -> None:
 
 
 def _expected_digest(records: list[dict[str, Any]]) -> str:
-    body = json.dumps(sorted(records, key=lambda r: r["id"]), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+    """The recipe as an integrator would write it from the store's documentation."""
+    total = 0
+    for record in records:
+        canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        total += int(hashlib.sha256(canonical).hexdigest(), 16)
+    return f"{total % 2**256:064x}"
+
+
+def _records(store: Store) -> list[dict[str, Any]]:
+    """Every credential's upsert fields as the digest recipe reads them (from `list --csv`-like data)."""
+
+    def utc(moment: datetime | None) -> str | None:
+        return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    return [
+        {
+            "id": c.id,
+            "uid": c.uid,
+            "holder": c.holder,
+            "role": c.role.value,
+            "scope": list(c.scope),
+            "kind": c.kind.value,
+            "status": c.status.value,
+            "valid_from": utc(c.valid_from),
+            "valid_until": utc(c.valid_until),
+            "schedule": c.schedule,
+            "key_code": c.key_code,
+            "deposit": c.deposit,
+            "approved_by": c.approved_by,
+        }
+        for c in store.all()
+    ]
 
 
 def test_the_digest_is_what_a_central_system_computes_from_what_it_sent(store: Store) -> None:
@@ -384,6 +415,51 @@ def test_the_digest_follows_content_not_history(tmp_path: Path) -> None:
         assert a.version_and_digest()[0] != b.version_and_digest()[0]
 
 
+def test_an_empty_set_has_the_zero_digest(store: Store) -> None:
+    assert store.version_and_digest() == (0, "0" * 64)
+    store.upsert([card("C-1", "AA01")], by="t", now=NOW)
+    store.remove("C-1", by="t", now=NOW, force=True)
+    assert store.version_and_digest() == (2, "0" * 64)
+
+
+def test_the_digest_stays_right_through_every_kind_of_change(store: Store) -> None:
+    steps = [
+        lambda: store.upsert(
+            [card("C-1", "AA01"), card("C-2", "AA02", holder="u-2"), key("K-1", "7")], by="t", now=NOW
+        ),
+        lambda: store.upsert([card("C-1", "AA01", scope="A-01;A-09", valid_until="2027-01-01")], by="t", now=NOW),
+        lambda: store.set_status("C-2", "lost", by="t", now=NOW),
+        lambda: store.replace("C-2", "BB02", by="t", now=NOW),
+        lambda: store.replace("K-1", "", by="t", now=NOW),
+        lambda: store.remove("C-2", by="t", now=NOW),
+        lambda: store.replace_all([card("C-1", "CC01"), card("C-9", "AA01", holder="u-9")], by="t", now=NOW),
+    ]
+    for step in steps:
+        step()
+        assert store.version_and_digest()[1] == _expected_digest(_records(store))
+
+
+def test_a_schema_1_store_is_migrated_with_its_credentials(tmp_path: Path) -> None:
+    from gateway.store import MIGRATIONS
+
+    db = sqlite3.connect(tmp_path / "credentials.db")
+    for statement in MIGRATIONS[0]:
+        assert isinstance(statement, str)
+        db.execute(statement)
+    db.execute(
+        "INSERT INTO credentials (id, uid, holder, role, scope, status, kind, issue_no, rev) "
+        "VALUES ('C-1', 'AA01', 'u-1', 'user', '[\"A-01\"]', 'active', 'card', 1, 1)"
+    )
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    with Store.open(tmp_path) as store:
+        assert store.get("C-1") is not None
+        assert store.version_and_digest()[1] == _expected_digest(_records(store)) != "0" * 64
+        store.upsert([card("C-2", "AA02", holder="u-2")], by="t", now=NOW)
+        assert store.version_and_digest()[1] == _expected_digest(_records(store))
+
+
 # ---- files and processes ---------------------------------------------------------------------------
 
 
@@ -398,7 +474,7 @@ def test_two_connections_see_each_others_changes(tmp_path: Path) -> None:
 def test_the_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path) -> None:
     Store.open(tmp_path).close()
     db = sqlite3.connect(tmp_path / "credentials.db")
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.execute("PRAGMA user_version = 99")
     db.close()
@@ -460,7 +536,8 @@ def test_what_is_stored_is_what_is_read_back(
     with Store.open(tmp_path_factory.mktemp("s"), zone=LONDON) as fresh:
         (stored,) = fresh.upsert([item], by="t", now=NOW)
         assert fresh.get(ident) == stored == next(fresh.all())
-        assert (stored.id, stored.holder, stored.uid, stored.scope) == (ident, holder, uid.upper(), tuple(scope))
+        # (a 10-character all-digit uid is read as a printed fob number: gateway.uid's rule)
+        assert (stored.id, stored.holder, stored.uid, stored.scope) == (ident, holder, normalise_uid(uid), tuple(scope))
         assert fresh.changes_since(0).upserted == (stored,)
 
 

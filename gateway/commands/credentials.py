@@ -8,6 +8,8 @@ everywhere, errors included; only `enroll` shows a whole uid, on the operator's 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import csv
 import io
 import os
@@ -18,6 +20,7 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, TextIO
 
+from drivers.base import CardRead, DeviceEvent, DeviceOffline, Reader
 from gateway.commands.common import EXIT_USER_ERROR, add_config_option, fail, load_or_report
 from gateway.config import Settings
 from gateway.credential_input import REQUIRED_FIELDS, SCOPE_SEPARATOR, UPSERT_FIELDS
@@ -88,9 +91,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     remove.add_argument("--force", action="store_true", help="remove even an active, suspended or lost credential")
     remove.add_argument("--by", help=f"who (default {DEFAULT_BY})")
 
-    enroll = verbs.add_parser("enroll", help="show the uid of the next card tapped at a reader")
+    enroll = verbs.add_parser(
+        "enroll",
+        help="show the uid of the next card tapped at a reader",
+        description="Show the uid of the next card tapped at a reader, on this terminal only. The reader's port "
+        "must be free: stop the gateway first, or enrol at a spare reader configured for the purpose.",
+    )
     add_config_option(enroll)
     enroll.add_argument("--reader", required=True, metavar="READER", help="reader id from the configuration")
+    enroll.add_argument("--timeout", type=float, default=60.0, metavar="S", help="give up after S seconds (60)")
     enroll.set_defaults(handler=_enroll)
 
 
@@ -281,13 +290,64 @@ def _remove(args: argparse.Namespace, store: Store, settings: Settings) -> int:
 
 
 def _enroll(args: argparse.Namespace) -> int:
+    """The one place a whole card number is shown: on the operator's own terminal, never logged."""
     settings = load_or_report(args.config)
     if settings is None:
         return EXIT_USER_ERROR
-    if not any(reader.id == args.reader for reader in settings.readers):
+    section = next((reader for reader in settings.readers if reader.id == args.reader), None)
+    if section is None:
         known = ", ".join(reader.id for reader in settings.readers) or "none configured"
         return fail(f"no reader {args.reader!r} in {Path(args.config).name} (readers: {known})")
-    return fail("enroll is not available yet: it needs the reader drivers (drivers/registry.py)")
+    from drivers.registry import DriverUnavailable, reader_class
+
+    try:
+        reader = reader_class(section.driver).from_config(section)
+    except DriverUnavailable as exc:
+        return fail(f"reader {section.id!r}: {exc}")
+    print(f"reader {section.id}: waiting up to {args.timeout:g} s for a card (Ctrl-C to stop)", file=sys.stderr)
+    outcome = asyncio.run(next_card(reader, args.timeout))
+    if outcome is None:
+        return fail(f"reader {section.id!r}: no card within {args.timeout:g} s")
+    if isinstance(outcome, str):
+        return fail(f"reader {section.id!r}: {outcome}")
+    print(outcome.uid)
+    _say_if_issued(settings, outcome.uid)
+    return 0
+
+
+async def next_card(reader: Reader, timeout_s: float) -> CardRead | str | None:
+    """Run a reader until its first card: the read, a reason the port cannot be used, or None on timeout."""
+    loop = asyncio.get_running_loop()
+    first: asyncio.Future[CardRead | str] = loop.create_future()
+
+    def emit(event: DeviceEvent) -> None:
+        if first.done():
+            return
+        if isinstance(event, CardRead):
+            first.set_result(event)
+        elif isinstance(event, DeviceOffline):
+            first.set_result(event.reason)
+
+    running = asyncio.create_task(reader.run(emit))
+    either: set[asyncio.Future[Any]] = {first, running}
+    try:
+        await asyncio.wait(either, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    return first.result() if first.done() else None
+
+
+def _say_if_issued(settings: Settings, uid: str) -> None:
+    try:
+        with Store.open(settings.gateway.state_dir, zone=settings.gateway.zone()) as store:
+            issued = store.by_uid(uid)
+    except (StoreError, sqlite3.Error, OSError):
+        return
+    if issued is not None:
+        credential = issued
+        print(f"already issued as {credential.id} ({credential.holder}, {credential.status.value})", file=sys.stderr)
 
 
 # ---- CSV in ------------------------------------------------------------------------------------
