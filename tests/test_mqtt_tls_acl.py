@@ -100,3 +100,24 @@ async def test_a_gateway_cannot_use_another_gateways_base(
             real.journal_events(1)
             await central.wait_for(is_event)
         assert len([m for m in central.messages if is_event(m)]) == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"password_file": "/nonexistent/pw"}, "mqtt.password_file: cannot read /nonexistent/pw"),
+        ({"hmac_key_file": "/nonexistent/key"}, "mqtt.hmac_key_file: cannot read /nonexistent/key"),
+        ({"url": "mqtts://127.0.0.1:8883", "ca_file": "/nonexistent/ca.crt"}, "mqtt: cannot load TLS files"),
+        ({"url": "mqtt://:1883"}, "mqtt.url: no host"),
+    ],
+)
+async def test_unusable_mqtt_settings_stop_start_up_with_one_line(
+    options: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    from gateway.mqtt.link import LinkError
+
+    url = options.pop("url", "mqtt://127.0.0.1:1883")
+    with pytest.raises(LinkError, match=message) as raised:
+        async with running_gateway(tmp_path, url, connect=False, **options):
+            pass
+    assert "\n" not in str(raised.value)

@@ -29,7 +29,7 @@ from gateway import __version__
 from gateway.config import Settings
 from gateway.events import canonical_json, format_ts
 from gateway.journal import Journal
-from gateway.mqtt.link import LinkError, make_client, parse_url
+from gateway.mqtt.link import LinkError, make_client, parse_url, password, tls_context
 from gateway.mqtt.ops import GatewayOps, RequestError
 from gateway.mqtt.topics import Topics
 
@@ -76,6 +76,10 @@ class Publisher:
         self.settings = settings
         self.topics = Topics.of(settings.mqtt.topic_prefix, settings.gateway.site, settings.gateway.id)
         self.address = parse_url(settings.mqtt.url)
+        # Unreadable secrets or TLS files are configuration faults: say so at start-up, not per attempt.
+        password(settings.mqtt)
+        if self.address.tls:
+            tls_context(settings.mqtt)
         self.identifier = f"lockergw-{settings.gateway.site}-{settings.gateway.id}"
         self._journal = journal
         self._ops = ops

@@ -19,6 +19,7 @@ from typing import Any
 from gateway import __version__
 from gateway.config import Settings, read_secret
 from gateway.journal import Journal
+from gateway.mqtt.link import LinkError
 from gateway.mqtt.ops import GatewayOps
 from gateway.mqtt.publisher import Publisher
 from gateway.mqtt.requests import RequestHandler
@@ -31,7 +32,21 @@ PRUNE_INTERVAL_S = 3600.0
 STOP_TIMEOUT_S = 1.5
 
 
+def signing_key(path: str) -> bytes:
+    """The request-signing key: the file's content without surrounding whitespace, as UTF-8 bytes."""
+    try:
+        key = read_secret(path).encode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LinkError(f"mqtt.hmac_key_file: cannot read {path}: {exc}") from None
+    if not key:
+        raise LinkError(f"mqtt.hmac_key_file: {path} is empty")
+    return key
+
+
 class MqttService:
+    """The MQTT side of a gateway. Raises `LinkError` (one line naming the setting) for unusable [mqtt]
+    settings: a URL without a host, an unreadable password or signing-key file, bad TLS files."""
+
     def __init__(
         self,
         settings: Settings,
@@ -49,7 +64,7 @@ class MqttService:
         self._prune_interval = prune_interval_s
         verifier = None
         if settings.mqtt.hmac_key_file:
-            verifier = RequestVerifier(read_secret(settings.mqtt.hmac_key_file).encode("utf-8"))
+            verifier = RequestVerifier(signing_key(settings.mqtt.hmac_key_file))
         self.requests: RequestHandler
         self.publisher = Publisher(
             settings,
