@@ -27,9 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from gateway_world import running, write_site  # noqa: E402
+
 from gateway.journal import Journal  # noqa: E402
 from gateway.store import Store  # noqa: E402
-from gateway_world import running, write_site  # noqa: E402
 from simulators.site import SimulatedSite  # noqa: E402
 
 CARDS = [("3C00CE754C", "A-03", bytes.fromhex("0202310338")), ("14008EC793", "A-01", bytes.fromhex("0200310336"))]

@@ -26,10 +26,11 @@ def handle(args: argparse.Namespace) -> int:
     setup_logging(args.log_format, args.log_level)
     from drivers.registry import DriverUnavailable
     from gateway.daemon import Gateway
+    from gateway.mqtt.link import LinkError
 
     try:
         return asyncio.run(Gateway(settings, Path(args.config)).run())
-    except DriverUnavailable as exc:
+    except (DriverUnavailable, LinkError) as exc:
         return fail(str(exc))
     except PermissionError as exc:
         return fail(f"{exc.filename}: permission denied (state_dir must be writable by this user)")
