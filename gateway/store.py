@@ -47,7 +47,9 @@ BUSY_TIMEOUT_MS = 15_000
 #: Page cache per connection: a 100,000-row import touches a few tens of MB of table and index pages.
 CACHE_KIB = 32_768
 
-#: Called as progress(phase, done, total) while a large upsert runs; phase is "checking" or "writing".
+#: Called as progress(phase, done, total) while a large upsert runs; the phases, in order, are
+#: "checking" (each item's fields), "matching" (against the store: uids, duplicates, issue numbers)
+#: and "writing".
 Progress = Callable[[str, int, int], None]
 
 
@@ -786,7 +788,9 @@ class Store:
                 world = _World(loaded.values(), self._uid_owners(uids))
             stored: list[Credential] = []
             changed: list[Credential] = []
-            for index, fields in parsed.items():
+            for position, (index, fields) in enumerate(parsed.items()):
+                if progress is not None and position % 2000 == 0:
+                    progress("matching", position, len(parsed))
                 old = existing.get(fields["id"])
                 credential = self._issue(fields, old, world, by=by, now=now)
                 problem = self._check(world, credential, old if not whole_set else None)
@@ -797,6 +801,8 @@ class Store:
                 stored.append(credential)
                 if credential != old:
                     changed.append(credential)
+            if progress is not None:
+                progress("matching", len(parsed), len(parsed))
             if problems:
                 raise UpsertRefused([problems[index] for index in sorted(problems)], {**_names(items), **ids})
             removed: list[str] = []

@@ -187,7 +187,8 @@ def _import(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     console = Console(stderr=True)
     columns = (TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=not console.is_terminal, transient=False) as bar:
-        tasks = {phase: bar.add_task(phase, total=len(parsed.items) or 1) for phase in ("checking", "writing")}
+        phases = ("checking", "matching", "writing")
+        tasks = {phase: bar.add_task(phase, total=len(parsed.items) or 1) for phase in phases}
 
         def progress(phase: str, done: int, total: int) -> None:
             bar.update(tasks[phase], completed=done, total=total or 1)
