@@ -1,7 +1,7 @@
 """The credential store: SQLite `credentials.db` in `state_dir`, shared by the daemon and the CLI.
 
 Every change bumps a revision; `changes_since(rev)` lets the running daemon pick up CLI and MQTT
-changes incrementally (it polls `PRAGMA data_version`, so a change is in force within a second).
+changes incrementally (it polls `rev`, one indexed read, so a change is in force within a second).
 Each change also leaves a row in the change log, which the daemon journals as `credentials.changed`.
 
 Several processes may write (the daemon's MQTT handlers, the CLI): every change is one
