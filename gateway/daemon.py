@@ -102,6 +102,7 @@ class Gateway:
         self._journal: Journal | None = None
         self._site_key = b""
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._unlocks: set[asyncio.Task[bool]] = set()
         self.metrics = Metrics()
 
     # ---- resources ---------------------------------------------------------------------------
@@ -281,6 +282,8 @@ class Gateway:
         board = self.boards[locker.board]
         self.doors.unlock_sent(locker_id, at)
         task = asyncio.get_running_loop().create_task(board.unlock(locker.lock), name=f"unlock {locker_id}")
+        self._unlocks.add(task)
+        task.add_done_callback(self._unlocks.discard)
         task.add_done_callback(_log_task_failure)
 
     # ---- devices -----------------------------------------------------------------------------
@@ -412,12 +415,17 @@ class Gateway:
         from drivers.registry import build_devices
 
         loop = asyncio.get_running_loop()
+        # Checked before anything is journaled, so a driver or broker setting that cannot work stops
+        # start-up with one line and leaves no trace.
+        self.readers, self.boards = build_devices(self.settings)
+        if self.settings.mqtt.url:
+            from gateway.mqtt.link import check
+
+            check(self.settings.mqtt)
+        self._open_state()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        # Built before anything is journaled, so a driver that cannot load stops start-up cleanly.
-        self.readers, self.boards = build_devices(self.settings)
-        self._open_state()
         try:
             self._journal_startup()
             self.metrics.track_backlog(self.journal.backlog)
@@ -432,22 +440,27 @@ class Gateway:
                         MqttService(self.settings, self.journal, self.store, self, self._site_key)
                     )
                 devices: list[Reader | LockBoard] = [*self.readers.values(), *self.boards.values()]
-                tasks = [loop.create_task(device.run(self.emit), name=f"device {device.id}") for device in devices]
-                tasks.append(loop.create_task(self._consume_device_events(), name="device events"))
-                tasks.append(loop.create_task(self._tick(), name="tick"))
-                for task in tasks:
+                device_tasks = [
+                    loop.create_task(device.run(self.emit), name=f"device {device.id}") for device in devices
+                ]
+                own_tasks = [
+                    loop.create_task(self._consume_device_events(), name="device events"),
+                    loop.create_task(self._tick(), name="tick"),
+                ]
+                for task in [*device_tasks, *own_tasks]:
                     task.add_done_callback(_log_task_failure)
                 await self._stop.wait()
                 self.notifier.stopping()
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                # Handle what the devices already reported (taps in hand are decided, not dropped).
+                await _cancel(own_tasks)
+                # Finish what is in hand: taps already read are decided, and their unlocks go out while
+                # the boards are still running; nothing new starts.
                 while not self.device_events.empty():
                     event = self.device_events.get_nowait()
-                    if not isinstance(event, CardRead | KeypadInput):
-                        continue
-                    self.handle_device_event(event)
+                    if isinstance(event, CardRead | KeypadInput):
+                        self.handle_device_event(event)
+                if self._unlocks:
+                    await asyncio.wait(self._unlocks, timeout=1.0)
+                await _cancel(device_tasks)
                 self._append([{"kind": "gateway.stopped", "reason": "stopped"}], utcnow())
                 if self.mqtt is not None:
                     await self.mqtt.flush(timeout=STOP_BUDGET_S - 1)
@@ -604,6 +617,12 @@ def _describe(envelope: dict[str, Any]) -> str:
     if isinstance(credential, dict) and credential.get("id"):
         parts.append(f"credential={credential['id']} holder={credential['holder']}")
     return " ".join(parts)
+
+
+async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _log_task_failure(task: asyncio.Task[Any]) -> None:

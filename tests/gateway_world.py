@@ -137,6 +137,16 @@ class Daemon:
 
     async def wait_for(self, kind: str, since: int = 0, timeout: float = WAIT_S, **fields: Any) -> dict[str, Any]:
         """The first event of `kind` (matching `fields`) at or after index `since` of `events`."""
+        try:
+            return await self._wait_for(kind, since, timeout, **fields)
+        except TimeoutError:
+            seen = [
+                (e["seq"], e["kind"], e.get("reader") or e.get("board"), e.get("locker"), e.get("reason"))
+                for e in self.events[since:]
+            ]
+            raise AssertionError(f"no {kind} {fields} within {timeout} s; events since: {seen}") from None
+
+    async def _wait_for(self, kind: str, since: int, timeout: float, **fields: Any) -> dict[str, Any]:
         async with asyncio.timeout(timeout):
             while True:
                 found = self.find(kind, since, **fields)

@@ -204,6 +204,7 @@ async def test_cli_change_reaches_the_running_gateway(site_files: tuple[Path, ob
         assert result.returncode == 0, result.stderr
         changed = await gw.wait_for("credentials.changed", since=mark, timeout=3)
         assert "C-9" in changed.get("ids", [])
+        await asyncio.sleep(0.6)  # the person steps back: a new presentation needs repeat_gap_s of silence
         await site.tap("bank-a", "62E3086CED")
         granted = await gw.wait_for("access.granted", since=mark, locker="A-01")
         assert granted["credential"]["holder"] == "dana"

@@ -99,3 +99,11 @@ def make_client(
     # gateway stopping while the broker is unreachable still exits promptly (paho's default is 5 s).
     client._client.connect_timeout = CONNECT_TIMEOUT_S
     return client
+
+
+def check(section: MqttSection) -> None:
+    """Raise LinkError now if these settings could never connect (bad URL, unreadable secrets or TLS files)."""
+    address = parse_url(section.url)
+    password(section)
+    if address.tls:
+        tls_context(section)
