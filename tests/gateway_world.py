@@ -38,6 +38,7 @@ id = "bank-a"
 driver = "rdm6300"
 port = "{root}/dev/bank-a"
 lockers = ["A-01", "A-03"]
+repeat_gap_s = {repeat_gap}
 
 [[readers]]
 id = "door-b"
@@ -80,10 +81,10 @@ mode = "shared"
 """
 
 
-def write_site(root: Path, mqtt_url: str = "", extra: str = "") -> tuple[Path, Settings]:
+def write_site(root: Path, mqtt_url: str = "", extra: str = "", repeat_gap: float = 0.5) -> tuple[Path, Settings]:
     root.mkdir(parents=True, exist_ok=True)
     path = root / "gateway.toml"
-    path.write_text(SITE_TOML.format(root=root, mqtt_url=mqtt_url) + extra, encoding="utf-8")
+    path.write_text(SITE_TOML.format(root=root, mqtt_url=mqtt_url, repeat_gap=repeat_gap) + extra, encoding="utf-8")
     return path, load_config(path)
 
 

@@ -163,6 +163,13 @@ class Capture:
                 self._arrived.clear()
                 await self._arrived.wait()
 
+    async def wait_until(self, condition: Callable[[list[Received]], bool], timeout: float = 10.0) -> None:
+        """Return once `condition(all messages so far)` holds."""
+        async with asyncio.timeout(timeout):
+            while not condition(self.messages):
+                self._arrived.clear()
+                await self._arrived.wait()
+
     def on(self, suffix: str) -> list[Received]:
         return [m for m in self.messages if m.topic.endswith(suffix)]
 
