@@ -236,8 +236,8 @@ def _scope_items(value: Any) -> tuple[str, ...]:
 
 def _uid(value: Any) -> str:
     text = _text(value, "uid")
-    if _CANONICAL_UID.match(text) and not (len(text) == 10 and text.isdigit()):
-        return text  # already canonical (the usual case in an import); a 10-digit number is a fob number
+    if _CANONICAL_UID.match(text):
+        return text  # already canonical: the usual case in an import
     try:
         return normalise_uid(text)
     except UidError as exc:

@@ -135,7 +135,7 @@ class Gateway:
         state_dir = self.settings.gateway.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         self._site_key = load_or_create_site_key(state_dir)
-        self._store = Store.open(state_dir)
+        self._store = Store.open(state_dir, zone=self.zone)
         self._journal = Journal.open(
             state_dir, site=self.settings.gateway.site, gateway=self.settings.gateway.id, boot_id=self.boot_id
         )
@@ -214,6 +214,8 @@ class Gateway:
         ]
         records[-1]["digest"] = digest
         self._append(records, now, [StateWrite("meta:credentials_rev", version)])
+        if self.mqtt is not None:
+            self.mqtt.info_changed()  # the retained info carries the credential-set version and digest
 
     # ---- taps --------------------------------------------------------------------------------
 

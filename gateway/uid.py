@@ -4,11 +4,14 @@ Canonical uid: upper-case hex, no separators, of the credential's data bytes —
 (10 hex), ISO 14443-A: 4/7/10 bytes, FeliCa: 8 bytes, Wiegand-26: 24 data bits (6 hex),
 Wiegand-34: 32 data bits (8 hex); a decimal converter's number is zero-padded to its bit width.
 
-Enrolment also accepts what is printed on fobs: the 10-digit decimal of the last 4 EM4100 bytes
-(`0013530444`) and `FFF,CCCCC` (`206,30028`). Those forms carry only the low 32 or 24 bits of the
-card, so they are stored as 8 or 6 hex characters and matched by **number**: a tap whose uid ends
-in the same 32 (or 24) bits finds such a credential when no credential has its exact uid. That is
-the one match rule beyond equality, and `CredentialIndex` applies it.
+Enrolment also accepts what is printed on fobs: the 10-digit decimal of the last 4 EM4100 bytes,
+written with a `dec:` prefix (`dec:0013530444`), and `FFF,CCCCC` (`206,30028`). The prefix is needed
+because ten bare digits are also a valid EM4100 uid in hex (`1234567890`), and the canonical form —
+what readers report and `lockergw credentials enroll` prints — always wins. The fob forms carry only
+the low 32 or 24 bits of the card, so they are stored as 8 or 6 hex characters and matched by
+**number**: a tap whose uid ends in the same 32 (or 24) bits finds such a credential when no
+credential has its exact uid. That is the one match rule beyond equality, and `CredentialIndex`
+applies it.
 """
 
 from __future__ import annotations
@@ -32,25 +35,29 @@ class UidError(ValueError):
 def normalise_uid(text: str) -> str:
     """Turn what an operator typed or a fob shows into the canonical uid, or raise UidError.
 
-    Accepts hex (any case, with ':', '-', '.' or spaces between bytes, optional 0x), a 10-digit decimal
-    printed on EM4100 fobs (the last 4 bytes; stored as 8 hex), and `FFF,CCCCC` (stored as 6 hex).
+    Accepts hex (any case, with ':', '-', '.' or spaces between bytes, optional 0x), `dec:` and the
+    decimal number printed on EM4100 fobs (the last 4 bytes; stored as 8 hex), and `FFF,CCCCC`
+    (stored as 6 hex).
     """
     raw = text.strip()
+    shown = mask_uid(raw)  # error messages never carry a whole card number
+    if raw.lower().startswith("dec:"):
+        digits = raw[4:].strip()
+        if not digits.isdigit() or len(digits) > 10:
+            raise UidError(f"{shown!r}: dec: takes the number printed on the fob (up to 10 digits)")
+        if int(digits) > 0xFFFFFFFF:
+            raise UidError(f"{shown!r}: a fob number must be at most 4294967295")
+        return f"{int(digits):08X}"
     facility_card = _FACILITY_CARD.match(raw)
     if facility_card:
         facility, card = int(facility_card.group(1)), int(facility_card.group(2))
         if facility > 255 or card > 65535:
-            raise UidError(f"{raw!r}: facility code must be 0-255 and card number 0-65535")
+            raise UidError(f"{shown!r}: facility code must be 0-255 and card number 0-65535")
         return f"{facility << 16 | card:06X}"
     compact = _SEPARATORS.sub("", raw)
-    if len(compact) == 10 and compact.isdigit():
-        value = int(compact)
-        if value > 0xFFFFFFFF:
-            raise UidError(f"{raw!r}: a 10-digit fob number must be at most 4294967295")
-        return f"{value:08X}"
     upper = compact.upper().removeprefix("0X")
     if not upper or not _HEX.match(upper):
-        raise UidError(f"{raw!r} is not a card number (hex, a 10-digit fob number or FFF,CCCCC)")
+        raise UidError(f"{shown!r} is not a card number (hex, dec:NNNNNNNNNN as printed on a fob, or FFF,CCCCC)")
     if len(upper) % 2:
         upper = "0" + upper
     if len(upper) > 32:

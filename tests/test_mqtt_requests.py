@@ -219,7 +219,7 @@ async def test_credential_lifecycle_over_mqtt(broker: Mosquitto, tmp_path: Path)
 
         lost = await capture.request(BASE, "credentials/set_status", {"id": "C-1", "status": "lost", "reason": "bus"})
         assert lost["status"] == "ok" and lost["data"]["status"] == "lost"
-        replaced = await capture.request(BASE, "credentials/replace", {"id": "C-1", "new_uid": "0013530444"})
+        replaced = await capture.request(BASE, "credentials/replace", {"id": "C-1", "new_uid": "dec:0013530444"})
         assert replaced["status"] == "ok", replaced
         assert {k: replaced["data"][k] for k in ("id", "replaced", "issue_no")} == {
             "id": "C-1-2",

@@ -69,7 +69,7 @@ def test_an_update_keeps_issue_number_and_issue_details(store: Store) -> None:
 
 
 def test_fob_numbers_are_stored_in_canonical_form(store: Store) -> None:
-    (stored,) = store.upsert([card("C-1", "0013530444")], by="t", now=NOW)
+    (stored,) = store.upsert([card("C-1", "dec:0013530444")], by="t", now=NOW)
     assert stored.uid == "00CE754C"
 
 
