@@ -20,19 +20,18 @@ import json
 import math
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from gateway.events import EVENT_KINDS, GENESIS_HASH, SCHEMA, canonical_json, event_hash, format_ts, uuid7
+from gateway.sqlite import open_database, write_transaction
 
 #: The envelope fields every event has (None when they do not apply), besides the chain fields.
 STANDARD_FIELDS = ("reader", "locker", "credential", "reason", "override", "unlock")
 
 DATABASE_FILE = "journal.db"
-BUSY_TIMEOUT_MS = 15_000
 
 #: Envelope fields the journal fills in; a record must not carry them.
 CHAIN_FIELDS = frozenset(
@@ -106,23 +105,12 @@ class Journal:
     @classmethod
     def open(cls, state_dir: Path, *, site: str, gateway: str, boot_id: str) -> Journal:
         path = Path(state_dir) / DATABASE_FILE
+        db = open_database(path, _MIGRATIONS, JournalError)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
-        except (OSError, sqlite3.Error) as exc:
-            raise JournalError(f"cannot open {path}: {exc}") from None
-        try:
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = FULL")
-            _migrate(db, path)
             return cls(db, path, site=site, gateway=gateway, boot_id=boot_id)
         except sqlite3.Error as exc:
             db.close()
             raise JournalError(f"cannot open {path}: {exc}") from None
-        except JournalError:
-            db.close()
-            raise
 
     def close(self) -> None:
         self._db.close()
@@ -153,7 +141,7 @@ class Journal:
             prev_hash = envelope["hash"]
             envelopes.append(envelope)
         writes = [(write.key, None if write.value is None else _json_text(write.value, write.key)) for write in state]
-        with _transaction(self._db):
+        with write_transaction(self._db):
             self._db.executemany(
                 "INSERT INTO events (seq, event_id, kind, ts, envelope, hash) VALUES (?, ?, ?, ?, ?, ?)",
                 [
@@ -193,7 +181,7 @@ class Journal:
             return
         self._db.execute("PRAGMA synchronous = NORMAL")
         try:
-            with _transaction(self._db):
+            with write_transaction(self._db):
                 self._db.executemany("UPDATE events SET sent = 1, sent_at = ? WHERE seq = ? AND sent = 0", rows)
         finally:
             self._db.execute("PRAGMA synchronous = FULL")
@@ -207,7 +195,7 @@ class Journal:
         """Delete sent events older than the retention period (and the oldest sent ones beyond max_bytes).
         Never deletes an unsent event. Returns how many were deleted. The chain stays verifiable from
         the first kept event (its prev_hash is kept)."""
-        with _transaction(self._db):
+        with write_transaction(self._db):
             first = self._db.execute("SELECT min(seq) FROM events").fetchone()[0]
             if first is None or first >= self._last_seq:
                 return 0
@@ -264,7 +252,7 @@ class Journal:
     def put_state(self, writes: Sequence[StateWrite]) -> None:
         """Commit state changes that have no event of their own."""
         rows = [(write.key, None if write.value is None else _json_text(write.value, write.key)) for write in writes]
-        with _transaction(self._db):
+        with write_transaction(self._db):
             _write_state(self._db, rows)
 
     # -- internals
@@ -377,29 +365,3 @@ def _write_state(db: sqlite3.Connection, rows: Sequence[tuple[str, str | None]])
                 "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
-
-
-@contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
-def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    version: int = db.execute("PRAGMA user_version").fetchone()[0]
-    if version > len(_MIGRATIONS):
-        raise JournalError(f"{path} has schema {version}, newer than this lockergw knows ({len(_MIGRATIONS)})")
-    if version == len(_MIGRATIONS):
-        return
-    with _transaction(db):
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        for number in range(version, len(_MIGRATIONS)):
-            for statement in _MIGRATIONS[number]:
-                db.execute(statement)
-        db.execute(f"PRAGMA user_version = {len(_MIGRATIONS)}")

@@ -40,10 +40,10 @@ from typing import Any
 
 from gateway.credential_input import CredentialFields, FieldError, parse_credential_fields
 from gateway.model import OUTSTANDING_STATUSES, Credential, Kind, Role, Status, check_text_id
+from gateway.sqlite import Step, open_database, write_transaction
 from gateway.uid import UidError, mask_uid, normalise_uid
 
 DATABASE_FILE = "credentials.db"
-BUSY_TIMEOUT_MS = 15_000
 #: Page cache per connection: a 100,000-row import touches a few tens of MB of table and index pages.
 CACHE_KIB = 32_768
 
@@ -122,7 +122,6 @@ class UpsertResult:
 # ---- schema ------------------------------------------------------------------------------------
 
 #: A migration step: an SQL statement, or a function for what SQL alone cannot do.
-Step = str | Callable[[sqlite3.Connection], None]
 
 
 def _backfill_record_hashes(db: sqlite3.Connection) -> None:
@@ -494,25 +493,7 @@ class Store:
     @classmethod
     def open(cls, state_dir: Path, *, zone: tzinfo | None = None) -> Store:
         path = Path(state_dir) / DATABASE_FILE
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open {path}: {exc}") from None
-        try:
-            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = FULL")
-            connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-            _migrate(connection, path)
-        except sqlite3.Error as exc:
-            connection.close()
-            raise StoreError(f"cannot open {path}: {exc}") from None
-        except StoreError:
-            connection.close()
-            raise
+        connection = open_database(path, MIGRATIONS, StoreError, pragmas=[f"cache_size = -{CACHE_KIB}"])
         return cls(connection, path, zone or UTC)
 
     def close(self) -> None:
@@ -655,7 +636,7 @@ class Store:
         self, credential_id: str, status: Status | str, *, by: str, now: datetime, reason: str | None = None
     ) -> Credential:
         new_status = _status(status)
-        with _write_transaction(self._db):
+        with write_transaction(self._db, _busy):
             old = self._require(credential_id)
             updated = replace(old, status=new_status)
             rev = _next_rev(self._db)
@@ -672,7 +653,7 @@ class Store:
         which takes an empty `new_uid`) the key code; it is named `new_id` or `{id}-{issue_no}`.
         """
         moment = _utc(now)
-        with _write_transaction(self._db):
+        with write_transaction(self._db, _busy):
             old = self._require(credential_id)
             if old.status not in OUTSTANDING_STATUSES:
                 raise StoreError(
@@ -711,7 +692,7 @@ class Store:
 
     def remove(self, credential_id: str, *, by: str, now: datetime, force: bool = False) -> None:
         """Delete a credential (its history stays in the journal); an outstanding key needs `force`."""
-        with _write_transaction(self._db):
+        with write_transaction(self._db, _busy):
             old = self._require(credential_id)
             if old.status in OUTSTANDING_STATUSES and not force:
                 raise StoreError(
@@ -773,7 +754,7 @@ class Store:
         problems: dict[int, Problem] = {}
         parsed = self._parse(items, problems, progress)
         ids = {index: fields["id"] for index, fields in parsed.items()}
-        with _write_transaction(self._db):
+        with write_transaction(self._db, _busy):
             if whole_set:
                 existing = {credential.id: credential for credential in self._select_in("id", ids.values(), {})}
                 world = _World((), {})
@@ -944,37 +925,8 @@ def _read_transaction(db: sqlite3.Connection) -> Iterator[None]:
         db.execute("COMMIT")
 
 
-@contextmanager
-def _write_transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """`BEGIN IMMEDIATE` … `COMMIT`, rolled back on any exception. Waits up to the busy timeout."""
-    try:
-        db.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as exc:
-        raise StoreError(f"the credential store is busy ({exc}); try again") from None
-    try:
-        yield
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
-def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    version: int = db.execute("PRAGMA user_version").fetchone()[0]
-    if version > len(MIGRATIONS):
-        raise StoreError(f"{path} has schema {version}, newer than this lockergw knows ({len(MIGRATIONS)}); upgrade")
-    if version == len(MIGRATIONS):
-        return
-    with _write_transaction(db):
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        for number in range(version, len(MIGRATIONS)):
-            for step in MIGRATIONS[number]:
-                if isinstance(step, str):
-                    db.execute(step)
-                else:
-                    step(db)
-        db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+def _busy(exc: Exception) -> StoreError:
+    return StoreError(f"the credential store is busy ({exc}); try again")
 
 
 def _current_rev(db: sqlite3.Connection) -> int:
