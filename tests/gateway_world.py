@@ -189,3 +189,10 @@ async def running(config: Path, env: dict[str, str] | None = None) -> AsyncItera
     finally:
         if daemon.process is not None and daemon.process.returncode is None:
             await daemon.stop(signal.SIGKILL)
+
+
+async def devices_online_all(gw: Daemon) -> None:
+    """Every device of SITE_TOML has reported online."""
+    await gw.wait_for("board.online", board="board-a")
+    await gw.wait_for("reader.online", reader="bank-a")
+    await gw.wait_for("reader.online", reader="door-b")
