@@ -431,6 +431,9 @@ class Gateway:
         try:
             self._journal_startup()
             self.metrics.track_backlog(self.journal.backlog)
+            self.metrics.broker_connected.set_function(
+                lambda: 1.0 if self.mqtt is not None and self.mqtt.connected else 0.0
+            )
             metrics_server = None
             if self.settings.metrics.port is not None:
                 metrics_server = self.metrics.serve(self.settings.metrics.host, self.settings.metrics.port)
@@ -525,7 +528,7 @@ class Gateway:
         if target.board is None or target.lock is None:
             raise RequestError(f"locker {locker!r} is keyed: the gateway cannot open it")
         in_use = target.occupant is not None or any(
-            locker in c.scope for c in self.credentials.by_id.values() if c.role == "user" and c.status == "active"
+            key.status == "active" for key in self.store.keys_for_locker(locker)
         )
         if self.policy.emergency_two_person and in_use:
             people = {str(a.get("holder") or a.get("id")) for a in authorizers}
