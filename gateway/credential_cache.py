@@ -7,7 +7,7 @@ so `refresh` applies only the rows changed since the last revision it saw.
 from __future__ import annotations
 
 from gateway.model import Credential
-from gateway.store import ChangeLogEntry, Store
+from gateway.store import ChangeLogEntry, Changes, Store
 from gateway.uid import CredentialIndex
 
 
@@ -31,7 +31,13 @@ class CredentialCache:
         """Apply the store's changes since the last look; return the change-log entries applied."""
         if store.rev == self.rev:
             return []
-        changes = store.changes_since(self.rev)
+        return self.apply(store.changes_since(self.rev), self.rev) or []
+
+    def apply(self, changes: Changes, from_rev: int) -> list[ChangeLogEntry] | None:
+        """Apply changes read (perhaps on another thread) since `from_rev`; None if the cache has moved
+        on meanwhile (the changes are stale and must be read again)."""
+        if from_rev != self.rev:
+            return None
         for credential_id in changes.removed:
             self._drop(credential_id)
         for credential in changes.upserted:

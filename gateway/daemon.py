@@ -48,7 +48,7 @@ from gateway.records import (
     reader_state_to_json,
 )
 from gateway.sitekey import load_or_create_site_key, uid_hash
-from gateway.store import Store
+from gateway.store import ChangeLogEntry, Store
 from gateway.systemd_notify import Notifier
 
 log = logging.getLogger("lockergw")
@@ -99,6 +99,8 @@ class Gateway:
         self._reload = asyncio.Event()
         self._ready = False
         self._store: Store | None = None
+        self._follow_store_db: Store | None = None
+        self._follower: asyncio.Task[None] | None = None
         self._journal: Journal | None = None
         self._site_key = b""
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
@@ -136,6 +138,7 @@ class Gateway:
         state_dir.mkdir(parents=True, exist_ok=True)
         self._site_key = load_or_create_site_key(state_dir)
         self._store = Store.open(state_dir, zone=self.zone)
+        self._follow_store_db = Store.open(state_dir, zone=self.zone)
         self._journal = Journal.open(
             state_dir, site=self.settings.gateway.site, gateway=self.settings.gateway.id, boot_id=self.boot_id
         )
@@ -185,7 +188,20 @@ class Gateway:
         return envelopes
 
     def _journal_credential_changes(self, now: datetime, startup: bool = False) -> None:
-        entries = self.credentials.refresh(self.store)
+        """Bring the cache up to date now (MQTT ok, SIGHUP, start-up) and journal what changed."""
+        self._journal_entries(self.credentials.refresh(self.store), now, startup)
+
+    async def _follow_store(self) -> None:
+        """Pick up CLI and import changes without stalling taps: the changed rows are read on a worker
+        thread through a connection of its own, then applied here in one step."""
+        assert self._follow_store_db is not None
+        from_rev = self.credentials.rev
+        changes = await asyncio.to_thread(self._follow_store_db.changes_since, from_rev)
+        entries = self.credentials.apply(changes, from_rev)
+        if entries is not None:  # else an MQTT change got there first: read again next tick
+            self._journal_entries(entries, utcnow())
+
+    def _journal_entries(self, entries: list[ChangeLogEntry], now: datetime, startup: bool = False) -> None:
         seen = self.journal.get_state("meta:credentials_rev").get("meta:credentials_rev", 0)
         if startup and isinstance(seen, int) and seen < self.credentials.rev:
             # Changes made while the daemon was stopped: one summary record.
@@ -376,8 +392,9 @@ class Gateway:
             await asyncio.sleep(TICK_S)
             now = utcnow()
             self._journal_door_records(self.doors.tick(now), now)
-            if self.store.rev != self.credentials.rev:
-                self._journal_credential_changes(now)
+            if self.store.rev != self.credentials.rev and (self._follower is None or self._follower.done()):
+                self._follower = asyncio.get_running_loop().create_task(self._follow_store(), name="store changes")
+                self._follower.add_done_callback(_log_task_failure)
             if watchdog_every is not None and time.monotonic() - last_watchdog >= watchdog_every:
                 self.notifier.watchdog()
                 last_watchdog = time.monotonic()
@@ -457,6 +474,9 @@ class Gateway:
                 await self._stop.wait()
                 self.notifier.stopping()
                 await _cancel(own_tasks)
+                if self._follower is not None:  # its worker thread uses a connection closed below
+                    await asyncio.wait([self._follower], timeout=2.0)
+                    await _cancel([self._follower])
                 # Finish what is in hand: taps already read are decided, and their unlocks go out while
                 # the boards are still running; nothing new starts.
                 while not self.device_events.empty():
@@ -476,6 +496,8 @@ class Gateway:
                 loop.remove_signal_handler(signum)
             self.journal.close()
             self.store.close()
+            if self._follow_store_db is not None:
+                self._follow_store_db.close()
         return 0
 
     # ---- GatewayOps (MQTT requests) ---------------------------------------------------------

@@ -1,0 +1,58 @@
+"""The daemon's credential view follows the store incrementally, and never applies stale changes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gateway.credential_cache import CredentialCache
+from gateway.model import Status
+from gateway.store import Store
+
+NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+
+def card(ident: str, uid: str, locker: str = "A-01") -> dict[str, object]:
+    return {"id": ident, "uid": uid, "holder": f"h-{ident}", "role": "user", "scope": [locker]}
+
+
+def test_follows_adds_changes_and_removals(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.upsert([card("C-1", "3C00CE754C")], by="t", now=NOW)
+        cache = CredentialCache()
+        cache.load(store)
+        assert cache.by_uid.get("3C00CE754C") is not None
+        store.upsert([card("C-2", "14008EC793", "A-02")], by="cli", now=NOW)
+        store.set_status("C-1", Status.RETURNED, by="cli", now=NOW)
+        entries = cache.refresh(store)
+        assert [e.action for e in entries] == ["upsert", "set_status"]
+        assert cache.by_uid["3C00CE754C"].status == Status.RETURNED
+        assert cache.by_uid["14008EC793"].holder == "h-C-2"
+        store.remove("C-1", by="cli", now=NOW)
+        cache.refresh(store)
+        assert cache.by_uid.get("3C00CE754C") is None and "C-1" not in cache.by_id
+        assert cache.refresh(store) == []
+
+
+def test_a_replaced_card_number_no_longer_opens(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.upsert([card("C-1", "3C00CE754C")], by="t", now=NOW)
+        cache = CredentialCache()
+        cache.load(store)
+        store.replace("C-1", "62E3086CED", by="desk", now=NOW)
+        cache.refresh(store)
+        assert cache.by_uid["3C00CE754C"].status == Status.REPLACED
+        assert cache.by_uid["62E3086CED"].id == "C-1-2"
+
+
+def test_changes_read_before_a_newer_refresh_are_not_applied(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        cache = CredentialCache()
+        cache.load(store)
+        from_rev = cache.rev
+        store.upsert([card("C-1", "3C00CE754C")], by="t", now=NOW)
+        early = store.changes_since(from_rev)  # read on the worker thread...
+        store.set_status("C-1", Status.LOST, by="mqtt", now=NOW)
+        cache.refresh(store)  # ...while an MQTT change was applied directly
+        assert cache.apply(early, from_rev) is None
+        assert cache.by_uid["3C00CE754C"].status == Status.LOST
