@@ -101,6 +101,8 @@ class Gateway:
         self._store: Store | None = None
         self._follow_store_db: Store | None = None
         self._follower: asyncio.Task[None] | None = None
+        self._follow_lock = asyncio.Lock()
+        self._journal_failing = False
         self._journal: Journal | None = None
         self._site_key = b""
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
@@ -178,7 +180,12 @@ class Gateway:
         self, records: list[dict[str, Any]], at: datetime, state: list[StateWrite] | None = None
     ) -> list[dict[str, Any]]:
         """Durably journal records; then log them, tell listeners and wake the publisher."""
-        envelopes = self.journal.append(records, at, state or [])
+        try:
+            envelopes = self.journal.append(records, at, state or [])
+        except Exception:
+            self._journal_failing = True
+            raise
+        self._journal_failing = False
         for envelope in envelopes:
             log.info("%s", _describe(envelope), extra={"fields": {"event": envelope}})
             for listener in self.listeners:
@@ -191,15 +198,17 @@ class Gateway:
         """Bring the cache up to date now (MQTT ok, SIGHUP, start-up) and journal what changed."""
         self._journal_entries(self.credentials.refresh(self.store), now, startup)
 
-    async def _follow_store(self) -> None:
-        """Pick up CLI and import changes without stalling taps: the changed rows are read on a worker
-        thread through a connection of its own, then applied here in one step."""
+    async def catch_up_credentials(self) -> None:
+        """Bring the policy's credentials up to date with the store without stalling taps: the changed
+        rows are read on a worker thread through a connection of its own, then applied here in one step."""
         assert self._follow_store_db is not None
-        from_rev = self.credentials.rev
-        changes = await asyncio.to_thread(self._follow_store_db.changes_since, from_rev)
-        entries = self.credentials.apply(changes, from_rev)
-        if entries is not None:  # else an MQTT change got there first: read again next tick
-            self._journal_entries(entries, utcnow())
+        async with self._follow_lock:
+            while self.store.rev != self.credentials.rev:
+                from_rev = self.credentials.rev
+                changes = await asyncio.to_thread(self._follow_store_db.changes_since, from_rev)
+                entries = self.credentials.apply(changes, from_rev)
+                if entries is not None:  # None: the cache moved meanwhile; read again
+                    self._journal_entries(entries, utcnow())
 
     def _journal_entries(self, entries: list[ChangeLogEntry], now: datetime, startup: bool = False) -> None:
         seen = self.journal.get_state("meta:credentials_rev").get("meta:credentials_rev", 0)
@@ -260,9 +269,18 @@ class Gateway:
         elif decision.kind == "access.denied":
             self.metrics.denials.labels(decision.reason).inc()
         records = decision_records(decision, read.uid, self.hash_uid, self._board_of, self._board_online)
+        # A shared locker whose board is offline was not opened: it is neither allocated nor released
+        # (the holder's things stay theirs; nobody is given a locker they never got into).
+        unopened = {r["locker"] for r in records if r["kind"] == "access.granted" and r["unlock"] == "failed"}
+        allocations = [
+            (locker_id, occupant) for locker_id, occupant in decision.allocations if locker_id not in unopened
+        ]
+        records = [
+            r for r in records if not (r["kind"] in ("locker.allocated", "locker.released") and r["locker"] in unopened)
+        ]
         writes = [StateWrite(f"reader:{read.device}", reader_state_to_json(decision.reader_state))]
         new_lockers = dict(self.lockers)
-        for locker_id, occupant in decision.allocations:
+        for locker_id, occupant in allocations:
             old = new_lockers[locker_id]
             new_lockers[locker_id] = _with(old, occupant=occupant)
             writes.append(StateWrite(f"locker:{locker_id}", _locker_json(new_lockers[locker_id])))
@@ -272,11 +290,11 @@ class Gateway:
         # Durable: now the in-memory state and the locks may follow.
         self.reader_states[read.device] = decision.reader_state
         self.lockers = new_lockers
-        for locker_id, _ in decision.allocations:
+        for locker_id, _ in allocations:
             self._locker_changed(locker_id)
         for envelope in envelopes:
             if envelope["kind"] == "access.granted" and envelope["unlock"] == "sent":
-                self._energise(envelope["locker"], now)
+                self._energise(envelope["locker"])
         return envelopes
 
     def handle_keypad(self, entry: KeypadInput) -> None:
@@ -293,12 +311,12 @@ class Gateway:
         board = self.boards.get(board_id)
         return board is not None and board.online
 
-    def _energise(self, locker_id: str, at: datetime) -> None:
+    def _energise(self, locker_id: str) -> None:
         locker = self.lockers[locker_id]
         if locker.board is None or locker.lock is None:
             return
         board = self.boards[locker.board]
-        self.doors.unlock_sent(locker_id, at)
+        self.doors.unlock_sent(locker_id, utcnow())  # now, not the tap's time: the deadline runs from here
         task = asyncio.get_running_loop().create_task(board.unlock(locker.lock), name=f"unlock {locker_id}")
         self._unlocks.add(task)
         task.add_done_callback(self._unlocks.discard)
@@ -318,6 +336,8 @@ class Gateway:
             self.devices_seen.add(event.device)
             records = self.doors.observe(event.device, event.closed, event.at)
             self._journal_door_records(records, event.at)
+            for locker_id in self.doors.take_changed():
+                self._locker_changed(locker_id)
         elif isinstance(event, DeviceOnline):
             self.devices_seen.add(event.device)
             self.metrics.devices_online.labels(event.device).set(1)
@@ -354,9 +374,6 @@ class Gateway:
         if not records:
             return
         self._append(records, at)
-        for record in records:
-            if record["kind"] in ("door.opened", "door.closed"):
-                self._locker_changed(record["locker"])
 
     # ---- retained locker state -----------------------------------------------------------------
 
@@ -390,16 +407,23 @@ class Gateway:
         last_watchdog = 0.0
         while True:
             await asyncio.sleep(TICK_S)
-            now = utcnow()
-            self._journal_door_records(self.doors.tick(now), now)
-            if self.store.rev != self.credentials.rev and (self._follower is None or self._follower.done()):
-                self._follower = asyncio.get_running_loop().create_task(self._follow_store(), name="store changes")
-                self._follower.add_done_callback(_log_task_failure)
-            if watchdog_every is not None and time.monotonic() - last_watchdog >= watchdog_every:
+            try:
+                self._periodic_checks(utcnow())
+            except Exception:  # a failing check must not stop the others for good
+                log.exception("periodic checks failed; retrying")
+            # A journal that cannot commit means no decision can be made: let systemd restart us.
+            due = watchdog_every is not None and time.monotonic() - last_watchdog >= watchdog_every
+            if due and not self._journal_failing:
                 self.notifier.watchdog()
                 last_watchdog = time.monotonic()
-            if not self._ready and self._all_devices_seen():
-                self._become_ready()
+
+    def _periodic_checks(self, now: datetime) -> None:
+        self._journal_door_records(self.doors.tick(now), now)
+        if self.store.rev != self.credentials.rev and (self._follower is None or self._follower.done()):
+            self._follower = asyncio.get_running_loop().create_task(self.catch_up_credentials(), name="store changes")
+            self._follower.add_done_callback(_log_task_failure)
+        if not self._ready and self._all_devices_seen():
+            self._become_ready()
 
     def _all_devices_seen(self) -> bool:
         expected = set(self.readers) | set(self.boards)
@@ -417,7 +441,8 @@ class Gateway:
 
     def reload(self) -> None:
         """SIGHUP: re-read credentials and the policy section without dropping taps."""
-        self._journal_credential_changes(utcnow())
+        task = asyncio.get_running_loop().create_task(self.catch_up_credentials(), name="reload credentials")
+        task.add_done_callback(_log_task_failure)
         if self.config_path is not None:
             try:
                 fresh = load_config(self.config_path)
@@ -534,8 +559,8 @@ class Gateway:
     def locker_states(self) -> dict[str, dict[str, Any]]:
         return {locker_id: self.locker_payload(locker_id) for locker_id in self.lockers}
 
-    def credentials_changed(self) -> None:
-        self._journal_credential_changes(utcnow())
+    async def credentials_changed(self) -> None:
+        await self.catch_up_credentials()
 
     def _locker(self, locker_id: str) -> Locker:
         locker = self.lockers.get(locker_id)
@@ -549,9 +574,8 @@ class Gateway:
         target = self._locker(locker)
         if target.board is None or target.lock is None:
             raise RequestError(f"locker {locker!r} is keyed: the gateway cannot open it")
-        in_use = target.occupant is not None or any(
-            key.status == "active" for key in self.store.keys_for_locker(locker)
-        )
+        # Any outstanding key counts: a lost or suspended key's holder still has belongings inside.
+        in_use = target.occupant is not None or bool(self.store.keys_for_locker(locker))
         if self.policy.emergency_two_person and in_use:
             people = {str(a.get("holder") or a.get("id")) for a in authorizers}
             if len(authorizers) < 2 or len(people) < 2:
@@ -574,7 +598,7 @@ class Gateway:
         }
         envelopes = self._append([record], now)
         if unlock == "sent":
-            self._energise(locker, now)
+            self._energise(locker)
         return {"locker": locker, "unlock": unlock, "seq": envelopes[0]["seq"]}
 
     async def set_locker_service(self, locker: str, service: str, by: str) -> dict[str, Any]:
@@ -584,7 +608,10 @@ class Gateway:
         except ValueError:
             raise RequestError(f"service must be one of: in_service, out_of_service (got {service!r})") from None
         updated = _with(target, service=new_service)
-        self.journal.put_state([StateWrite(f"locker:{locker}", _locker_json(updated))])
+        if updated == target:
+            return {"locker": locker, "service": str(new_service)}
+        record = {"kind": "locker.service", "locker": locker, "service": str(new_service), "by": by}
+        self._append([record], utcnow(), [StateWrite(f"locker:{locker}", _locker_json(updated))])
         self.lockers = {**self.lockers, locker: updated}
         self._locker_changed(locker)
         return {"locker": locker, "service": str(new_service)}
@@ -594,11 +621,18 @@ class Gateway:
         credential = self.credentials.by_id.get(credential_id)
         if credential is None:
             raise RequestError(f"unknown credential {credential_id!r}")
+        if credential.role != "user" or credential.status != "active":
+            raise RequestError(
+                f"credential {credential_id!r} is {credential.status} {credential.role}: "
+                "shared lockers are held by active user credentials"
+            )
         if target.mode != LockerMode.SHARED:
             raise RequestError(
                 f"locker {locker!r} is an assigned locker: assign it by putting it in the credential's scope"
             )
-        if target.occupant is not None and target.occupant != credential_id:
+        if target.occupant == credential_id:
+            return {"locker": locker, "occupant": credential_id}  # already so: nothing to journal
+        if target.occupant is not None:
             raise RequestError(f"locker {locker!r} is held by another credential; release it first")
         return self._set_occupant(target, credential_id, "locker.allocated", by)
 
@@ -606,6 +640,8 @@ class Gateway:
         target = self._locker(locker)
         if target.mode != LockerMode.SHARED:
             raise RequestError(f"locker {locker!r} is not a shared locker")
+        if target.occupant is None:
+            raise RequestError(f"locker {locker!r} is not held by anyone")
         return self._set_occupant(target, None, "locker.released", by)
 
     def _set_occupant(self, target: Locker, occupant: str | None, kind: str, by: str) -> dict[str, Any]:

@@ -25,6 +25,8 @@ class DoorState:
     last_unlock_at: datetime | None = None
     #: An unlock waiting for the latch to report open; unlock.failed if it has not by this time.
     unlock_deadline: datetime | None = None
+    #: What the door was when its board went offline: a different reading afterwards is a change.
+    before_outage: bool | None = None
 
 
 class DoorMonitor:
@@ -33,6 +35,7 @@ class DoorMonitor:
         self.forced_grace = timedelta(seconds=forced_open_grace_s)
         self.doors: dict[str, DoorState] = {}
         self._by_channel: dict[tuple[str, int], str] = {}
+        self._changed: set[str] = set()
 
     def add_locker(self, locker: str, board: str, lock: int, unlock_ms: int) -> None:
         self.doors[locker] = DoorState(locker=locker, board=board, unlock_ms=unlock_ms)
@@ -44,6 +47,11 @@ class DoorMonitor:
         if state is None or state.open is None:
             return "unknown"
         return "open" if state.open else "closed"
+
+    def take_changed(self) -> set[str]:
+        """Lockers whose `door()` value changed since the last call (for the retained topics)."""
+        changed, self._changed = self._changed, set()
+        return changed
 
     def unlock_sent(self, locker: str, at: datetime) -> None:
         state = self.doors[locker]
@@ -63,14 +71,22 @@ class DoorMonitor:
 
     def _observe_one(self, state: DoorState, is_open: bool, at: datetime) -> list[Record]:
         previous = state.open
+        if previous is None:
+            # First reading after start-up or after the board was offline. Compared with what the
+            # door was before an outage, a difference is a real change (a door forced while the bus
+            # was cut); at start-up there is nothing to compare with, so the state is only learnt.
+            previous, state.before_outage = state.before_outage, None
+            self._changed.add(state.locker)
+            if previous is None:
+                state.open = is_open
+                if is_open:
+                    state.opened_at = at
+                    state.left_open_reported = False
+                return []
         state.open = is_open
-        if previous is None or previous == is_open:
-            # First reading after start-up or after the board was offline: learn, do not announce.
-            # A door found open without a recent unlock is still suspicious.
-            if previous is None and is_open:
-                state.opened_at = at
-                state.left_open_reported = False
+        if previous == is_open:
             return []
+        self._changed.add(state.locker)
         base = {"locker": state.locker, "board": state.board}
         if not is_open:
             state.opened_at = None
@@ -89,6 +105,8 @@ class DoorMonitor:
         """Door states of an offline board are unknown until it answers again."""
         for state in self.doors.values():
             if state.board == board:
+                if state.open is not None:
+                    state.before_outage = state.open
                 state.open = None
 
     def tick(self, now: datetime) -> list[Record]:

@@ -24,6 +24,7 @@ EVENT_KINDS = (
     "reader.lockout",
     "locker.allocated",
     "locker.released",
+    "locker.service",
     "door.opened",
     "door.closed",
     "door.left_open",

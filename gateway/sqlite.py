@@ -3,6 +3,7 @@ write transactions, and schema migrations by `PRAGMA user_version`."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -58,11 +59,14 @@ def write_transaction(db: sqlite3.Connection, busy: Callable[[Exception], Except
         raise busy(exc) from None
     try:
         yield
+        db.execute("COMMIT")
     except BaseException:
+        # Also when COMMIT itself fails (disk full, I/O error): SQLite may leave the transaction open,
+        # and the connection would then see — and publish — rows that were never committed.
         if db.in_transaction:
-            db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
 
 
 def migrate(db: sqlite3.Connection, path: Path, migrations: Sequence[Sequence[Step]], error: type[Exception]) -> None:

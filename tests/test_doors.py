@@ -87,3 +87,30 @@ def test_offline_board_makes_doors_unknown_and_relearns_quietly() -> None:
     assert doors.door("A-01") == "unknown"
     assert doors.observe("board-a", (True, True), at(30)) == []
     assert doors.door("A-01") == "closed"
+
+
+def test_door_forced_while_the_board_was_offline_is_reported_when_it_answers_again() -> None:
+    doors = monitor()
+    doors.take_changed()
+    doors.board_offline("board-a")
+    records = doors.observe("board-a", (False, True), at(40))
+    assert kinds(records) == [("door.opened", "A-01"), ("door.forced_open", "A-01")]
+    assert doors.take_changed() == {"A-01", "A-02"}  # both retained states leave "unknown"
+
+
+def test_door_closed_during_an_outage_is_reported() -> None:
+    doors = monitor()
+    doors.unlock_sent("A-01", at(0))
+    doors.observe("board-a", (False, True), at(0.3))
+    doors.board_offline("board-a")
+    assert kinds(doors.observe("board-a", (True, True), at(50))) == [("door.closed", "A-01")]
+
+
+def test_changed_lists_only_lockers_whose_door_moved() -> None:
+    doors = monitor()
+    doors.take_changed()
+    doors.observe("board-a", (True, True), at(1))
+    assert doors.take_changed() == set()
+    doors.unlock_sent("A-02", at(2))
+    doors.observe("board-a", (True, False), at(2.1))
+    assert doors.take_changed() == {"A-02"}

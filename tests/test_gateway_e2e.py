@@ -208,3 +208,30 @@ async def test_cli_change_reaches_the_running_gateway(site_files: tuple[Path, ob
         await site.tap("bank-a", "62E3086CED")
         granted = await gw.wait_for("access.granted", since=mark, locker="A-01")
         assert granted["credential"]["holder"] == "dana"
+
+
+async def test_grant_at_an_offline_board_is_journaled_failed_and_never_sent_later(
+    site_files: tuple[Path, object],
+) -> None:
+    config, settings = site_files
+    async with SimulatedSite(settings) as site, running(config) as gw:  # type: ignore[arg-type]
+        await devices_online(gw)
+        await site.fault("board-a", "silent")
+        await gw.wait_for("board.offline", board="board-a")
+        await site.tap("door-b", "5A0144")
+        granted = await gw.wait_for("access.granted", reader="door-b")
+        assert (granted["reason"], granted["unlock"]) == ("shared_allocated", "failed")
+        await site.tap("bank-a", "3C00CE754C")
+        assert (await gw.wait_for("access.granted", locker="A-03"))["unlock"] == "failed"
+        mark = len(gw.events)
+        await site.fault("board-a", "none")
+        await gw.wait_for("board.online", since=mark, board="board-a")
+        # Nothing was queued: after the board is back, a poll goes by and no unlock follows.
+        await asyncio.wait_for(site.bus_of("board-a").wait_for_frame(bytes.fromhex("0200300335")), 5)
+        assert unlock_frames(site.frames_received("board-a")) == []
+        # The shared locker was never allocated (nobody got into it), so the next tap allocates it now.
+        assert gw.find("locker.allocated") is None
+        await asyncio.sleep(0.6)  # a new presentation of the same card
+        await site.tap("door-b", "5A0144")
+        again = await gw.wait_for("access.granted", since=mark, reader="door-b")
+        assert (again["locker"], again["reason"], again["unlock"]) == ("B-01", "shared_allocated", "sent")

@@ -40,6 +40,7 @@ SAMPLE_RECORDS: list[dict[str, Any]] = [
     {"kind": "locker.allocated", "reader": "bank-a", "locker": "S-01", "reason": "shared_allocated",
      "credential": {"id": "C-1", "holder": "u-1", "role": "user", "uid_hash": UID_HASH}},
     {"kind": "locker.released", "locker": "S-01", "reason": "remote", "by": "mqtt", "credential": None},
+    {"kind": "locker.service", "locker": "S-01", "service": "out_of_service", "by": "mqtt", "reason": "broken hinge"},
     {"kind": "door.opened", "locker": "A-01", "board": "board-a"},
     {"kind": "door.forced_open", "locker": "A-01", "board": "board-a"},
     {"kind": "door.left_open", "locker": "A-01", "board": "board-a"},

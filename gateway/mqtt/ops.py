@@ -27,8 +27,9 @@ class GatewayOps(Protocol):
     def locker_states(self) -> dict[str, dict[str, Any]]:
         """locker id → the retained `{base}/lockers/{id}` payload."""
 
-    def credentials_changed(self) -> None:
-        """The store changed: bring the policy snapshot up to date before returning."""
+    async def credentials_changed(self) -> None:
+        """The store changed: bring the policy snapshot up to date before returning (without stalling
+        taps meanwhile)."""
 
     async def open_locker(
         self, locker: str, operator: str, reason: str, authorizers: list[dict[str, Any]]

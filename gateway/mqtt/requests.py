@@ -391,7 +391,7 @@ class RequestHandler:
             return {**data, "version": version, "digest": digest}
 
         data = await self.writer.run(committed)
-        self._ops.credentials_changed()
+        await self._ops.credentials_changed()
         self._publisher.info_changed()
         return data
 

@@ -268,7 +268,7 @@ class LockerBank:
     def locker_states(self) -> dict[str, dict[str, Any]]:
         return {locker_id: self.locker_payload(locker_id) for locker_id in self.lockers}
 
-    def credentials_changed(self) -> None:
+    async def credentials_changed(self) -> None:
         self.credential_changes += 1
         version, digest = self.store.version_and_digest()
         self.append([{"kind": "credentials.changed", "reason": None, "version": version, "digest": digest}])
