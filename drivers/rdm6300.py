@@ -34,13 +34,16 @@ class Rdm6300Parser:
     """Incremental frame parser: bytes in, uids and a count of bad frames out; never raises.
 
     Each checksum failure or malformed frame counts as one bad frame, and so does each run of bytes
-    discarded while looking for the next STX. A partial frame is kept until the rest arrives, unless
+    discarded while looking for the next STX — one per frame's worth (14 bytes) of it, so that a line
+    that only ever carries noise (wrong baud rate, no STX at all) still raises a reader fault. A partial frame is kept until the rest arrives, unless
     a byte that cannot belong to it shows up first (then it is bad and parsing resumes there).
     """
 
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._in_discard_run = False
+        self._run_bytes = 0
+        self._run_counted = 0
 
     def feed(self, data: bytes) -> ParseResult:
         result = ParseResult()
@@ -63,14 +66,19 @@ class Rdm6300Parser:
             else:
                 result.bad_frames += 1
                 del buffer[:1]
-                self._in_discard_run = True  # the rest of this frame is part of the same bad frame
+                # The rest of this frame is part of the same bad frame.
+                self._in_discard_run, self._run_bytes, self._run_counted = True, 1, 1
         return result
 
     def _discard(self, count: int, result: ParseResult) -> None:
         del self._buffer[:count]
         if not self._in_discard_run:
-            result.bad_frames += 1
             self._in_discard_run = True
+            self._run_bytes = self._run_counted = 0
+        self._run_bytes += count
+        due = 1 + (self._run_bytes - 1) // FRAME_LENGTH  # however the bytes were chunked
+        result.bad_frames += due - self._run_counted
+        self._run_counted = due
 
     def _check_candidate(self) -> bool | None:
         """True: a good frame at the start of the buffer; False: a bad one; None: need more bytes."""

@@ -95,6 +95,10 @@ class SimulatedSite:
             return SimulatedSerialAscii(
                 section.id, section.port, self.notify, fmt=section.format, bit_width=section.bit_width
             )
+        if section.driver == "osdp":
+            from simulators.osdp import SimulatedOsdp  # libosdp is imported only when an OSDP reader is simulated
+
+            return SimulatedOsdp.from_config(section, self.notify)
         return None
 
     # ---- life cycle ------------------------------------------------------------------------
@@ -164,9 +168,12 @@ class SimulatedSite:
         return self.reader(reader_id).tap(uid, hold)
 
     async def keypad(self, reader_id: str, digits: str) -> None:
-        """Keypads belong to OSDP readers, which this simulator does not provide yet."""
-        self.reader(reader_id)
-        raise SimError(f"reader {reader_id!r} has no keypad (keypads are OSDP readers)")
+        """Enter digits on a reader's keypad ('#' is added); only OSDP readers have one."""
+        reader = self.reader(reader_id)
+        keypad = getattr(reader, "keypad", None)
+        if keypad is None:
+            raise SimError(f"reader {reader_id!r} has no keypad (keypads are OSDP readers)")
+        await keypad(digits)
 
     async def close(self, locker_id: str) -> None:
         board, lock = self.locker(locker_id)

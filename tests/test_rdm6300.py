@@ -67,13 +67,21 @@ def test_bad_tail_byte_counts_one() -> None:
     assert result.bad_frames == 1
 
 
-def test_each_run_of_garbage_counts_once() -> None:
+def test_each_run_of_garbage_counts_once_per_frames_worth() -> None:
     parser = Rdm6300Parser()
-    assert parser.feed(b"noise noise").bad_frames == 1
-    assert parser.feed(b" more noise in the same run").bad_frames == 0
+    assert parser.feed(b"noise noise").bad_frames == 1  # 11 bytes: one frame's worth
+    assert parser.feed(b" more").bad_frames == 1  # 16 bytes in all: the run reaches a second frame's worth
+    assert parser.feed(b" no").bad_frames == 0
     result = parser.feed(encode_frame("3C00CE754C") + b"xyz" + encode_frame("3C00CE754C"))
     assert result.uids == ["3C00CE754C", "3C00CE754C"]
     assert result.bad_frames == 1  # "xyz": a new run
+
+
+def test_noise_without_any_stx_still_adds_up_to_a_fault() -> None:
+    # A wrong baud rate or a floating line: never an STX byte, however it is chunked.
+    parser = Rdm6300Parser()
+    counts = [parser.feed(b"\xff" * 7).bad_frames for _ in range(40)]  # 280 bytes = 20 frames' worth
+    assert sum(counts) == 20
 
 
 def test_a_truncated_frame_is_abandoned_when_the_next_frame_starts() -> None:
