@@ -35,7 +35,8 @@ class Rdm6300Parser:
 
     Each checksum failure or malformed frame counts as one bad frame, and so does each run of bytes
     discarded while looking for the next STX — one per frame's worth (14 bytes) of it, so that a line
-    that only ever carries noise (wrong baud rate, no STX at all) still raises a reader fault. A partial frame is kept until the rest arrives, unless
+    that only ever carries noise (wrong baud rate, no STX at all) still raises a reader fault. A
+    partial frame is kept until the rest arrives, unless
     a byte that cannot belong to it shows up first (then it is bad and parsing resumes there).
     """
 
