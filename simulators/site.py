@@ -95,6 +95,10 @@ class SimulatedSite:
             return SimulatedSerialAscii(
                 section.id, section.port, self.notify, fmt=section.format, bit_width=section.bit_width
             )
+        if section.driver == "pn532" and section.port.startswith("udp"):  # a tty/usb PN532 cannot be simulated
+            from simulators.pn532 import SimulatedPn532  # nfcpy is imported only when a pn532 is simulated
+
+            return SimulatedPn532(section.id, section.port, self.notify)
         if section.driver == "osdp":
             from simulators.osdp import SimulatedOsdp  # libosdp is imported only when an OSDP reader is simulated
 
