@@ -72,6 +72,7 @@ def test_tampered_or_incomplete_requests_are_refused(change: Any, message: str) 
 )
 def test_requests_older_or_newer_than_30_s_are_stale(skew: int, fresh: bool) -> None:
     check, clock = verifier()
+    clock.now += 600  # the gateway has been running a while
     request = sign({"locker": "A-01"}, KEY, issued_at=int(clock.now) - skew)
     if fresh:
         check.verify(request)
@@ -140,7 +141,7 @@ async def test_unsigned_stale_or_replayed_door_openings_are_refused_over_mqtt(
         unsigned = await capture.request(BASE, "lockers/open", opening)
         assert unsigned["status"] == "error" and "unsigned request" in unsigned["error"]
 
-        signed = sign({**opening, "transaction": "t-1"}, KEY)
+        signed = sign({**opening, "transaction": "t-1"}, KEY, command="lockers/open")
         await capture.publish(f"{BASE}/request/lockers/open", signed)
         first = await capture.wait_for(
             lambda m: m.topic.endswith("/response/lockers/open") and m.json()["transaction"] == "t-1"
@@ -152,19 +153,27 @@ async def test_unsigned_stale_or_replayed_door_openings_are_refused_over_mqtt(
         )
         assert replies[1].json()["status"] == "error" and "replayed" in replies[1].json()["error"]
 
-        stale = sign({**opening, "transaction": "t-2"}, KEY, issued_at=int(time.time()) - 120)
+        stale = sign({**opening, "transaction": "t-2"}, KEY, issued_at=int(time.time()) - 120, command="lockers/open")
         await capture.publish(f"{BASE}/request/lockers/open", stale)
         reply = await capture.wait_for(
             lambda m: m.topic.endswith("/response/lockers/open") and m.json()["transaction"] == "t-2"
         )
         assert reply.json()["status"] == "error" and "stale request" in reply.json()["error"]
 
-        forged = {**sign({**opening, "transaction": "t-3"}, b"another key")}
+        forged = {**sign({**opening, "transaction": "t-3"}, b"another key", command="lockers/open")}
         await capture.publish(f"{BASE}/request/lockers/open", forged)
         reply = await capture.wait_for(
             lambda m: m.topic.endswith("/response/lockers/open") and m.json()["transaction"] == "t-3"
         )
         assert "bad signature" in reply.json()["error"]
+
+        # Signed for another command (here lockers/release, same arguments): refused as lockers/open.
+        elsewhere = sign({"locker": "A-02", "transaction": "t-4"}, KEY, command="lockers/release")
+        await capture.publish(f"{BASE}/request/lockers/open", {**elsewhere, "operator": "op-1", "reason": "x"})
+        reply = await capture.wait_for(
+            lambda m: m.topic.endswith("/response/lockers/open") and m.json()["transaction"] == "t-4"
+        )
+        assert reply.json()["status"] == "error"
 
         assert rig.bank.opened == ["A-02"]  # exactly the one properly signed request
         upsert = await capture.request(
@@ -177,4 +186,21 @@ async def test_unsigned_stale_or_replayed_door_openings_are_refused_over_mqtt(
         assert (await capture.request(BASE, "health_check", {}))["status"] == "ok"
         assert (await capture.request(BASE, "events/replay", {"from_seq": 1}))["status"] == "ok"
     refusals = [r.getMessage() for r in caplog.records if "refused lockers/open" in r.getMessage()]
-    assert len(refusals) == 4 and any("replayed" in line for line in refusals)
+    assert len(refusals) == 5 and any("replayed" in line for line in refusals)
+
+
+def test_a_request_signed_for_one_command_is_refused_as_another() -> None:
+    clock = Clock()
+    check = RequestVerifier(KEY, clock=clock)
+    request = sign({"id": "C-1", "by": "hr"}, KEY, issued_at=int(clock.now), command="credentials/remove")
+    with pytest.raises(SignatureError, match="bad signature"):
+        check.verify(request, "credentials/replace")
+    check.verify(request, "credentials/remove")
+
+
+def test_requests_issued_before_a_restart_are_refused() -> None:
+    clock = Clock()
+    captured = sign({"locker": "A-01"}, KEY, issued_at=int(clock.now) - 10, command="lockers/open")
+    restarted = RequestVerifier(KEY, clock=clock)  # nonces from the previous run are gone
+    with pytest.raises(SignatureError, match="before the gateway"):
+        restarted.verify(captured, "lockers/open")

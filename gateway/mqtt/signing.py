@@ -55,13 +55,25 @@ def signature(body: dict[str, Any], key: bytes) -> str:
 
 
 def sign(
-    request: dict[str, Any], key: bytes, *, issued_at: float | str | None = None, nonce: str | None = None
+    request: dict[str, Any],
+    key: bytes,
+    *,
+    issued_at: float | str | None = None,
+    nonce: str | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
-    """A copy of `request` with issued_at (integer epoch seconds by default), nonce and hmac added."""
+    """A copy of `request` with issued_at (integer epoch seconds by default), nonce and hmac added.
+
+    `command` (e.g. "lockers/open", the topic after `request/`) is covered by the signature but not
+    added to the payload: a request signed for one command is refused as any other."""
     body = {k: v for k, v in request.items() if k != "hmac"}
     body["issued_at"] = int(time.time()) if issued_at is None else issued_at
     body["nonce"] = nonce or secrets.token_hex(16)
-    return {**body, "hmac": signature(body, key)}
+    return {**body, "hmac": signature(_signed_content(body, command), key)}
+
+
+def _signed_content(body: dict[str, Any], command: str | None) -> dict[str, Any]:
+    return body if command is None else {**body, "command": command}
 
 
 def issued_at_seconds(value: Any) -> float:
@@ -92,9 +104,13 @@ class RequestVerifier:
         self._clock = clock
         self._nonces: dict[str, float] = {}  # nonce → when it may be forgotten
         self._swept_at = 0.0
+        # Nonces are remembered in memory only, so a request issued before this run started could be
+        # replayed after a restart: such requests are refused (with a second's grace for rounding).
+        self._started = clock()
 
-    def verify(self, request: dict[str, Any]) -> None:
-        """Raise SignatureError unless `request` is signed with the key, fresh and not seen before."""
+    def verify(self, request: dict[str, Any], command: str | None = None) -> None:
+        """Raise SignatureError unless `request` is signed with the key (for `command`), fresh and not
+        seen before."""
         missing = [name for name in SIGNATURE_FIELDS if name not in request]
         if missing:
             raise SignatureError(f"unsigned request: missing {', '.join(missing)} (signing is required)")
@@ -105,7 +121,7 @@ class RequestVerifier:
             raise SignatureError(f"nonce: must be a non-empty string of at most {NONCE_MAX_LEN} characters")
         issued = issued_at_seconds(request["issued_at"])
         body = {k: v for k, v in request.items() if k != "hmac"}
-        if not hmac.compare_digest(signature(body, self._key), mac.lower()):
+        if not hmac.compare_digest(signature(_signed_content(body, command), self._key), mac.lower()):
             raise SignatureError("bad signature (hmac does not match the request)")
         now = self._clock()
         skew = now - issued
@@ -114,6 +130,8 @@ class RequestVerifier:
             raise SignatureError(
                 f"stale request: issued_at is {abs(skew):.0f} s {direction} (limit {self._window:.0f} s)"
             )
+        if issued < self._started - 1.0:
+            raise SignatureError("issued before the gateway (re)started: sign it again and resend")
         self._forget_expired(now)
         if nonce in self._nonces:
             raise SignatureError("replayed request: this nonce was already used")
