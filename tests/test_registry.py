@@ -9,8 +9,9 @@ from device_world import make_settings
 
 from drivers.kerong import CU16, CU48, KerongBoard
 from drivers.rdm6300 import Rdm6300Reader
-from drivers.registry import DriverUnavailable, build_devices
+from drivers.registry import build_devices
 from drivers.serial_ascii import SerialAsciiReader
+from gateway.config import Settings
 
 
 def test_drivers_are_built_from_the_configuration(tmp_path: Path) -> None:
@@ -39,9 +40,18 @@ def test_drivers_are_built_from_the_configuration(tmp_path: Path) -> None:
     assert not any(device.online for device in [*readers.values(), *boards.values()])
 
 
-@pytest.mark.parametrize("driver", ["pn532", "osdp"])
-def test_readers_not_written_yet_are_refused_with_one_line(tmp_path: Path, driver: str) -> None:
-    settings = make_settings(tmp_path, readers=[{"id": "nfc-1", "driver": driver, "port": "x"}])
-    with pytest.raises(DriverUnavailable) as caught:
-        build_devices(settings)
-    assert str(caught.value) == f"reader 'nfc-1': driver {driver!r} is not available yet"
+@pytest.mark.parametrize(
+    ("driver", "port", "class_name"),
+    [("pn532", "udp:127.0.0.1:54399", "Pn532Reader"), ("osdp", "/dev/ttyUSB9", "OsdpReader")],
+)
+def test_nfc_and_osdp_readers_are_built_from_their_optional_libraries(
+    tmp_path: Path, driver: str, port: str, class_name: str
+) -> None:
+    settings = Settings.model_validate(
+        {
+            "gateway": {"id": "gw-test", "site": "test", "state_dir": str(tmp_path / "state")},
+            "readers": [{"id": "r-1", "driver": driver, "port": port}],
+        }
+    )
+    readers, boards = build_devices(settings)
+    assert type(readers["r-1"]).__name__ == class_name and boards == {}
