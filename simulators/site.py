@@ -4,8 +4,9 @@
         await site.tap("bank-a", "3C00CE754C", hold_s=0.3)   # returns when the card is taken away
         site.close("A-01")
 
-Readers of driver `rdm6300` and `serial-ascii` and every board are simulated at their configured
-port paths; `pn532` and `osdp` readers are listed in `skipped` (not simulated here). Lockers are
+Readers (`rdm6300`, `serial-ascii`, `osdp`, and `pn532` on a `udp:` port) and every board are
+simulated at their configured port paths; a `pn532` reader on real hardware paths is listed in
+`skipped`. Lockers are
 addressed by id and mapped to (board, lock) from the configuration. Every method that a user can get
 wrong raises `SimError` with a one-line message.
 """

@@ -15,9 +15,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "sim",
         help="run simulated readers and lock boards at a configuration's ports",
         description=(
-            "Start a simulator for every rdm6300 and serial-ascii reader and every Kerong board of the "
-            "configuration, at the configured port paths (symlinks to pseudo-terminals), with a console "
-            "on stdin and a control socket. Type 'help' for the commands; see docs/simulators.md."
+            "Start a simulator for every rdm6300, serial-ascii, osdp and pn532 (udp:) reader and every "
+            "Kerong board of the configuration, at the configured port paths (symlinks to pseudo-terminals), "
+            "with a console on stdin and a control socket. Type 'help' for the commands; see docs/simulators.md."
         ),
     )
     add_config_option(parser)
