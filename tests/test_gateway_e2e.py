@@ -235,3 +235,34 @@ async def test_grant_at_an_offline_board_is_journaled_failed_and_never_sent_late
         await site.tap("door-b", "5A0144")
         again = await gw.wait_for("access.granted", since=mark, reader="door-b")
         assert (again["locker"], again["reason"], again["unlock"]) == ("B-01", "shared_allocated", "sent")
+
+
+async def test_master_at_an_osdp_bank_reader_opens_the_locker_named_on_its_keypad(tmp_path: Path) -> None:
+    keypad_reader = f"""
+[[readers]]
+id = "keypad-a"
+driver = "osdp"
+port = "{tmp_path}/dev/keypad-a"
+lockers = ["A-01", "A-03"]
+"""
+    config, settings = write_site(tmp_path, extra=keypad_reader)
+    seed(settings.gateway.state_dir)
+    with Store.open(settings.gateway.state_dir) as store:
+        store.upsert(
+            [{"id": "M-1", "uid": "0C607C", "holder": "ms-patel", "role": "section_master", "scope": ["A"]}],
+            by="test",
+            now=datetime.now(UTC),
+        )
+    async with SimulatedSite(settings) as site, running(config) as gw:  # type: ignore[arg-type]
+        await devices_online(gw)
+        await gw.wait_for("reader.online", reader="keypad-a")
+        await site.tap("keypad-a", "0C607C")
+        refused = await gw.wait_for("access.denied", reader="keypad-a")
+        assert refused["reason"] == "target_required"
+        unlock = expect_frame(site, UNLOCK_LOCK_3_BOARD_0)
+        await site.keypad("keypad-a", "3")
+        await asyncio.sleep(0.6)  # a new presentation of the same card
+        await site.tap("keypad-a", "0C607C")
+        granted = await gw.wait_for("access.granted", reader="keypad-a")
+        assert (granted["locker"], granted["reason"], granted["override"]) == ("A-03", "master_section", True)
+        await asyncio.wait_for(unlock, 5)
