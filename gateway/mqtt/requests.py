@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,6 +59,10 @@ COMMANDS = (
 
 #: A snapshot may come in at most this many pages (a guard on memory, far above any real set).
 MAX_SNAPSHOT_PAGES = 10_000
+#: A snapshot in transfer is held in memory until its last page: bound what a sender can pile up.
+MAX_SNAPSHOT_CREDENTIALS = 1_500_000
+#: A snapshot whose next page does not come within this long is dropped.
+SNAPSHOT_IDLE_S = 600.0
 
 Text = Annotated[str, Field(min_length=1, max_length=128)]
 By = Annotated[str, Field(min_length=1, max_length=128)]
@@ -181,6 +186,10 @@ class _PartialSnapshot:
     version: int | str
     pages: int
     received: dict[int, list[CredentialFields]] = field(default_factory=dict)
+    last_page_at: float = field(default_factory=time.monotonic)
+
+    def held(self) -> int:
+        return sum(len(items) for items in self.received.values())
 
 
 def error_message(exc: ValidationError) -> str:
@@ -449,6 +458,9 @@ class RequestHandler:
             raise _Refused(f"page: {request.page} is beyond pages ({request.pages})")
         items = await self.writer.run(lambda _: self._parse_items(request.credentials))
         partial = self._snapshot
+        if partial is not None and time.monotonic() - partial.last_page_at > SNAPSHOT_IDLE_S:
+            log.info("credential snapshot %r dropped: no page for %.0f s", partial.version, SNAPSHOT_IDLE_S)
+            partial = self._snapshot = None
         if partial is None or partial.version != request.version or partial.pages != request.pages:
             if partial is not None:
                 log.info(
@@ -459,7 +471,14 @@ class RequestHandler:
                     request.version,
                 )
             partial = self._snapshot = _PartialSnapshot(request.version, request.pages)
+        if partial.held() - len(partial.received.get(request.page, [])) + len(items) > MAX_SNAPSHOT_CREDENTIALS:
+            self._snapshot = None
+            raise _Refused(
+                f"snapshot {request.version!r} holds more than {MAX_SNAPSHOT_CREDENTIALS} credentials; "
+                "dropped, nothing changed"
+            )
         partial.received[request.page] = items
+        partial.last_page_at = time.monotonic()
         if len(partial.received) < partial.pages:
             return {
                 "snapshot": request.version,
