@@ -401,3 +401,26 @@ async def test_a_large_upsert_does_not_hold_up_the_event_loop(broker: Mosquitto,
         assert response["status"] == "ok" and response["data"]["count"] == 15000
         assert rig.store.count() == 15000
         assert worst < 0.25, f"the event loop stalled for {worst * 1000:.0f} ms"
+
+
+async def test_a_snapshot_larger_than_the_bound_is_dropped_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.mqtt import requests as requests_module
+
+    monkeypatch.setattr(requests_module, "MAX_SNAPSHOT_CREDENTIALS", 4)
+    async with running_gateway(tmp_path, "mqtt://127.0.0.1:9", connect=False) as rig:
+        handler = rig.service.requests
+        before = rig.store.version_and_digest()
+
+        def page(number: int) -> bytes:
+            items = [card(f"C-{number}-{n}", f"{0x2000 + number * 10 + n:010X}") for n in range(3)]
+            return json.dumps({"version": "big", "page": number, "pages": 3, "credentials": items}).encode()
+
+        assert (await handler.handle("credentials/snapshot", page(1))).ok
+        refused = await handler.handle("credentials/snapshot", page(2))
+        assert not refused.ok and "more than 4 credentials" in refused.payload["error"]
+        # The partial snapshot is gone: the last page alone does not complete anything.
+        third = await handler.handle("credentials/snapshot", page(3))
+        assert third.ok and third.payload["data"]["complete"] is False
+        assert rig.store.version_and_digest() == before
