@@ -33,6 +33,7 @@ from drivers.base import (
 )
 from gateway import __version__
 from gateway.config import Settings, load_config
+from gateway.control import ControlServer
 from gateway.credential_cache import CredentialCache
 from gateway.doors import DoorMonitor
 from gateway.events import uuid7
@@ -94,6 +95,7 @@ class Gateway:
         self.devices_seen: set[str] = set()
         self.device_events: asyncio.Queue[DeviceEvent] = asyncio.Queue()
         self.mqtt: Any = None
+        self.control: ControlServer | None = None
         self.notifier = Notifier()
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
@@ -329,6 +331,9 @@ class Gateway:
 
     def handle_device_event(self, event: DeviceEvent) -> None:
         if isinstance(event, CardRead):
+            if self.control is not None and self.control.take_card(event.device, event.uid):
+                log.info("reader %s: card handed to an enrolment (not decided)", event.device)
+                return
             self.handle_tap(event)
         elif isinstance(event, KeypadInput):
             self.handle_keypad(event)
@@ -480,6 +485,9 @@ class Gateway:
             if self.settings.metrics.port is not None:
                 metrics_server = self.metrics.serve(self.settings.metrics.host, self.settings.metrics.port)
             async with contextlib.AsyncExitStack() as stack:
+                self.control = await stack.enter_async_context(
+                    ControlServer(self.settings.gateway.state_dir, lambda: set(self.reader_lockers))
+                )
                 if self.settings.mqtt.url:
                     from gateway.mqtt.service import MqttService
 

@@ -4,6 +4,7 @@ readers and lock board over real pseudo-terminals, events read from the daemon's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
@@ -266,3 +267,44 @@ lockers = ["A-01", "A-03"]
         granted = await gw.wait_for("access.granted", reader="keypad-a")
         assert (granted["locker"], granted["reason"], granted["override"]) == ("A-03", "master_section", True)
         await asyncio.wait_for(unlock, 5)
+
+
+async def test_enrolment_while_the_gateway_runs_takes_the_next_card_without_deciding_it(
+    site_files: tuple[Path, object],
+) -> None:
+    config, settings = site_files
+    async with SimulatedSite(settings) as site, running(config) as gw:  # type: ignore[arg-type]
+        await devices_online(gw)
+        enroll = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "credentials",
+            "enroll",
+            "--reader",
+            "bank-a",
+            "--timeout",
+            "20",
+            "--config",
+            str(config),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert enroll.stderr is not None
+        waiting = await asyncio.wait_for(enroll.stderr.readline(), 20)
+        assert b"waiting" in waiting
+        mark = len(gw.events)
+        # The CLI connects right after printing; tap until it has the card (a person tries again).
+        async with asyncio.timeout(20):
+            while enroll.returncode is None:
+                await site.tap("bank-a", "62E3086CED", hold=0.1)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(enroll.wait()), 0.7)
+        out, err = await enroll.communicate()
+        assert enroll.returncode == 0, err
+        assert out.decode().strip() == "62E3086CED"
+        # Taps before the CLI was listening were decided; the one it took was not.
+        denials = [e for e in gw.events[mark:] if e["kind"] == "access.denied"]
+        assert gw.find("access.granted", since=mark) is None
+        assert all(e["reason"] == "unknown_credential" for e in denials)
+        assert any("handed to an enrolment" in line for line in gw.lines)

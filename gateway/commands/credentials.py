@@ -299,13 +299,23 @@ def _enroll(args: argparse.Namespace) -> int:
     if section is None:
         known = ", ".join(reader.id for reader in settings.readers) or "none configured"
         return fail(f"no reader {args.reader!r} in {Path(args.config).name} (readers: {known})")
+    from gateway.control import enroll_via_daemon
+
+    print(f"reader {section.id}: waiting up to {args.timeout:g} s for a card (Ctrl-C to stop)", file=sys.stderr)
+    answer = asyncio.run(enroll_via_daemon(settings.gateway.state_dir, section.id, args.timeout))
+    if answer is not None:  # the running gateway owns the reader and handed us its next card
+        kind, _, value = answer.partition(" ")
+        if kind != "uid":
+            return fail(f"reader {section.id!r}: {value or answer}")
+        print(value)
+        _say_if_issued(settings, value)
+        return 0
     from drivers.registry import DriverUnavailable, reader_class
 
     try:
         reader = reader_class(section.driver).from_config(section)
     except DriverUnavailable as exc:
         return fail(f"reader {section.id!r}: {exc}")
-    print(f"reader {section.id}: waiting up to {args.timeout:g} s for a card (Ctrl-C to stop)", file=sys.stderr)
     outcome = asyncio.run(next_card(reader, args.timeout))
     if outcome is None:
         return fail(f"reader {section.id!r}: no card within {args.timeout:g} s")
