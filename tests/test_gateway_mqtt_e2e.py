@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 from broker.kit import Capture, Received, events_of, is_event
-from broker.mosquitto import Mosquitto
+from broker.mosquitto import Mosquitto, TlsFiles
 from gateway_world import Daemon, running, write_site
 
+from gateway.config import load_config
 from gateway.events import verify_chain
 from gateway.store import Store
 from simulators.site import SimulatedSite
@@ -202,3 +203,48 @@ async def test_bad_requests_are_answered_and_the_gateway_keeps_granting(broker: 
         assert opened["status"] == "ok", opened
         remote = await gw.wait_for("access.granted", locker="B-02")
         assert remote["reason"] == "remote_open" and remote["override"] is True
+
+
+async def test_the_daemon_over_tls_with_password_under_the_documented_acl(
+    mosquitto_factory: Callable[..., Mosquitto], test_pki: TlsFiles, tmp_path: Path
+) -> None:
+    acl = (Path(__file__).parents[1] / "docs" / "mosquitto" / "lockergw.acl").read_text()
+    passwords = {"gw-01": "pw-gw-01", "gw-02": "pw-gw-02", "central": "pw-central"}
+    broker = mosquitto_factory(tls=test_pki, passwords=passwords, acl=acl, require_certificate=True, debug_log=True)
+    password_file = tmp_path / "mqtt.password"
+    password_file.write_text("pw-gw-01\n")
+    config, _ = write_site(tmp_path, broker.url)
+    text = (
+        config.read_text()
+        .replace('id = "gw-e2e"', 'id = "gw-01"')
+        .replace('site = "test-site"', 'site = "north-school"')
+        .replace(
+            "keepalive = 5",
+            f'keepalive = 5\nusername = "gw-01"\npassword_file = "{password_file}"\nca_file = "{test_pki.ca_cert}"\n'
+            f'cert_file = "{test_pki.client_cert}"\nkey_file = "{test_pki.client_key}"',
+        )
+    )
+    config.write_text(text)
+    settings = load_config(config)
+    seed(settings.gateway.state_dir)
+    base = "lockers/north-school/gw-01"
+    async with (
+        SimulatedSite(settings) as site,
+        Capture(broker.url, "lockers/#", username="central", password="pw-central", tls=test_pki) as central,
+        Capture(broker.url, username="gw-02", password="pw-gw-02", tls=test_pki) as intruder,
+        running(config) as gw,
+    ):
+        online = await central.wait_for(lambda m: m.topic == f"{base}/state" and m.json()["state"] == "online")
+        assert online.json()["boot_id"] == gw.events[0]["boot_id"]
+        await devices_online(gw)
+        await site.tap("bank-a", "3C00CE754C")
+        await central.wait_for(lambda m: is_event(m) and m.json()["kind"] == "access.granted")
+        # Another gateway's identity cannot command this one: the broker drops its request.
+        await intruder.publish(
+            f"{base}/request/lockers/open", {"transaction": "x", "locker": "A-01", "operator": "x", "reason": "x"}
+        )
+        health = await central.request(base, "health_check", {})  # central's own request goes through
+        assert health["status"] == "ok" and health["data"]["boot_id"] == gw.events[0]["boot_id"]
+        assert central.on("/response/lockers/open") == []
+        assert gw.find("access.granted", locker="A-01") is None
+        assert "Denied PUBLISH" in broker.log_text()
