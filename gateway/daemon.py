@@ -54,7 +54,7 @@ from gateway.systemd_notify import Notifier
 
 log = logging.getLogger("lockergw")
 
-TICK_S = 0.25
+TICK_S = 0.1  # door timers, store changes (a CLI change is in force within a second), watchdog
 STOP_BUDGET_S = 4.0
 
 
@@ -207,7 +207,7 @@ class Gateway:
         async with self._follow_lock:
             while self.store.rev != self.credentials.rev:
                 from_rev = self.credentials.rev
-                changes = await asyncio.to_thread(self._follow_store_db.changes_since, from_rev)
+                changes = await asyncio.to_thread(self._follow_store_db.changed_rows, from_rev)
                 entries = self.credentials.apply(changes, from_rev)
                 if entries is not None:  # None: the cache moved meanwhile; read again
                     self._journal_entries(entries, utcnow())

@@ -97,6 +97,22 @@ class Changes:
 
 
 @dataclass(frozen=True, slots=True)
+class RawChanges:
+    """`Changes` with the credentials as database rows (see `Store.changed_rows`)."""
+
+    rev: int
+    rows: list[tuple[Any, ...]]
+    removed: tuple[str, ...]
+    log: tuple[ChangeLogEntry, ...]
+
+
+#: Rows a change must touch before `changed_rows` scans the table instead of walking the rev index.
+BULK_ROWS = 5000
+#: Where the id and the uid are in a raw row.
+ROW_ID, ROW_UID = 0, 1
+
+
+@dataclass(frozen=True, slots=True)
 class KeyHolding:
     """One outstanding key for a locker or key code: who holds it and under which issue number."""
 
@@ -264,6 +280,11 @@ def _row(credential: Credential) -> tuple[Any, ...]:
         _time_text(credential.issued_at),
         credential.issued_by,
     )
+
+
+def credential_from_row(row: Sequence[Any]) -> Credential:
+    """One raw row of `changed_rows` as a Credential."""
+    return _RowReader()(row)
 
 
 class _RowReader:
@@ -537,10 +558,20 @@ class Store:
         return _current_rev(self._db)
 
     def changes_since(self, rev: int) -> Changes:
+        raw = self.changed_rows(rev)
+        read = _RowReader()
+        return Changes(rev=raw.rev, upserted=tuple(read(row) for row in raw.rows), removed=raw.removed, log=raw.log)
+
+    def changed_rows(self, rev: int) -> RawChanges:
+        """What `changes_since` returns, with credentials as raw rows (`credential_from_row` turns one
+        into a Credential). The running daemon loads a 100,000-row import this way in a fraction of the
+        time, and builds each Credential only when its card is presented."""
         with _read_transaction(self._db):
             current = _current_rev(self._db)
-            read = _RowReader()
-            upserted = tuple(read(row) for row in self._db.execute(f"{_SELECT} WHERE rev > ? ORDER BY rev, id", (rev,)))
+            changed: int = self._db.execute("SELECT count(*) FROM credentials WHERE rev > ?", (rev,)).fetchone()[0]
+            # Few changed rows: by the rev index. Many (an import, a snapshot, start-up): one table scan.
+            source = "credentials" if changed < BULK_ROWS else "credentials NOT INDEXED"
+            rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM {source} WHERE rev > ?", (rev,)).fetchall()
             removed = tuple(
                 row[0] for row in self._db.execute("SELECT id FROM removals WHERE rev > ? ORDER BY rev, id", (rev,))
             )
@@ -557,7 +588,7 @@ class Store:
                     "SELECT rev, at, by, action, ids, reason FROM change_log WHERE rev > ? ORDER BY rev", (rev,)
                 )
             )
-        return Changes(rev=current, upserted=upserted, removed=removed, log=log)
+        return RawChanges(rev=current, rows=rows, removed=removed, log=log)
 
     def version_and_digest(self) -> tuple[int, str]:
         """The credential-set version (the revision) and a SHA-256-based digest over the set's content."""

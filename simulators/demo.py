@@ -92,7 +92,7 @@ def scenario() -> list[Step]:
         ),
         Step("The deputy (site master) confirms: two-person emergency opening", lambda s: s.tap("door-a-01", "1B2C3D")),
         Step("The door is shut", lambda s: s.close("A-01")),
-        Step("Someone prises A-05 open without a tap", lambda s: s.open("A-05")),
+        Step("Someone prises A-05 open without a tap", lambda s: s.open("A-05"), await_kind="door.forced_open"),
         Step("Ben's door is still open... the gateway raises door.left_open", _noop, 0.5, "door.left_open"),
         Step("Ben's door is finally closed, A-05 too", lambda s: _close_all(s, "A-02", "A-05")),
     ]

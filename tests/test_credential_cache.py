@@ -51,7 +51,7 @@ def test_changes_read_before_a_newer_refresh_are_not_applied(tmp_path: Path) -> 
         cache.load(store)
         from_rev = cache.rev
         store.upsert([card("C-1", "3C00CE754C")], by="t", now=NOW)
-        early = store.changes_since(from_rev)  # read on the worker thread...
+        early = store.changed_rows(from_rev)  # read on the worker thread...
         store.set_status("C-1", Status.LOST, by="mqtt", now=NOW)
         cache.refresh(store)  # ...while an MQTT change was applied directly
         assert cache.apply(early, from_rev) is None
