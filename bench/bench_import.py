@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import sqlite3
 import statistics
 import subprocess
@@ -31,6 +30,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parent.parent
+from perf_doc import replace_section  # noqa: E402  (bench/ is on sys.path when a bench runs)
+
 sys.path.insert(0, str(ROOT))
 
 from gateway.commands.credentials import read_credentials_csv  # noqa: E402
@@ -164,14 +165,7 @@ def section(rows: int, runs: int, medians: dict[str, float], machine: str, when:
 
 
 def update_docs(text: str) -> None:
-    current = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Performance\n\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(updated.rstrip("\n") + "\n", encoding="utf-8")
+    replace_section(SECTION, text)
 
 
 def main() -> int:

@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+from perf_doc import replace_section  # noqa: E402  (bench/ is on sys.path when a bench runs)
+
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
@@ -122,15 +124,7 @@ SPEC §4 asks for a change to be in force within a second of the command's exit,
 included. The ratio of the two tap rows ({statistics.median(during) / statistics.median(rest):.1f}×) is
 what loading the import costs a person tapping meanwhile.
 """
-    path = ROOT / "docs" / "performance.md"
-    current = path.read_text(encoding="utf-8")
-    if SECTION in current:
-        before, _, rest_text = current.partition(SECTION)
-        after = rest_text[rest_text.find("\n## ") :] if "\n## " in rest_text else ""
-        current = before.rstrip() + "\n\n" + text.rstrip() + "\n" + after
-    else:
-        current = current.rstrip() + "\n\n" + text
-    path.write_text(current, encoding="utf-8")
+    replace_section(SECTION, text)
     print(text)
 
 

@@ -33,6 +33,8 @@ from gateway.policy import PolicySettings, ReaderState, Snapshot, decide, with_k
 from gateway.uid import CredentialIndex
 
 ROOT = Path(__file__).resolve().parent.parent
+from perf_doc import replace_section  # noqa: E402  (bench/ is on sys.path when a bench runs)
+
 DOC = ROOT / "docs" / "performance.md"
 SECTION = "## Decision latency"
 
@@ -235,19 +237,7 @@ def render(
 
 
 def write_section(section: str) -> None:
-    """Replace the `## Decision latency` section of docs/performance.md (or add it), leaving others alone."""
-    text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Performance\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        before = "\n".join(lines[:start]).rstrip("\n")
-        after = "\n".join(lines[end:])
-        new = (before + "\n\n" if before else "") + section + ("\n" + after if after else "")
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(new.rstrip("\n") + "\n", encoding="utf-8")
+    replace_section(SECTION, section)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ from typing import Any
 import aiomqtt
 
 ROOT = Path(__file__).resolve().parent.parent
+from perf_doc import replace_section  # noqa: E402  (bench/ is on sys.path when a bench runs)
+
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -472,18 +474,7 @@ def mosquitto_version() -> str:
 
 
 def write_section(section: str) -> None:
-    """Replace the `## Event delivery` section of docs/performance.md (or add it), leaving others alone."""
-    text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Performance\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        before = "\n".join(lines[:start]).rstrip("\n")
-        after = "\n".join(lines[end:])
-        new = (before + "\n\n" if before else "") + section.rstrip("\n") + ("\n\n" + after if after else "")
-    DOC.write_text(new.rstrip("\n") + "\n", encoding="utf-8")
+    replace_section(SECTION, section)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+from perf_doc import replace_section  # noqa: E402  (bench/ is on sys.path when a bench runs)
+
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -137,15 +139,7 @@ append measured in the same run, so the durability rule (commit before unlock) i
 rest is serial I/O through two processes and the shared bus, where an unlock can wait for a status poll
 that is in flight (poll_ms = 100 in this configuration).
 """
-    path = ROOT / "docs" / "performance.md"
-    current = path.read_text(encoding="utf-8") if path.exists() else "# Performance\n"
-    if SECTION in current:
-        before, _, rest = current.partition(SECTION)
-        after = rest[rest.find("\n## ") :] if "\n## " in rest else ""
-        current = before.rstrip() + "\n\n" + text.rstrip() + "\n" + after
-    else:
-        current = current.rstrip() + "\n\n" + text
-    path.write_text(current, encoding="utf-8")
+    replace_section(SECTION, text)
     print(text)
 
 
