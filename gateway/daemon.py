@@ -98,7 +98,6 @@ class Gateway:
         self.control: ControlServer | None = None
         self.notifier = Notifier()
         self._stop = asyncio.Event()
-        self._reload = asyncio.Event()
         self._ready = False
         self._store: Store | None = None
         self._follow_store_db: Store | None = None
@@ -226,6 +225,7 @@ class Gateway:
             return
         if not entries:
             return
+        applied = self.credentials.rev
         version, digest = self.store.version_and_digest()
         records = [
             {
@@ -239,8 +239,9 @@ class Gateway:
             }
             for entry in entries
         ]
-        records[-1]["digest"] = digest
-        self._append(records, now, [StateWrite("meta:credentials_rev", version)])
+        if version == applied:  # else the store has moved on already: its digest is not of this set
+            records[-1]["digest"] = digest
+        self._append(records, now, [StateWrite("meta:credentials_rev", applied)])
         if self.mqtt is not None:
             self.mqtt.info_changed()  # the retained info carries the credential-set version and digest
 
