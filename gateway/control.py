@@ -46,11 +46,11 @@ class ControlServer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for waiter in self._waiting.values():
+            waiter.cancel()  # first: newer Pythons' wait_closed() waits for open connections
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        for waiter in self._waiting.values():
-            waiter.cancel()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
@@ -65,9 +65,17 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = (await asyncio.wait_for(reader.readline(), 5)).decode(errors="replace")[:MAX_LINE]
-            writer.write((await self._answer(line.split())).encode() + b"\n")
+            answer = asyncio.ensure_future(self._answer(line.split()))
+            hung_up = asyncio.ensure_future(reader.read(1))  # the operator pressed Ctrl-C, or the CLI died
+            await asyncio.wait({answer, hung_up}, return_when=asyncio.FIRST_COMPLETED)
+            if not answer.done():
+                answer.cancel()  # withdraws the enrolment: the next card at that reader is decided again
+                await asyncio.gather(answer, return_exceptions=True)
+                return
+            hung_up.cancel()
+            writer.write(answer.result().encode() + b"\n")
             await writer.drain()
-        except (TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
@@ -102,10 +110,16 @@ async def enroll_via_daemon(state_dir: Path, reader: str, timeout_s: float) -> s
         stream_reader, writer = await asyncio.open_unix_connection(str(path))
     except (FileNotFoundError, ConnectionRefusedError):
         return None
+    except PermissionError:
+        return f"error {path} belongs to the gateway's user: run enroll as that user (or root)"
     try:
         writer.write(f"enroll {reader} {timeout_s:g}\n".encode())
         await writer.drain()
         answer = await asyncio.wait_for(stream_reader.readline(), timeout_s + 5)
-        return answer.decode(errors="replace").strip()
+    except TimeoutError:
+        return "error the gateway did not answer"
+    except ConnectionError:
+        answer = b""
     finally:
         writer.close()
+    return answer.decode(errors="replace").strip() or "error the gateway stopped during the enrolment"

@@ -206,7 +206,14 @@ class Gateway:
         async with self._follow_lock:
             while self.store.rev != self.credentials.rev:
                 from_rev = self.credentials.rev
-                changes = await asyncio.to_thread(self._follow_store_db.changed_rows, from_rev)
+                reading = asyncio.ensure_future(asyncio.to_thread(self._follow_store_db.changed_rows, from_rev))
+                try:
+                    changes = await asyncio.shield(reading)
+                except asyncio.CancelledError:
+                    # The worker thread cannot be stopped: keep the connection (and the lock) until it is
+                    # done, so no second thread ever uses it and stop never closes it under a reader.
+                    await asyncio.wait({reading})
+                    raise
                 entries = self.credentials.apply(changes, from_rev)
                 if entries is not None:  # None: the cache moved meanwhile; read again
                     self._journal_entries(entries, utcnow())
@@ -400,6 +407,14 @@ class Gateway:
 
     # ---- loops -------------------------------------------------------------------------------
 
+    def _drain_device_events(self) -> None:
+        while not self.device_events.empty():
+            event = self.device_events.get_nowait()
+            try:
+                self.handle_device_event(event)
+            except Exception:
+                log.exception("failed to handle %s while stopping", type(event).__name__)
+
     async def _consume_device_events(self) -> None:
         while True:
             event = await self.device_events.get()
@@ -508,18 +523,20 @@ class Gateway:
                 await self._stop.wait()
                 self.notifier.stopping()
                 await _cancel(own_tasks)
-                if self._follower is not None:  # its worker thread uses a connection closed below
-                    await asyncio.wait([self._follower], timeout=2.0)
-                    await _cancel([self._follower])
                 # Finish what is in hand: taps already read are decided, and their unlocks go out while
-                # the boards are still running; nothing new starts.
-                while not self.device_events.empty():
-                    event = self.device_events.get_nowait()
-                    if isinstance(event, CardRead | KeypadInput):
-                        self.handle_device_event(event)
+                # the boards are still running; door and device reports are journaled, not dropped.
+                self._drain_device_events()
                 if self._unlocks:
                     await asyncio.wait(self._unlocks, timeout=1.0)
                 await _cancel(device_tasks)
+                self._drain_device_events()
+                # A credential read may still be running on the worker thread: the lock is held until
+                # it is done, and only then may its connection be closed (in `finally` below).
+                if self._follower is not None:
+                    self._follower.cancel()
+                    await asyncio.wait({self._follower}, timeout=2.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._follow_lock.acquire(), 2.0)
                 self._append([{"kind": "gateway.stopped", "reason": "stopped"}], utcnow())
                 if self.mqtt is not None:
                     await self.mqtt.flush(timeout=STOP_BUDGET_S - 1)

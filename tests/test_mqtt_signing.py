@@ -204,3 +204,11 @@ def test_requests_issued_before_a_restart_are_refused() -> None:
     restarted = RequestVerifier(KEY, clock=clock)  # nonces from the previous run are gone
     with pytest.raises(SignatureError, match="before the gateway"):
         restarted.verify(captured, "lockers/open")
+
+
+def test_a_non_finite_issued_at_is_refused() -> None:
+    clock = Clock()
+    check = RequestVerifier(KEY, clock=clock)
+    request = sign({"locker": "A-01"}, KEY, issued_at=float("nan"), command="lockers/open")
+    with pytest.raises(SignatureError, match="finite"):
+        check.verify(request, "lockers/open")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -81,6 +82,8 @@ def issued_at_seconds(value: Any) -> float:
     if isinstance(value, bool):
         raise SignatureError("issued_at: must be epoch seconds or an ISO 8601 date-time")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise SignatureError("issued_at: must be a finite number of seconds")
         return float(value)
     if isinstance(value, str):
         try:
