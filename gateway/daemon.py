@@ -104,6 +104,7 @@ class Gateway:
         self._follower: asyncio.Task[None] | None = None
         self._follow_lock = asyncio.Lock()
         self._journal_failing = False
+        self._retries: list[tuple[list[dict[str, Any]], datetime, list[StateWrite]]] = []
         self._journal: Journal | None = None
         self._site_key = b""
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
@@ -180,9 +181,30 @@ class Gateway:
     def _append(
         self, records: list[dict[str, Any]], at: datetime, state: list[StateWrite] | None = None
     ) -> list[dict[str, Any]]:
+        """Durably journal records (after any that are waiting for a retry, so the order holds);
+        raises if the journal cannot commit — a tap is then neither granted nor denied."""
+        self._flush_retries()
+        return self._commit(records, at, state or [])
+
+    def _append_or_retry(self, records: list[dict[str, Any]], at: datetime, state: list[StateWrite]) -> None:
+        """For records of things that already happened (a door moved, credentials changed): if the
+        journal cannot take them now, they wait in memory and go in, in order, at the next commit."""
+        try:
+            self._append(records, at, state)
+        except Exception:
+            log.exception("journal commit failed; %d record(s) will be retried", len(records))
+            self._retries.append((records, at, state))
+
+    def _flush_retries(self) -> None:
+        while self._retries:
+            records, at, state = self._retries[0]
+            self._commit(records, at, state)
+            self._retries.pop(0)
+
+    def _commit(self, records: list[dict[str, Any]], at: datetime, state: list[StateWrite]) -> list[dict[str, Any]]:
         """Durably journal records; then log them, tell listeners and wake the publisher."""
         try:
-            envelopes = self.journal.append(records, at, state or [])
+            envelopes = self.journal.append(records, at, state)
         except Exception:
             self._journal_failing = True
             raise
@@ -248,7 +270,7 @@ class Gateway:
         ]
         if version == applied:  # else the store has moved on already: its digest is not of this set
             records[-1]["digest"] = digest
-        self._append(records, now, [StateWrite("meta:credentials_rev", applied)])
+        self._append_or_retry(records, now, [StateWrite("meta:credentials_rev", applied)])
         if self.mqtt is not None:
             self.mqtt.info_changed()  # the retained info carries the credential-set version and digest
 
@@ -355,7 +377,7 @@ class Gateway:
             self.devices_seen.add(event.device)
             self.metrics.devices_online.labels(event.device).set(1)
             kind = "board.online" if event.device in self.board_settings else "reader.online"
-            self._append([{"kind": kind, **self._device_field(event.device)}], event.at)
+            self._append_or_retry([{"kind": kind, **self._device_field(event.device)}], event.at, [])
         elif isinstance(event, DeviceOffline):
             self.devices_seen.add(event.device)
             self.metrics.devices_online.labels(event.device).set(0)
@@ -366,27 +388,23 @@ class Gateway:
                     if locker.board == event.device:
                         self._locker_changed(locker.id)
             kind = "board.offline" if is_board else "reader.offline"
-            self._append([{"kind": kind, "reason": event.reason, **self._device_field(event.device)}], event.at)
+            record = {"kind": kind, "reason": event.reason, **self._device_field(event.device)}
+            self._append_or_retry([record], event.at, [])
         elif isinstance(event, ReaderFault):
-            self._append(
-                [
-                    {
-                        "kind": "reader.fault",
-                        "reader": event.device,
-                        "reason": "bad_frames",
-                        "bad_frames": event.bad_frames,
-                    }
-                ],
-                event.at,
-            )
+            fault = {
+                "kind": "reader.fault",
+                "reader": event.device,
+                "reason": "bad_frames",
+                "bad_frames": event.bad_frames,
+            }
+            self._append_or_retry([fault], event.at, [])
 
     def _device_field(self, device: str) -> dict[str, str]:
         return {"board": device} if device in self.board_settings else {"reader": device}
 
     def _journal_door_records(self, records: list[dict[str, Any]], at: datetime) -> None:
-        if not records:
-            return
-        self._append(records, at)
+        if records:
+            self._append_or_retry(records, at, [])
 
     # ---- retained locker state -----------------------------------------------------------------
 
@@ -439,6 +457,9 @@ class Gateway:
                 last_watchdog = time.monotonic()
 
     def _periodic_checks(self, now: datetime) -> None:
+        if self._retries:
+            with contextlib.suppress(Exception):  # the failure was logged when the records were queued
+                self._flush_retries()
         self._journal_door_records(self.doors.tick(now), now)
         if self.store.rev != self.credentials.rev and (self._follower is None or self._follower.done()):
             self._follower = asyncio.get_running_loop().create_task(self.catch_up_credentials(), name="store changes")
