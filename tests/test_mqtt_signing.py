@@ -141,7 +141,7 @@ async def test_unsigned_stale_or_replayed_door_openings_are_refused_over_mqtt(
         unsigned = await capture.request(BASE, "lockers/open", opening)
         assert unsigned["status"] == "error" and "unsigned request" in unsigned["error"]
 
-        signed = sign({**opening, "transaction": "t-1"}, KEY, command="lockers/open")
+        signed = sign({**opening, "transaction": "t-1"}, KEY, topic=f"{BASE}/request/lockers/open")
         await capture.publish(f"{BASE}/request/lockers/open", signed)
         first = await capture.wait_for(
             lambda m: m.topic.endswith("/response/lockers/open") and m.json()["transaction"] == "t-1"
@@ -153,14 +153,19 @@ async def test_unsigned_stale_or_replayed_door_openings_are_refused_over_mqtt(
         )
         assert replies[1].json()["status"] == "error" and "replayed" in replies[1].json()["error"]
 
-        stale = sign({**opening, "transaction": "t-2"}, KEY, issued_at=int(time.time()) - 120, command="lockers/open")
+        stale = sign(
+            {**opening, "transaction": "t-2"},
+            KEY,
+            issued_at=int(time.time()) - 120,
+            topic=f"{BASE}/request/lockers/open",
+        )
         await capture.publish(f"{BASE}/request/lockers/open", stale)
         reply = await capture.wait_for(
             lambda m: m.topic.endswith("/response/lockers/open") and m.json()["transaction"] == "t-2"
         )
         assert reply.json()["status"] == "error" and "stale request" in reply.json()["error"]
 
-        forged = {**sign({**opening, "transaction": "t-3"}, b"another key", command="lockers/open")}
+        forged = {**sign({**opening, "transaction": "t-3"}, b"another key", topic=f"{BASE}/request/lockers/open")}
         await capture.publish(f"{BASE}/request/lockers/open", forged)
         reply = await capture.wait_for(
             lambda m: m.topic.endswith("/response/lockers/open") and m.json()["transaction"] == "t-3"
@@ -168,7 +173,7 @@ async def test_unsigned_stale_or_replayed_door_openings_are_refused_over_mqtt(
         assert "bad signature" in reply.json()["error"]
 
         # Signed for another command (here lockers/release, same arguments): refused as lockers/open.
-        elsewhere = sign({"locker": "A-02", "transaction": "t-4"}, KEY, command="lockers/release")
+        elsewhere = sign({"locker": "A-02", "transaction": "t-4"}, KEY, topic=f"{BASE}/request/lockers/release")
         await capture.publish(f"{BASE}/request/lockers/open", {**elsewhere, "operator": "op-1", "reason": "x"})
         reply = await capture.wait_for(
             lambda m: m.topic.endswith("/response/lockers/open") and m.json()["transaction"] == "t-4"
@@ -189,26 +194,28 @@ async def test_unsigned_stale_or_replayed_door_openings_are_refused_over_mqtt(
     assert len(refusals) == 5 and any("replayed" in line for line in refusals)
 
 
-def test_a_request_signed_for_one_command_is_refused_as_another() -> None:
+def test_a_request_signed_for_one_command_or_gateway_is_refused_as_another() -> None:
     clock = Clock()
     check = RequestVerifier(KEY, clock=clock)
-    request = sign({"id": "C-1", "by": "hr"}, KEY, issued_at=int(clock.now), command="credentials/remove")
+    request = sign({"id": "C-1", "by": "hr"}, KEY, issued_at=int(clock.now), topic="x/request/credentials/remove")
     with pytest.raises(SignatureError, match="bad signature"):
-        check.verify(request, "credentials/replace")
-    check.verify(request, "credentials/remove")
+        check.verify(request, "x/request/credentials/replace")
+    with pytest.raises(SignatureError, match="bad signature"):
+        check.verify(request, "y/request/credentials/remove")  # another gateway's topic
+    check.verify(request, "x/request/credentials/remove")
 
 
 def test_requests_issued_before_a_restart_are_refused() -> None:
     clock = Clock()
-    captured = sign({"locker": "A-01"}, KEY, issued_at=int(clock.now) - 10, command="lockers/open")
+    captured = sign({"locker": "A-01"}, KEY, issued_at=int(clock.now) - 10, topic="x/request/lockers/open")
     restarted = RequestVerifier(KEY, clock=clock)  # nonces from the previous run are gone
     with pytest.raises(SignatureError, match="before the gateway"):
-        restarted.verify(captured, "lockers/open")
+        restarted.verify(captured, "x/request/lockers/open")
 
 
 def test_a_non_finite_issued_at_is_refused() -> None:
     clock = Clock()
     check = RequestVerifier(KEY, clock=clock)
-    request = sign({"locker": "A-01"}, KEY, issued_at=float("nan"), command="lockers/open")
+    request = sign({"locker": "A-01"}, KEY, issued_at=float("nan"), topic="x/request/lockers/open")
     with pytest.raises(SignatureError, match="finite"):
-        check.verify(request, "lockers/open")
+        check.verify(request, "x/request/lockers/open")

@@ -354,7 +354,7 @@ class RequestHandler:
                 raise _Refused(f"unknown command {command!r} (one of: {', '.join(self._commands)})")
             if self._verifier is not None and command in SIGNED_COMMANDS:
                 try:
-                    self._verifier.verify(request, command)
+                    self._verifier.verify(request, self.topics.request(command))
                 except SignatureError as exc:
                     log.warning("refused %s request: %s", command, exc)
                     raise _Refused(str(exc)) from None

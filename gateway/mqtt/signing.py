@@ -61,20 +61,21 @@ def sign(
     *,
     issued_at: float | str | None = None,
     nonce: str | None = None,
-    command: str | None = None,
+    topic: str | None = None,
 ) -> dict[str, Any]:
     """A copy of `request` with issued_at (integer epoch seconds by default), nonce and hmac added.
 
-    `command` (e.g. "lockers/open", the topic after `request/`) is covered by the signature but not
-    added to the payload: a request signed for one command is refused as any other."""
+    `topic` (the request topic it is published to, e.g. "lockers/north-school/gw-01/request/lockers/open")
+    is covered by the signature but not added to the payload: a request signed for one command, or for
+    one gateway, is refused as any other."""
     body = {k: v for k, v in request.items() if k != "hmac"}
     body["issued_at"] = int(time.time()) if issued_at is None else issued_at
     body["nonce"] = nonce or secrets.token_hex(16)
-    return {**body, "hmac": signature(_signed_content(body, command), key)}
+    return {**body, "hmac": signature(_signed_content(body, topic), key)}
 
 
-def _signed_content(body: dict[str, Any], command: str | None) -> dict[str, Any]:
-    return body if command is None else {**body, "command": command}
+def _signed_content(body: dict[str, Any], topic: str | None) -> dict[str, Any]:
+    return body if topic is None else {**body, "topic": topic}
 
 
 def issued_at_seconds(value: Any) -> float:
@@ -111,9 +112,9 @@ class RequestVerifier:
         # replayed after a restart: such requests are refused (with a second's grace for rounding).
         self._started = clock()
 
-    def verify(self, request: dict[str, Any], command: str | None = None) -> None:
-        """Raise SignatureError unless `request` is signed with the key (for `command`), fresh and not
-        seen before."""
+    def verify(self, request: dict[str, Any], topic: str | None = None) -> None:
+        """Raise SignatureError unless `request` is signed with the key (for the request `topic` it
+        arrived on), fresh and not seen before."""
         missing = [name for name in SIGNATURE_FIELDS if name not in request]
         if missing:
             raise SignatureError(f"unsigned request: missing {', '.join(missing)} (signing is required)")
@@ -124,7 +125,7 @@ class RequestVerifier:
             raise SignatureError(f"nonce: must be a non-empty string of at most {NONCE_MAX_LEN} characters")
         issued = issued_at_seconds(request["issued_at"])
         body = {k: v for k, v in request.items() if k != "hmac"}
-        if not hmac.compare_digest(signature(_signed_content(body, command), self._key), mac.lower()):
+        if not hmac.compare_digest(signature(_signed_content(body, topic), self._key), mac.lower()):
             raise SignatureError("bad signature (hmac does not match the request)")
         now = self._clock()
         skew = now - issued
