@@ -150,16 +150,6 @@ def parse_credential_fields(raw: Mapping[str, Any], zone: tzinfo) -> CredentialF
     )
 
 
-def parse_instant(value: Any, zone: tzinfo, field: str, *, end_of_day: bool = False) -> datetime | None:
-    """An ISO date or date-time (or a datetime) as an aware UTC datetime; None when not given.
-
-    `end_of_day` makes a date-only value mean the end of that day (used for `valid_until`).
-    """
-    if _absent(value):
-        return None
-    return _instant(value, zone, field, end_of_day=end_of_day)
-
-
 def _absent(value: Any) -> bool:
     return value is None or (value.__class__ is str and not value.strip())
 

@@ -16,6 +16,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from gateway.config import Settings, load_config
 from gateway.control import ControlServer
 from gateway.credential_cache import CredentialCache
 from gateway.doors import DoorMonitor
-from gateway.events import uuid7
+from gateway.events import format_ts, uuid7
 from gateway.journal import Journal, StateWrite
 from gateway.metrics import Metrics
 from gateway.model import KeypadEntry, Locker, LockerMode, Service, Tap
@@ -409,8 +410,6 @@ class Gateway:
     # ---- retained locker state -----------------------------------------------------------------
 
     def locker_payload(self, locker_id: str) -> dict[str, Any]:
-        from gateway.events import format_ts
-
         locker = self.lockers[locker_id]
         return {
             "door": self.doors.door(locker_id),
@@ -709,8 +708,6 @@ class Gateway:
 
 
 def _with(locker: Locker, **changes: Any) -> Locker:
-    from dataclasses import replace
-
     return replace(locker, **changes)
 
 

@@ -70,10 +70,6 @@ def format_ts(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
 
 
-def parse_ts(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 def verify_chain(envelopes: list[dict[str, Any]], prev_hash: str = GENESIS_HASH) -> str | None:
     """Check hashes and links of consecutive envelopes; return a description of the first fault or None."""
     expected_seq: int | None = None

@@ -19,9 +19,6 @@ class Role(StrEnum):
     EMERGENCY = "emergency"
 
 
-MASTER_ROLES = frozenset({Role.SECTION_MASTER, Role.DEPARTMENT_MASTER, Role.SITE_MASTER})
-
-
 class Status(StrEnum):
     ACTIVE = "active"
     SUSPENDED = "suspended"
