@@ -60,6 +60,13 @@ Index("events_by_kind_ts", events.c.kind, events.c.ts)
 Index("events_by_locker_ts", events.c.site, events.c.locker, events.c.ts)
 Index("events_by_holder_ts", events.c.holder, events.c.ts)
 Index("events_by_credential_ts", events.c.credential_id, events.c.ts)
+#: The overrides report (master, emergency and remote openings) reads only these few rows.
+Index(
+    "events_overrides_ts",
+    events.c.ts,
+    postgresql_where=events.c.override.is_(True),
+    sqlite_where=events.c.override.is_(True),
+)
 
 #: One row per stored (site, gateway, seq): the idempotency key and what verification walks.
 #: `hash_ok` says whether `hash` recomputes from the stored envelope (SPEC §7).

@@ -8,14 +8,34 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import aiomqtt
 
-from gateway.config import MqttSection, read_secret
+from gateway.config import read_secret
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 CONNECT_TIMEOUT_S = 3.0
+
+
+class BrokerSettings(Protocol):
+    """What a connection needs of an [mqtt] section: the gateway's, or central's (which has no will)."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def password_file(self) -> str: ...
+    @property
+    def ca_file(self) -> str: ...
+    @property
+    def cert_file(self) -> str: ...
+    @property
+    def key_file(self) -> str: ...
+    @property
+    def keepalive(self) -> int: ...
 
 
 class LinkError(ValueError):
@@ -50,7 +70,7 @@ def parse_url(url: str) -> BrokerAddress:
     return BrokerAddress(parts.hostname, port or DEFAULT_PORTS[parts.scheme], parts.scheme == "mqtts")
 
 
-def password(section: MqttSection) -> str | None:
+def password(section: BrokerSettings) -> str | None:
     if not section.password_file:
         return None
     try:
@@ -59,7 +79,7 @@ def password(section: MqttSection) -> str | None:
         raise LinkError(f"mqtt.password_file: cannot read {section.password_file}: {exc.strerror}") from None
 
 
-def tls_context(section: MqttSection) -> ssl.SSLContext:
+def tls_context(section: BrokerSettings) -> ssl.SSLContext:
     """Verify the broker against `ca_file` (else the system store); present `cert_file`/`key_file` if set."""
     try:
         context = ssl.create_default_context(cafile=section.ca_file or None)
@@ -71,7 +91,7 @@ def tls_context(section: MqttSection) -> ssl.SSLContext:
 
 
 def make_client(
-    section: MqttSection,
+    section: BrokerSettings,
     *,
     identifier: str,
     will: aiomqtt.Will | None = None,
@@ -101,7 +121,7 @@ def make_client(
     return client
 
 
-def check(section: MqttSection) -> None:
+def check(section: BrokerSettings) -> None:
     """Raise LinkError now if these settings could never connect (bad URL, unreadable secrets or TLS files)."""
     address = parse_url(section.url)
     password(section)

@@ -1,0 +1,18 @@
+"""`GET /api/gateways`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from central.api.deps import Db, Viewer
+from central.services.gateways import list_gateways
+from central.services.models import GatewayList
+
+router = APIRouter(tags=["gateways"])
+
+
+@router.get("/api/gateways", response_model=GatewayList, summary="Every gateway, its state and its chain")
+def gateways(connection: Db, _token: Viewer, site: Annotated[str | None, Query(max_length=128)] = None) -> GatewayList:
+    return GatewayList(gateways=list_gateways(connection, site))
