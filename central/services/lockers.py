@@ -55,7 +55,9 @@ def _with_holders(site: str | None) -> Select[tuple[object, ...]]:
     current = select(lockers, latest_seq.label("holding_seq"))
     if site is not None:
         current = current.where(lockers.c.site == site)
-    now = current.subquery("now")
+    # Materialised, so that PostgreSQL runs the per-locker lookup once per locker rather than once per
+    # partition of `events` it joins the result against.
+    now = current.cte("now").prefix_with("MATERIALIZED", dialect="postgresql")
     held = events.alias("held")
     return (
         select(now, held.c.kind, held.c.holder, held.c.credential_id, held.c.ts.label("held_since"))

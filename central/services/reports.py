@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, or_, select
+from sqlalchemy import Connection, case, func, select
 
-from central.schema import events, gateways
+from central.schema import KEY_STILL_OUT, events, gateways
 from central.services.lockers import holdings
 from central.services.models import Report
 from central.services.times import iso, utc
@@ -74,12 +74,7 @@ def unreturned(connection: Connection, site: str | None, since: datetime | None,
             func.max(events.c.ts).label("last_seen"),
             func.count().label("times"),
         )
-        .where(
-            or_(
-                events.c.kind == "credential.lost_presented",
-                and_(events.c.kind == "access.denied", events.c.reason == "expired"),
-            )
-        )
+        .where(KEY_STILL_OUT)
         .group_by(events.c.site, events.c.credential_id, status)
         .order_by(events.c.site, func.max(events.c.holder), events.c.credential_id)
     )
