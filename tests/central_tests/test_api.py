@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, create_engine, func, insert, select
 
+from central.api.app import create_app
 from central.context import GatewayUnavailable
-from central.schema import alerts, audit_log
+from central.schema import alerts, audit_log, workers
 from central.tokens import revoke_token
 from central_tests.api_kit import (
     T0,
     FakeGateways,
     bearer,
     card,
+    context_for,
     envelopes,
     store_alert,
     store_events,
@@ -123,10 +125,39 @@ def test_a_viewer_reads_but_cannot_acknowledge_or_open_and_nothing_changes(
 # ---- healthz, gateways --------------------------------------------------------------------------
 
 
-def test_healthz_needs_no_token_and_says_what_works(client: TestClient) -> None:
+def test_healthz_needs_no_token_and_says_what_works(client: TestClient, engine: Engine) -> None:
     answer = client.get("/healthz")
     assert answer.status_code == 200
     assert answer.json() == {"status": "ok", "database": "ok", "mqtt": "connected", "workers": 0}
+    now = datetime.now(UTC)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(workers),
+            [
+                {"id": "central-1", "client_id": "c1", "started_at": now, "heartbeat_at": now, "stopped_at": None},
+                {
+                    "id": "central-2",
+                    "client_id": "c2",
+                    "started_at": now,
+                    "heartbeat_at": now - timedelta(hours=1),
+                    "stopped_at": None,
+                },
+                {"id": "central-3", "client_id": "c3", "started_at": now, "heartbeat_at": now, "stopped_at": now},
+            ],
+        )
+    assert client.get("/healthz").json()["workers"] == 1  # the stale and the stopped one do not count
+
+
+def test_healthz_is_degraded_without_mqtt_or_database(engine: Engine) -> None:
+    with TestClient(create_app(context_for(engine, connected=False))) as client:
+        assert client.get("/healthz").json() == {
+            "status": "degraded", "database": "ok", "mqtt": "disconnected", "workers": 0,
+        }  # fmt: skip
+    broken = create_engine("sqlite:////nonexistent/folder/central.db")
+    with TestClient(create_app(context_for(broken))) as client:
+        answer = client.get("/healthz")
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "degraded", "database": "error", "mqtt": "connected", "workers": 0}
 
 
 def test_gateways_show_state_chain_and_the_missing_ranges(
