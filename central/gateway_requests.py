@@ -26,7 +26,7 @@ from paho.mqtt.properties import Properties
 
 from central.config import CentralSettings
 from central.context import GatewayTimeout, GatewayUnavailable
-from gateway.mqtt.link import LinkError, make_client
+from gateway.mqtt.link import CONNECT_TIMEOUT_S, LinkError, parse_url, password, tls_context
 from gateway.mqtt.signing import sign
 from gateway.mqtt.topics import Topics
 
@@ -114,7 +114,7 @@ class GatewayRequestLink:
         delay = RECONNECT_MIN_S
         while True:
             try:
-                client = make_client(self._settings.mqtt, identifier=self.client_id)
+                client = self._client_for_broker()
                 async with client:
                     await client.subscribe(f"{self._prefix}/+/+/response/central/{self.client_id}", qos=1)
                     self._client = client
@@ -133,6 +133,23 @@ class GatewayRequestLink:
             self._fail_pending("the broker connection was lost before the gateway answered")
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
+
+    def _client_for_broker(self) -> aiomqtt.Client:
+        """A fresh MQTT 5 client for `[mqtt]` (clean session: answers are not worth keeping across a restart)."""
+        section = self._settings.mqtt
+        address = parse_url(section.url)
+        client = aiomqtt.Client(
+            address.host,
+            address.port,
+            username=section.username or None,
+            password=password(section),
+            identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            keepalive=section.keepalive,
+            tls_context=tls_context(section) if address.tls else None,
+        )
+        client._client.connect_timeout = CONNECT_TIMEOUT_S
+        return client
 
     def _answer(self, message: aiomqtt.Message) -> None:
         raw = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()

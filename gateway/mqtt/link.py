@@ -13,19 +13,19 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
-from gateway.config import read_secret
+from gateway.config import MqttSection, read_secret
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 CONNECT_TIMEOUT_S = 3.0
 
 
-class BrokerSettings(Protocol):
-    """What a connection needs of an [mqtt] section: the gateway's, or central's (which has no will)."""
+class LinkError(ValueError):
+    """The [mqtt] settings cannot describe a connection (bad URL, unreadable secret file)."""
 
-    @property
-    def url(self) -> str: ...
-    @property
-    def username(self) -> str: ...
+
+class BrokerSecrets(Protocol):
+    """The [mqtt] keys `password` and `tls_context` read: the gateway's and central's sections both have them."""
+
     @property
     def password_file(self) -> str: ...
     @property
@@ -34,12 +34,6 @@ class BrokerSettings(Protocol):
     def cert_file(self) -> str: ...
     @property
     def key_file(self) -> str: ...
-    @property
-    def keepalive(self) -> int: ...
-
-
-class LinkError(ValueError):
-    """The [mqtt] settings cannot describe a connection (bad URL, unreadable secret file)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +64,7 @@ def parse_url(url: str) -> BrokerAddress:
     return BrokerAddress(parts.hostname, port or DEFAULT_PORTS[parts.scheme], parts.scheme == "mqtts")
 
 
-def password(section: BrokerSettings) -> str | None:
+def password(section: BrokerSecrets) -> str | None:
     if not section.password_file:
         return None
     try:
@@ -79,7 +73,7 @@ def password(section: BrokerSettings) -> str | None:
         raise LinkError(f"mqtt.password_file: cannot read {section.password_file}: {exc.strerror}") from None
 
 
-def tls_context(section: BrokerSettings) -> ssl.SSLContext:
+def tls_context(section: BrokerSecrets) -> ssl.SSLContext:
     """Verify the broker against `ca_file` (else the system store); present `cert_file`/`key_file` if set."""
     try:
         context = ssl.create_default_context(cafile=section.ca_file or None)
@@ -91,7 +85,7 @@ def tls_context(section: BrokerSettings) -> ssl.SSLContext:
 
 
 def make_client(
-    section: BrokerSettings,
+    section: MqttSection,
     *,
     identifier: str,
     will: aiomqtt.Will | None = None,
@@ -121,7 +115,7 @@ def make_client(
     return client
 
 
-def check(section: BrokerSettings) -> None:
+def check(section: MqttSection) -> None:
     """Raise LinkError now if these settings could never connect (bad URL, unreadable secrets or TLS files)."""
     address = parse_url(section.url)
     password(section)
