@@ -79,7 +79,11 @@ class GatewayRequestLink:
     async def request(
         self, site: str, gateway: str, command: str, body: dict[str, Any], *, timeout_s: float = 10.0
     ) -> dict[str, Any]:
-        key = self._settings.signing.key_for(site)
+        try:
+            key = self._settings.signing.key_for(site)
+        except OSError as exc:
+            path = self._settings.signing.key_file_for(site)
+            raise ValueError(f"cannot read the signing key for site {site!r} ({path}): {exc.strerror}") from None
         if key is None:
             raise ValueError(f"no signing key for site {site!r}: set [signing] hmac_key_file in central.toml")
         client = self._client

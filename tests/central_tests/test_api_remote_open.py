@@ -150,7 +150,7 @@ async def test_a_request_signed_with_the_wrong_key_is_refused_by_the_gateway(
         assert gw.find("access.granted", locker="B-02") is None and not site.door_open("B-02")
 
 
-async def test_no_answer_is_a_timeout_and_no_key_is_refused_before_sending(
+async def test_no_answer_is_a_timeout_and_no_usable_key_is_refused_before_sending(
     sqlite_url: str, broker: Mosquitto, tmp_path: Path
 ) -> None:
     (tmp_path / "site.key").write_text("k\n")
@@ -163,4 +163,8 @@ async def test_no_answer_is_a_timeout_and_no_key_is_refused_before_sending(
     async with GatewayRequestLink(unsigned) as link:
         assert await link.wait_connected(10)
         with pytest.raises(ValueError, match="no signing key for site 'test-site'"):
+            await link.request(SITE, GATEWAY, "lockers/open", {}, timeout_s=0.5)
+    unreadable = central_settings(sqlite_url, broker, tmp_path / "missing.key")
+    async with GatewayRequestLink(unreadable) as link:
+        with pytest.raises(ValueError, match=r"cannot read the signing key for site 'test-site' \(.*missing.key\)"):
             await link.request(SITE, GATEWAY, "lockers/open", {}, timeout_s=0.5)
