@@ -56,7 +56,7 @@ class Position:
             if not (isinstance(site, str) and isinstance(gateway, str) and type(seq) is int):
                 raise ValueError
             return cls(utc(datetime.fromisoformat(ts)), site, gateway, seq)
-        except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
             raise BadInput("cursor", "not a cursor this API returned (pass back the value of 'cursor' as is)") from None
 
 

@@ -3,11 +3,35 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import unicodedata
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 AlertState = Literal["open", "acknowledged", "resolved"]
+
+
+def no_control_characters(value: str) -> str:
+    """Stored text (names, reasons) never carries control characters: they would garble a terminal or a
+    CSV cell, and PostgreSQL's text cannot hold a NUL at all."""
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _instant(value: datetime) -> datetime:
+    """An aware UTC datetime (a time without an offset is taken as UTC); one that UTC cannot hold is refused."""
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range once converted to UTC") from None
+
+
+#: Text a person typed: a name, an id, a reason.
+PlainText = Annotated[str, AfterValidator(no_control_characters)]
+#: A point in time given to the API (ISO 8601).
+Instant = Annotated[datetime, AfterValidator(_instant)]
 ChainState = Literal["ok", "gap", "broken"]
 
 
@@ -68,8 +92,8 @@ class AlertList(BaseModel):
 
 
 class Authorizer(BaseModel):
-    id: str = Field(min_length=1, max_length=128)
-    holder: str | None = Field(default=None, min_length=1, max_length=128)
+    id: PlainText = Field(min_length=1, max_length=128)
+    holder: PlainText | None = Field(default=None, min_length=1, max_length=128)
 
 
 class OpenResult(BaseModel):

@@ -234,6 +234,48 @@ def test_bad_event_queries_are_400_naming_the_field(
     assert (answer.status_code, answer.json()) == (400, {"error": message})
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body", "message"),
+    [
+        ("GET", "/api/events?site=%00", None, "site: must not contain control characters"),
+        ("GET", "/api/events?holder=amira%1b%5b2J", None, "holder: must not contain control characters"),
+        ("GET", "/api/gateways?site=a%00", None, "site: must not contain control characters"),
+        ("GET", "/api/lockers?site=a%00", None, "site: must not contain control characters"),
+        ("GET", "/api/alerts?kind=%00", None, "kind: must not contain control characters"),
+        ("GET", "/api/reports/lost?site=%00", None, "site: must not contain control characters"),
+        ("GET", "/api/events?since=0001-01-01T00:00:00%2B23:59", None, "since: out of range once converted to UTC"),
+        ("GET", "/api/reports/overrides?until=9999-12-31T23:59:59-23:59", None,
+         "until: out of range once converted to UTC"),
+        ("GET", "/api/events?cursor=WyIwMDAxLTAxLTAxVDAwOjAwOjAwKzIzOjU5IiwiYSIsImIiLDFd", None,
+         "cursor: not a cursor this API returned (pass back the value of 'cursor' as is)"),
+        ("POST", f"/api/sites/{SITE}/lockers/A%00/open", {"operator": "d", "reason": "r"},
+         "locker: must not contain control characters"),
+        ("POST", f"/api/sites/{SITE}/lockers/A-01/open", {"operator": "d\x00", "reason": "r"},
+         "operator: must not contain control characters"),
+        ("POST", f"/api/sites/{SITE}/lockers/A-01/open",
+         {"operator": "d", "reason": "r", "authorizers": [{"id": "\x07"}]},
+         "authorizers[0].id: must not contain control characters"),
+        ("POST", "/api/alerts/{id}/ack", {"by": "amira\x00"}, "by: must not contain control characters"),
+    ],
+)  # fmt: skip
+def test_control_characters_and_impossible_times_are_refused_everywhere(
+    client: TestClient,
+    engine: Engine,
+    token: dict[str, str],
+    gateways_fake: FakeGateways,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    message: str,
+) -> None:
+    """PostgreSQL's text cannot hold a NUL, and UTC cannot hold year 1 at +23:59: both are 400, never 500."""
+    an_estate(engine)
+    alert = store_alert(engine, SITE, "gw-01", "door.left_open")
+    answer = client.request(method, path.replace("{id}", str(alert)), json=body, headers=bearer(token["operator"]))
+    assert (answer.status_code, answer.json()) == (400, {"error": message})
+    assert gateways_fake.sent == [] and count(engine, audit_log) == 0
+
+
 # ---- lockers ------------------------------------------------------------------------------------
 
 

@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from central.api.deps import Db, Operator, Viewer, actor
 from central.api.errors import ErrorBody
+from central.api.params import NameQuery
 from central.services import alerts as service
-from central.services.models import Alert, AlertList, AlertState
+from central.services.models import Alert, AlertList, AlertState, PlainText
 
 router = APIRouter(tags=["alerts"])
 
@@ -19,7 +20,7 @@ router = APIRouter(tags=["alerts"])
 class Acknowledgement(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    by: str = Field(min_length=1, max_length=128, description="the person acknowledging")
+    by: PlainText = Field(min_length=1, max_length=128, description="the person acknowledging")
 
 
 @router.get("/api/alerts", response_model=AlertList, summary="Alerts, newest first")
@@ -27,8 +28,8 @@ def alerts(
     connection: Db,
     _token: Viewer,
     state: AlertState | None = None,
-    kind: Annotated[str | None, Query(max_length=64)] = None,
-    site: Annotated[str | None, Query(max_length=128)] = None,
+    kind: NameQuery = None,
+    site: NameQuery = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_LIMIT)] = service.MAX_LIMIT,
 ) -> AlertList:
     return AlertList(alerts=service.list_alerts(connection, state=state, kind=kind, site=site, limit=limit))

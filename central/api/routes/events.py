@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from central.api.deps import Db, Viewer
+from central.api.params import NameQuery, SinceQuery, UntilQuery
 from central.services.events import DEFAULT_LIMIT, MAX_LIMIT, EventFilter, query_events
 from central.services.models import EventPage
 
 router = APIRouter(tags=["events"])
-Name = Annotated[str | None, Query(min_length=1, max_length=128)]
 
 
 @router.get("/api/events", response_model=EventPage, summary="Stored events, oldest first")
 def events(
     connection: Db,
     _token: Viewer,
-    site: Name = None,
-    gateway: Name = None,
-    kind: Name = None,
-    locker: Name = None,
-    holder: Name = None,
-    since: Annotated[datetime | None, Query(description="ISO 8601; inclusive")] = None,
-    until: Annotated[datetime | None, Query(description="ISO 8601; exclusive")] = None,
+    site: NameQuery = None,
+    gateway: NameQuery = None,
+    kind: NameQuery = None,
+    locker: NameQuery = None,
+    holder: NameQuery = None,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> EventPage:

@@ -2,33 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from central.api.deps import Context, Db, Operator, Viewer, actor
 from central.api.errors import ErrorBody
+from central.api.params import NamePath, NameQuery
 from central.services.lockers import list_lockers
-from central.services.models import Authorizer, LockerList, OpenResult
+from central.services.models import Authorizer, LockerList, OpenResult, PlainText
 from central.services.remote_open import open_locker
 
 router = APIRouter(tags=["lockers"])
-PathName = Annotated[str, Path(min_length=1, max_length=128)]
 
 
 class OpenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    operator: str = Field(min_length=1, max_length=128, description="the person opening it")
-    reason: str = Field(min_length=1, max_length=1024)
+    operator: PlainText = Field(min_length=1, max_length=128, description="the person opening it")
+    reason: PlainText = Field(min_length=1, max_length=1024)
     authorizers: list[Authorizer] = Field(
         default_factory=list, max_length=16, description="two distinct people for an assigned or occupied locker"
     )
 
 
 @router.get("/api/lockers", response_model=LockerList, summary="Every locker now")
-def lockers(connection: Db, _token: Viewer, site: Annotated[str | None, Query(max_length=128)] = None) -> LockerList:
+def lockers(connection: Db, _token: Viewer, site: NameQuery = None) -> LockerList:
     return LockerList(lockers=list_lockers(connection, site))
 
 
@@ -43,7 +41,7 @@ def lockers(connection: Db, _token: Viewer, site: Annotated[str | None, Query(ma
         504: {"model": ErrorBody, "description": "the gateway did not answer in time"},
     },
 )
-async def open_(context: Context, token: Operator, site: PathName, locker: PathName, body: OpenRequest) -> OpenResult:
+async def open_(context: Context, token: Operator, site: NamePath, locker: NamePath, body: OpenRequest) -> OpenResult:
     return await open_locker(
         context,
         site,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import Response
 
 from central.api.deps import Db, Viewer
+from central.api.params import NameQuery, SinceQuery, UntilQuery
 from central.services.csv_cells import csv_text
 from central.services.models import Report
 from central.services.reports import run_report
@@ -27,9 +27,9 @@ def report(
     connection: Db,
     _token: Viewer,
     name: ReportName,
-    site: Annotated[str | None, Query(max_length=128)] = None,
-    since: Annotated[datetime | None, Query(description="events from (inclusive); event-based reports")] = None,
-    until: Annotated[datetime | None, Query(description="events before (exclusive); event-based reports")] = None,
+    site: NameQuery = None,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
     format: Literal["json", "csv"] = "json",
 ) -> Report | Response:
     result = run_report(connection, name, site=site, since=since, until=until)
