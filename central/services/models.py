@@ -111,6 +111,26 @@ class Report(BaseModel):
     note: str | None = None
 
 
+RoleName = Literal["viewer", "operator", "admin"]
+
+
+class ApiToken(BaseModel):
+    id: int
+    name: str
+    role: RoleName
+    created_at: str
+    last_used_at: str | None
+    revoked_at: str | None
+
+
+class NewApiToken(ApiToken):
+    token: str = Field(description="the bearer token: shown only in this answer, stored only as a hash")
+
+
+class ApiTokenList(BaseModel):
+    tokens: list[ApiToken]
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     database: Literal["ok", "error"]

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, create_engine, func, insert, select
 
 from central.api.app import create_app
 from central.context import GatewayUnavailable
-from central.schema import alerts, audit_log, workers
+from central.schema import alerts, api_tokens, audit_log, workers
 from central.tokens import revoke_token
 from central_tests.api_kit import (
     T0,
@@ -40,6 +40,9 @@ GUARDED: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", "/api/alerts/1/ack", {"by": "amira"}),
     ("POST", f"/api/sites/{SITE}/lockers/A-01/open", {"operator": "desk", "reason": "test"}),
     ("GET", "/api/reports/holders", None),
+    ("GET", "/api/tokens", None),
+    ("POST", "/api/tokens", {"name": "x", "role": "viewer"}),
+    ("POST", "/api/tokens/1/revoke", None),
     ("GET", "/metrics", None),
 ]
 
@@ -423,6 +426,54 @@ def test_a_remote_open_that_cannot_be_done_says_why(
     assert (response.status_code, response.json()) == (status, {"error": message})
     # Whatever reached the gateway path is in the audit log; what never got that far is not.
     assert count(engine, audit_log) == (1 if status in (409, 504) or fault is not None else 0)
+
+
+# ---- tokens -------------------------------------------------------------------------------------
+
+
+def test_an_admin_makes_lists_and_revokes_tokens_and_no_one_else_can(
+    client: TestClient, engine: Engine, token: dict[str, str]
+) -> None:
+    for role in ("viewer", "operator"):
+        for method, path, body in (
+            ("GET", "/api/tokens", None),
+            ("POST", "/api/tokens", {"name": "x", "role": "admin"}),
+            ("POST", "/api/tokens/1/revoke", None),
+        ):
+            answer = client.request(method, path, json=body, headers=bearer(token[role]))
+            assert answer.status_code == 403, (role, path)
+            assert answer.json()["error"] == f"this needs the admin role; token 'test {role}' is {role}"
+    assert count(engine, api_tokens) == 3 and count(engine, audit_log) == 0
+
+    admin = bearer(token["admin"])
+    made = client.post("/api/tokens", json={"name": "wallboard", "role": "viewer"}, headers=admin)
+    assert made.status_code == 201
+    new = made.json()
+    assert (new["name"], new["role"], new["revoked_at"]) == ("wallboard", "viewer", None)
+    assert client.get("/api/lockers", headers=bearer(new["token"])).status_code == 200
+    listed = client.get("/api/tokens", headers=admin).json()["tokens"]
+    assert [t["name"] for t in listed] == ["test viewer", "test operator", "test admin", "wallboard"]
+    assert all("token" not in t for t in listed)
+
+    revoked = client.post(f"/api/tokens/{new['id']}/revoke", headers=admin)
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+    assert client.get("/api/lockers", headers=bearer(new["token"])).status_code == 401
+    again = client.post(f"/api/tokens/{new['id']}/revoke", headers=admin)
+    assert (again.status_code, again.json()) == (409, {"error": f"token {new['id']} is already revoked"})
+    missing = client.post("/api/tokens/999/revoke", headers=admin)
+    assert (missing.status_code, missing.json()) == (404, {"error": "no token 999"})
+    for body, message in (
+        ({"name": "x", "role": "root"}, "role: input should be 'viewer', 'operator' or 'admin'"),
+        ({"name": "", "role": "viewer"}, "name: string should have at least 1 character"),
+        ({"name": "a\x1b[2J", "role": "viewer"}, "name: must not contain control characters"),
+        ({"role": "viewer"}, "name: required"),
+    ):
+        refused = client.post("/api/tokens", json=body, headers=admin)
+        assert (refused.status_code, refused.json()) == (400, {"error": message})
+    assert count(engine, api_tokens) == 4
+    with engine.connect() as connection:
+        actions = [row.action for row in connection.execute(select(audit_log).order_by(audit_log.c.id))]
+    assert actions == ["token.create", "token.revoke"]
 
 
 # ---- reports, metrics, openapi ------------------------------------------------------------------
