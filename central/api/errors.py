@@ -1,18 +1,23 @@
 """Every error the API answers is `{"error": "one plain line"}`: bad input is 400 naming the field (never
-FastAPI's 422 list), then 401, 403, 404, 409, and 502/504 when a gateway cannot be reached."""
+FastAPI's 422 list), then 401, 403, 404, 409, 502/504 when a gateway cannot be reached, and 503 while
+the database cannot be reached."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
 from central.context import GatewayTimeout, GatewayUnavailable
 from central.services.errors import BadInput, Conflict, NotFound, ServiceError
+
+log = logging.getLogger("lockergw.central.api")
 
 
 class ErrorBody(BaseModel):
@@ -25,6 +30,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "no bearer token, or not a live one"},
     403: {"model": ErrorBody, "description": "the token's role may not do this"},
 }
+
+
+SERVICE_STATUS: dict[type[ServiceError], int] = {BadInput: 400, NotFound: 404, Conflict: 409}
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -70,11 +78,20 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service(request: Request, exc: ServiceError) -> JSONResponse:
-        status = 400 if isinstance(exc, BadInput) else 404 if isinstance(exc, NotFound) else 409
-        if not isinstance(exc, BadInput | NotFound | Conflict):
-            status = 400
+        status = next((code for kind, code in SERVICE_STATUS.items() if isinstance(exc, kind)), 400)
         return error(status, str(exc))
 
     @app.exception_handler(GatewayUnavailable)
     async def _unavailable(request: Request, exc: GatewayUnavailable) -> JSONResponse:
         return error(504 if isinstance(exc, GatewayTimeout) else 502, str(exc))
+
+    @app.exception_handler(OperationalError)
+    async def _database(request: Request, exc: OperationalError) -> JSONResponse:
+        """The database is down or unreachable (not a fault in a query: those stay 500s, with a traceback)."""
+        log.warning("%s %s: database unavailable: %s", request.method, request.url.path, _first_line(exc))
+        return error(503, "the database is not available; try again shortly")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

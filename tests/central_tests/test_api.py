@@ -151,7 +151,7 @@ def test_healthz_needs_no_token_and_says_what_works(client: TestClient, engine: 
     assert client.get("/healthz").json()["workers"] == 1  # the stale and the stopped one do not count
 
 
-def test_healthz_is_degraded_without_mqtt_or_database(engine: Engine) -> None:
+def test_healthz_is_degraded_without_mqtt_or_database_and_the_rest_is_503(engine: Engine) -> None:
     with TestClient(create_app(context_for(engine, connected=False))) as client:
         assert client.get("/healthz").json() == {
             "status": "degraded", "database": "ok", "mqtt": "disconnected", "workers": 0,
@@ -159,8 +159,11 @@ def test_healthz_is_degraded_without_mqtt_or_database(engine: Engine) -> None:
     broken = create_engine("sqlite:////nonexistent/folder/central.db")
     with TestClient(create_app(context_for(broken))) as client:
         answer = client.get("/healthz")
-    assert answer.status_code == 200
-    assert answer.json() == {"status": "degraded", "database": "error", "mqtt": "connected", "workers": 0}
+        assert answer.status_code == 200
+        assert answer.json() == {"status": "degraded", "database": "error", "mqtt": "connected", "workers": 0}
+        # Every other route says the database is away, plainly, and lets the caller retry.
+        down = client.get("/api/events", headers=bearer("lgwc_any"))
+        assert (down.status_code, down.json()) == (503, {"error": "the database is not available; try again shortly"})
 
 
 def test_gateways_show_state_chain_and_the_missing_ranges(
