@@ -42,7 +42,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             responses = operation.get("responses", {})
             responses.pop("422", None)
             if path == "/healthz":
-                for code in ("400", "401", "403"):
+                for code in ("400", "401", "403", "503"):
                     responses.pop(code, None)
     for name in ("HTTPValidationError", "ValidationError"):
         document.get("components", {}).get("schemas", {}).pop(name, None)

@@ -29,6 +29,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "bad input; the message names the field"},
     401: {"model": ErrorBody, "description": "no bearer token, or not a live one"},
     403: {"model": ErrorBody, "description": "the token's role may not do this"},
+    503: {"model": ErrorBody, "description": "the database cannot be reached"},
 }
 
 
