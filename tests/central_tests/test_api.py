@@ -220,6 +220,23 @@ def test_events_are_filtered_and_paged_in_order_to_the_last_one(
     assert query(kind="no.such.kind") == []
 
 
+def test_events_stored_while_paging_are_neither_skipped_nor_repeated(
+    client: TestClient, engine: Engine, token: dict[str, str]
+) -> None:
+    chain = envelopes(SITE, "gw-01", [{"kind": "door.opened", "locker": "A-01"} for _ in range(10)])
+    store_events(engine, chain[:6])
+    viewer = bearer(token["viewer"])
+    first = client.get("/api/events", params={"limit": 4}, headers=viewer).json()
+    store_events(engine, chain[6:])  # late arrivals, all after the page already read
+    seqs = [e["seq"] for e in first["events"]]
+    cursor = first["cursor"]
+    while cursor:
+        page = client.get("/api/events", params={"limit": 4, "cursor": cursor}, headers=viewer).json()
+        seqs += [e["seq"] for e in page["events"]]
+        cursor = page["cursor"]
+    assert seqs == list(range(1, 11))
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [
