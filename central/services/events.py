@@ -17,7 +17,7 @@ from sqlalchemy import Connection, select, tuple_
 
 from central.schema import events
 from central.services.errors import BadInput
-from central.services.models import EventPage
+from central.services.models import EventPage, no_control_characters
 from central.services.times import utc
 
 MAX_LIMIT = 1000
@@ -53,8 +53,9 @@ class Position:
         try:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
             ts, site, gateway, seq = json.loads(raw)
-            if not (isinstance(site, str) and isinstance(gateway, str) and type(seq) is int):
+            if not (isinstance(site, str) and isinstance(gateway, str) and type(seq) is int and 0 <= seq < 2**63):
                 raise ValueError
+            no_control_characters(site + gateway)
             return cls(utc(datetime.fromisoformat(ts)), site, gateway, seq)
         except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
             raise BadInput("cursor", "not a cursor this API returned (pass back the value of 'cursor' as is)") from None

@@ -3,8 +3,10 @@ input, missing tokens and the wrong role — and that a refused request changes 
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,6 +47,11 @@ GUARDED: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", "/api/tokens/1/revoke", None),
     ("GET", "/metrics", None),
 ]
+
+
+def crafted_cursor(*key: object) -> str:
+    """A cursor made by hand, as a curious client might."""
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
 
 
 def count(engine: Engine, table: Any) -> int:
@@ -270,6 +277,10 @@ def test_bad_event_queries_are_400_naming_the_field(
         ("GET", "/api/reports/overrides?until=9999-12-31T23:59:59-23:59", None,
          "until: out of range once converted to UTC"),
         ("GET", "/api/events?cursor=WyIwMDAxLTAxLTAxVDAwOjAwOjAwKzIzOjU5IiwiYSIsImIiLDFd", None,
+         "cursor: not a cursor this API returned (pass back the value of 'cursor' as is)"),
+        ("GET", "/api/events?cursor=" + crafted_cursor("2026-11-02T08:00:00+00:00", "a", "b", 10**30), None,
+         "cursor: not a cursor this API returned (pass back the value of 'cursor' as is)"),
+        ("GET", "/api/events?cursor=" + crafted_cursor("2026-11-02T08:00:00+00:00", "a\x00", "b", 1), None,
          "cursor: not a cursor this API returned (pass back the value of 'cursor' as is)"),
         ("POST", f"/api/sites/{SITE}/lockers/A%00/open", {"operator": "d", "reason": "r"},
          "locker: must not contain control characters"),
