@@ -6,20 +6,22 @@ the ingest worker would store them."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
-from broker.kit import Capture
+from broker.kit import Capture, running_gateway
 from broker.mosquitto import Mosquitto
 from gateway_world import running, write_site
 from sqlalchemy import Engine, insert, select
 
 from central.api.app import create_app
 from central.config import CentralSettings
-from central.context import CentralContext, GatewayTimeout
+from central.context import CentralContext, GatewayTimeout, GatewayUnavailable
 from central.database import open_database
 from central.gateway_requests import GatewayRequestLink
 from central.schema import audit_log, gateways, lockers
@@ -168,3 +170,28 @@ async def test_no_answer_is_a_timeout_and_no_usable_key_is_refused_before_sendin
     async with GatewayRequestLink(unreadable) as link:
         with pytest.raises(ValueError, match=r"cannot read the signing key for site 'test-site' \(.*missing.key\)"):
             await link.request(SITE, GATEWAY, "lockers/open", {}, timeout_s=0.5)
+
+
+async def test_the_link_comes_back_with_the_broker(sqlite_url: str, broker: Mosquitto, tmp_path: Path) -> None:
+    """While the broker is away a request fails at once (502), and the link reconnects by itself."""
+    async with (
+        running_gateway(tmp_path / "gw", broker.url, gateway=GATEWAY, site=SITE),
+        GatewayRequestLink(central_settings(sqlite_url, broker, "")) as link,
+    ):
+        assert await link.wait_connected(10)
+        answer = await link.request(SITE, GATEWAY, "health_check", {}, timeout_s=10)  # read-only: needs no key
+        assert answer["status"] == "ok"
+        await asyncio.to_thread(broker.stop)
+        async with asyncio.timeout(10):
+            while link.connected:
+                await asyncio.sleep(0.05)
+        with pytest.raises(GatewayUnavailable, match="central is not connected to the broker"):
+            await link.request(SITE, GATEWAY, "health_check", {}, timeout_s=10)
+        await asyncio.to_thread(broker.start)
+        assert await link.wait_connected(20)
+        async with asyncio.timeout(20):  # the gateway reconnects on its own schedule
+            while True:
+                with contextlib.suppress(GatewayUnavailable):
+                    if (await link.request(SITE, GATEWAY, "health_check", {}, timeout_s=1))["status"] == "ok":
+                        break
+                await asyncio.sleep(0.1)
