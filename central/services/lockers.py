@@ -4,12 +4,14 @@ an assigned locker by its holder's own key."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, Select, and_, or_, select
 
-from central.schema import events, lockers
+from central.schema import events, gateways, lockers
 from central.services.errors import Conflict, NotFound
 from central.services.models import Locker
 from central.services.times import utc_or_none
@@ -108,12 +110,33 @@ def list_lockers(connection: Connection, site: str | None = None) -> list[Locker
     ]
 
 
+def described_lockers(connection: Connection, site: str | None) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Each locker as the gateways' retained `info` describes it (section, department, mode, board)."""
+    query = select(gateways.c.site, gateways.c.gateway, gateways.c.info).where(gateways.c.info.is_not(None))
+    if site is not None:
+        query = query.where(gateways.c.site == site)
+    described: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for row in connection.execute(query):
+        try:
+            info = json.loads(row.info)
+        except ValueError:
+            continue
+        listed = info.get("lockers") if isinstance(info, dict) else None
+        for entry in listed if isinstance(listed, list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                described[(row.site, row.gateway, entry["id"])] = entry
+    return described
+
+
 def gateway_of(connection: Connection, site: str, locker: str) -> str:
-    """The gateway that has `locker` at `site`; NotFound if none does, Conflict if several claim it."""
+    """The gateway that has `locker` at `site` (from the retained locker states, else the gateways'
+    `info`); NotFound if none does, Conflict if several claim it."""
     found = connection.execute(
         select(lockers.c.gateway).where(lockers.c.site == site, lockers.c.locker == locker).order_by(lockers.c.gateway)
     ).scalars()
     names = [str(name) for name in found]
+    if not names:  # no retained state yet: the gateways' `info` still says which gateway has it
+        names = sorted({gateway for (_, gateway, name) in described_lockers(connection, site) if name == locker})
     if not names:
         raise NotFound(f"no locker {locker!r} at site {site!r}")
     if len(names) > 1:

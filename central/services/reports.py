@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlalchemy import Connection, case, func, select
 
-from central.schema import KEY_STILL_OUT, events, gateways
-from central.services.lockers import holdings
+from central.schema import KEY_STILL_OUT, events
+from central.services.lockers import described_lockers, holdings
 from central.services.models import Report
 from central.services.times import iso, utc
 
@@ -150,27 +150,9 @@ def overrides(connection: Connection, site: str | None, since: datetime | None, 
     return _report("overrides", columns, rows)
 
 
-def _info_lockers(connection: Connection, site: str | None) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """Each locker as the gateways' retained `info` describes it (section, department, mode, board)."""
-    query = select(gateways.c.site, gateways.c.gateway, gateways.c.info).where(gateways.c.info.is_not(None))
-    if site is not None:
-        query = query.where(gateways.c.site == site)
-    described: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for row in connection.execute(query):
-        try:
-            info = json.loads(row.info)
-        except ValueError:
-            continue
-        listed = info.get("lockers") if isinstance(info, dict) else None
-        for entry in listed if isinstance(listed, list) else []:
-            if isinstance(entry, dict) and isinstance(entry.get("id"), str):
-                described[(row.site, row.gateway, entry["id"])] = entry
-    return described
-
-
 def lockers(connection: Connection, site: str | None, since: datetime | None, until: datetime | None) -> Report:
     """Every locker: where it is, how it is used, its door and service now, and who holds it."""
-    described = _info_lockers(connection, site)
+    described = described_lockers(connection, site)
     columns = [
         "site",
         "gateway",

@@ -414,6 +414,19 @@ def test_a_remote_open_is_forwarded_to_the_gateway_that_has_the_locker(
     assert (entry.action, entry.site, entry.target) == ("locker.open", SITE, "B-01")
 
 
+def test_a_locker_known_only_from_the_gateways_info_is_found_too(
+    client: TestClient, engine: Engine, token: dict[str, str], gateways_fake: FakeGateways
+) -> None:
+    info = {"version": "1", "lockers": [{"id": "K-01", "section": "K", "mode": "assigned", "board": None}]}
+    store_gateway(engine, SITE, "gw-07", info=json.dumps(info))
+    gateways_fake.answer = {"status": "error", "error": "locker 'K-01' is keyed: it has no lock to open"}
+    body = {"operator": "desk", "reason": "r"}
+    answer = client.post(f"/api/sites/{SITE}/lockers/K-01/open", json=body, headers=bearer(token["operator"]))
+    assert answer.status_code == 409
+    assert answer.json() == {"error": "gateway gw-07 refused: locker 'K-01' is keyed: it has no lock to open"}
+    assert [sent[:3] for sent in gateways_fake.sent] == [(SITE, "gw-07", "lockers/open")]
+
+
 @pytest.mark.parametrize(
     ("site", "locker", "body", "answer", "fault", "status", "message"),
     [
