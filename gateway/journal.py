@@ -191,10 +191,11 @@ class Journal:
         count: int = self._db.execute("SELECT count(*) FROM events WHERE sent = 0").fetchone()[0]
         return count
 
-    def prune(self, now: datetime, retention_days: int, max_bytes: int) -> int:
+    def prune(self, now: datetime, retention_days: int, max_bytes: int, *, unsent_too: bool = False) -> int:
         """Delete sent events older than the retention period (and the oldest sent ones beyond max_bytes).
-        Never deletes an unsent event. Returns how many were deleted. The chain stays verifiable from
-        the first kept event (its prev_hash is kept)."""
+        Never deletes an unsent event — unless `unsent_too`: a gateway with no broker configured has
+        nobody to send to, so nothing is waiting and the same rules apply to every event. Returns how
+        many were deleted. The chain stays verifiable from the first kept event (its prev_hash is kept)."""
         with write_transaction(self._db):
             first = self._db.execute("SELECT min(seq) FROM events").fetchone()[0]
             if first is None or first >= self._last_seq:
@@ -202,7 +203,7 @@ class Journal:
             # Only a prefix goes, and never the newest event: the chain and seq carry on from it.
             limit = self._last_seq
             first_unsent = self._db.execute("SELECT min(seq) FROM events WHERE sent = 0").fetchone()[0]
-            if first_unsent is not None:
+            if first_unsent is not None and not unsent_too:
                 limit = min(limit, first_unsent)
             expiry = format_ts(now - timedelta(days=retention_days))
             keep_from = self._db.execute(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from broker.kit import Capture, Received, is_event, running_gateway
+from broker.kit import Capture, Received, is_event, running_gateway, signed
 from broker.mosquitto import Mosquitto
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -179,7 +179,10 @@ async def test_every_bad_request_is_answered_with_an_error_and_changes_nothing(
                 payload = body
             else:
                 transaction = {"case": index, "name": name}  # any JSON value is echoed
-                payload = json.dumps({"transaction": transaction, **body}).encode()
+                request = {"transaction": transaction, **body}
+                if not command.startswith("credentials/explode"):
+                    request = signed(f"{BASE}/request/{command}", request)
+                payload = json.dumps(request).encode()
             response = await raw_request(capture, command, payload, transaction)
             if (
                 response["status"] != "error"
@@ -409,7 +412,8 @@ async def test_a_snapshot_larger_than_the_bound_is_dropped_whole(
     from gateway.mqtt import requests as requests_module
 
     monkeypatch.setattr(requests_module, "MAX_SNAPSHOT_CREDENTIALS", 4)
-    async with running_gateway(tmp_path, "mqtt://127.0.0.1:9", connect=False) as rig:
+    # The handler is called directly, unsigned: what is tested here is the snapshot bound.
+    async with running_gateway(tmp_path, "mqtt://127.0.0.1:9", connect=False, allow_unsigned_requests=True) as rig:
         handler = rig.service.requests
         before = rig.store.version_and_digest()
 

@@ -140,6 +140,11 @@ class Publisher:
         self._locker_updates[locker_id] = payload
         self._retained_wake.set()
 
+    def state_changed(self) -> None:
+        """Re-publish the retained `{base}/state` (the journal started or stopped failing)."""
+        self._online_published = False
+        self._retained_wake.set()
+
     def info_changed(self) -> None:
         """Re-publish the retained `{base}/info` (e.g. after the credential set changed)."""
         self._info_dirty = True
@@ -311,7 +316,13 @@ class Publisher:
     # ---- retained topics ---------------------------------------------------------------------
 
     def _state(self, state: str) -> dict[str, Any]:
-        return {"state": state, "boot_id": self._boot_id, "version": self._version, "ts": format_ts(utcnow())}
+        payload = {"state": state, "boot_id": self._boot_id, "version": self._version, "ts": format_ts(utcnow())}
+        if state == "online":
+            journal = self._ops.journal_status()
+            payload["journal"] = journal.get("status", "ok")
+            if "since" in journal:
+                payload["journal_failing_since"] = journal["since"]
+        return payload
 
     async def _publish_retained(self, client: aiomqtt.Client, topic: str, payload: dict[str, Any]) -> None:
         await client.publish(topic, encode(payload), qos=1, retain=True)
