@@ -420,9 +420,7 @@ class Gateway:
         except JournalUnavailable:
             if self._journal_fault is not None:
                 self._journal_fault.refused_taps += 1
-            log.warning(
-                "reader %s: tap refused: the journal cannot commit (%s)", read.device, self._journal_fault_cause()
-            )
+            log.debug("reader %s: tap refused: the journal cannot commit", read.device)
             self.metrics.refused_taps.inc()
             return []
         self.metrics.journal_seconds.observe(time.perf_counter() - committing)

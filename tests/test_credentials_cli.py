@@ -178,7 +178,9 @@ def test_remove_force_takes_out_an_active_credential(cli: Cli) -> None:
 def test_replace_names_the_successor_after_its_issue_number(cli: Cli) -> None:
     assert cli("add", "--id", "C-1", "--uid", UID, "--holder", "u-1", "--role", "user", "--scope", "A-01") == 0
     assert cli("replace", "C-1", "dec:0013530445") == 0
-    assert one_line(cli.out).startswith("C-1 replaced by C-1-2: ") and "issue 2" in cli.out and "…754D" in cli.out
+    assert (
+        one_line(cli.out).startswith("C-1 replaced by C-1-2: ") and "issue 2" in cli.out and "…4D" in cli.out
+    )  # 8 hex characters: the last 2 are shown (SPEC §4)
     assert cli("replace", "C-1-2", "11:22:33:44", "--new-id", "C-1-spare", "--by", "desk") == 0
     assert "C-1-2 replaced by C-1-spare" in cli.out and "issue 3" in cli.out
     assert cli("replace", "C-1", "55667788") == 2
