@@ -790,7 +790,7 @@ class Gateway:
         # Any outstanding key counts: a lost or suspended key's holder still has belongings inside.
         in_use = target.occupant is not None or bool(self.store.keys_for_locker(locker))
         if self.policy.emergency_two_person and in_use:
-            people = {str(a.get("holder") or a.get("id")) for a in authorizers}
+            people = {str(a.get("holder") or a.get("id")).strip().casefold() for a in authorizers}
             if len(authorizers) < 2 or len(people) < 2:
                 raise RequestError(
                     f"locker {locker!r} is assigned or occupied: opening it needs two distinct authorizers"

@@ -341,10 +341,15 @@ def _emergency(
             override=True,
             authorizers=(credential,),
         )
-    if pending.credential.holder == credential.holder:
+    if same_person(pending.credential.holder, credential.holder):
         lockers = (pending.target,) if pending.target else ()
         return _Outcome(DENIED, Reason.OVERRIDE_NEEDS_SECOND_PERSON, state, lockers=lockers)
     return _open_in_emergency(snapshot, served, state, pending.target, (pending.credential, credential))
+
+
+def same_person(first: str, second: str) -> bool:
+    """Holder ids are compared without regard to case (`nurse-1` and `NURSE-1` are one person)."""
+    return first.strip().casefold() == second.strip().casefold()
 
 
 def _open_in_emergency(

@@ -769,3 +769,12 @@ def test_snapshot_world_is_consistent() -> None:
     assert all(locker_id in LOCKERS for served in READERS.values() for locker_id in served)
     assert all(isinstance(locker, Locker) for locker in LOCKERS.values())
     assert apply(snapshot([]), decide(snapshot([]), tap(STRANGER, "lobby"), NOW)).reader_states["lobby"].denials
+
+
+def test_holder_ids_differing_only_in_case_are_one_person() -> None:
+    shouting = credential("C-em-1c", Role.EMERGENCY, holder="H-NURSE")
+    snap = snapshot([EMERGENCY_1, shouting])
+    first, snap = run(snap, EMERGENCY_1, "door-a01")
+    assert first.kind == "override.pending"
+    second, _ = run(snap, shouting, "door-a01", NOW + SECOND)
+    assert second.reason == Reason.OVERRIDE_NEEDS_SECOND_PERSON

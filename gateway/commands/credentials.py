@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from drivers.base import CardRead, DeviceEvent, DeviceOffline, Reader
-from gateway.commands.common import EXIT_USER_ERROR, add_config_option, fail, load_or_report
+from gateway.commands.common import (
+    EXIT_USER_ERROR,
+    add_config_option,
+    fail,
+    load_or_report,
+    print_columns,
+    printable,
+    write_csv,
+)
 from gateway.config import Settings
 from gateway.credential_input import REQUIRED_FIELDS, SCOPE_SEPARATOR, UPSERT_FIELDS
 from gateway.model import OUTSTANDING_STATUSES, Credential, Kind, Role, Status
@@ -225,9 +233,7 @@ def _report_bad_rows(path: Path, problems: Sequence[tuple[int, str, str]], rows:
 def _list(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     zone = settings.gateway.zone()
     if args.csv:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(CSV_REPORT_COLUMNS)
-        writer.writerows(_report_row(credential, zone) for credential in store.all())
+        write_csv(sys.stdout, CSV_REPORT_COLUMNS, (_report_row(credential, zone) for credential in store.all()))
         return 0
     _print_table(sys.stdout, (_table_row(credential, zone) for credential in store.all()))
     return 0
@@ -260,7 +266,7 @@ def _show(args: argparse.Namespace, store: Store, settings: Settings) -> int:
         lines.append(("keys cut", f"{len(keys)} outstanding for code {credential.key_code}"))
     width = max(len(name) for name, _ in lines)
     for name, value in lines:
-        print(f"{name + ':':<{width + 1}} {value}")
+        print(f"{name + ':':<{width + 1}} {printable(str(value))}")
     return 0
 
 
@@ -496,6 +502,4 @@ def _print_table(out: TextIO, rows: Iterable[tuple[str, ...]]) -> None:
     if not table:
         print("no credentials", file=out)
         return
-    widths = [max(len(header), *(len(row[i]) for row in table)) for i, header in enumerate(_TABLE_COLUMNS)]
-    for row in (_TABLE_COLUMNS, *table):
-        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n")
+    print_columns(out, _TABLE_COLUMNS, table)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from datetime import UTC, datetime
 
-from gateway.commands.common import add_config_option, fail, load_or_report
+from gateway.commands.common import add_config_option, fail, load_or_report, print_columns, printable, write_csv
 from gateway.reports import REPORTS
 
 
@@ -47,19 +46,22 @@ def handle(args: argparse.Namespace) -> int:
             case _:
                 header, rows = reports.lockers(settings, store, journal)
     if args.csv:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(header)
-        writer.writerows(rows)
+        write_csv(sys.stdout, header, rows)
+        return 0
+    if not rows:
+        print("(nothing to report)")
+        return 0
+    if not sys.stdout.isatty():  # piped: full values, one row per line, nothing cut
+        print_columns(sys.stdout, header, rows)
         return 0
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"{args.name} — {settings.gateway.site}/{settings.gateway.id}")
     for column in header:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # a narrow terminal wraps values, never cuts them
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(printable(cell)) for cell in row))  # stored text is never markup or escapes
     Console().print(table)
-    if not rows:
-        print("(nothing to report)")
     return 0

@@ -309,7 +309,7 @@ class LockerBank:
         target = self._locker(locker)
         in_use = target["occupant"] is not None or any(k.status == "active" for k in self.store.keys_for_locker(locker))
         if self.settings.policy.emergency_two_person and in_use:
-            people = {str(a.get("holder") or a["id"]) for a in authorizers}
+            people = {str(a.get("holder") or a["id"]).strip().casefold() for a in authorizers}
             if len(people) < 2:
                 raise RequestError(
                     f"locker {locker!r} is assigned or occupied: opening it needs two distinct authorizers"
