@@ -629,17 +629,16 @@ class Gateway:
     def _warn_about_settings(self) -> None:
         """Settings that run but leave a door open to someone: said at every start (doctor fails them)."""
         mqtt = self.settings.mqtt
-        if mqtt.url and not mqtt.hmac_key_file:
-            if mqtt.allow_unsigned_requests:
-                log.warning(
-                    "mqtt.allow_unsigned_requests is on: anyone who can publish on the broker can open lockers "
-                    "and issue credentials (demo only; set mqtt.hmac_key_file)"
-                )
-            else:
-                log.warning(
-                    "no mqtt.hmac_key_file: every request except health_check and events/replay will be refused "
-                    "(make a key with: lockergw keygen --out FILE)"
-                )
+        if mqtt.allow_unsigned_requests:
+            log.warning(
+                "mqtt.allow_unsigned_requests is on: without a key anyone who can publish on the broker can open "
+                "lockers and issue credentials (demo only; set mqtt.hmac_key_file)"
+            )
+        elif mqtt.url and not mqtt.hmac_key_file:
+            log.warning(
+                "no mqtt.hmac_key_file: every request except health_check and events/replay will be refused "
+                "(make a key with: lockergw keygen --out FILE)"
+            )
         for reader in self.settings.readers:
             if reader.driver == "osdp" and not reader.scbk_file:
                 log.warning(

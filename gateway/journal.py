@@ -158,6 +158,12 @@ class Journal:
     def last_seq(self) -> int:
         return self._last_seq
 
+    @property
+    def first_seq(self) -> int:
+        """The first kept seq (1, or the chain anchor after retention pruned earlier ones)."""
+        row = self._db.execute("SELECT min(seq) FROM events").fetchone()
+        return int(row[0]) if row and row[0] is not None else self._last_seq + 1
+
     def read(self, from_seq: int, limit: int = 500) -> list[dict[str, Any]]:
         """Envelopes with seq >= from_seq, in order (without `historical`)."""
         rows = self._db.execute(

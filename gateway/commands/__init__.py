@@ -10,7 +10,7 @@ from importlib import import_module
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 #: Modules under gateway.commands, in the order `lockergw --help` lists them.
-MODULE_NAMES = ("run", "credentials", "sim", "demo", "events", "doctor", "report")
+MODULE_NAMES = ("run", "credentials", "sim", "demo", "events", "doctor", "report", "journal", "keygen")
 
 
 def _load() -> list[Register]:

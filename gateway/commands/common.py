@@ -7,6 +7,7 @@ import csv
 import re
 import sys
 from collections.abc import Iterable, Sequence
+from datetime import datetime, tzinfo
 from typing import TextIO
 
 from gateway.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_config
@@ -68,3 +69,18 @@ def print_columns(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[st
     widths = [max(len(name), *(len(row[i]) for row in cells)) if cells else len(name) for i, name in enumerate(header)]
     for row in (list(header), *cells):
         out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+# Dates: one form per kind of output (README, "Dates"). A terminal shows the gateway's local time to the
+# minute with its offset; a CSV file carries ISO 8601 with seconds and the offset; MQTT and the journal
+# carry UTC with a Z (the contract, SPEC §7).
+
+
+def terminal_time(moment: datetime | None, zone: tzinfo) -> str:
+    """`2026-07-21 00:00+01:00`: local time in the gateway's zone, as every table and `show` print it."""
+    return "" if moment is None else moment.astimezone(zone).isoformat(sep=" ", timespec="minutes")
+
+
+def csv_time(moment: datetime | None, zone: tzinfo) -> str:
+    """`2026-07-21T00:00:00+01:00`: what every CSV a command writes carries."""
+    return "" if moment is None else moment.astimezone(zone).isoformat(timespec="seconds")

@@ -24,10 +24,12 @@ from drivers.base import CardRead, DeviceEvent, DeviceOffline, Reader
 from gateway.commands.common import (
     EXIT_USER_ERROR,
     add_config_option,
+    csv_time,
     fail,
     load_or_report,
     print_columns,
     printable,
+    terminal_time,
     write_csv,
 )
 from gateway.config import Settings
@@ -102,8 +104,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     enroll = verbs.add_parser(
         "enroll",
         help="show the uid of the next card tapped at a reader",
-        description="Show the uid of the next card tapped at a reader, on this terminal only. The reader's port "
-        "must be free: stop the gateway first, or enrol at a spare reader configured for the purpose.",
+        description="Show the uid of the next card tapped at a reader, on this terminal only. With the gateway "
+        "running, the card is handed over through its control socket (state_dir/control.sock) instead of being "
+        "decided; with the gateway stopped, enroll opens the reader itself.",
     )
     add_config_option(enroll)
     enroll.add_argument("--reader", required=True, metavar="READER", help="reader id from the configuration")
@@ -252,14 +255,14 @@ def _show(args: argparse.Namespace, store: Store, settings: Settings) -> int:
         ("kind", credential.kind.value),
         ("status", credential.status.value),
         ("scope", ", ".join(credential.scope) or "-"),
-        ("valid from", _local(credential.valid_from, zone, "seconds") or "-"),
+        ("valid from", _local(credential.valid_from, zone) or "-"),
         ("valid until", _until(credential.valid_until, zone)),
         ("schedule", credential.schedule or "-"),
         ("key code", credential.key_code or "-"),
         ("deposit", credential.deposit or "-"),
         ("approved by", credential.approved_by or "-"),
         ("issue no", str(credential.issue_no)),
-        ("issued", f"{_local(credential.issued_at, zone, 'seconds') or '-'} by {credential.issued_by or '-'}"),
+        ("issued", f"{_local(credential.issued_at, zone) or '-'} by {credential.issued_by or '-'}"),
     ]
     if credential.kind is Kind.PHYSICAL_KEY and credential.key_code:
         keys = store.keys_for_code(credential.key_code)
@@ -447,20 +450,18 @@ def _summary(credential: Credential) -> str:
     )
 
 
-def _local(moment: datetime | None, zone: tzinfo, spec: str = "minutes") -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(zone).isoformat(sep=" ", timespec=spec)
+def _local(moment: datetime | None, zone: tzinfo) -> str | None:
+    return terminal_time(moment, zone) or None
 
 
 def _until(moment: datetime | None, zone: tzinfo) -> str:
-    text = _local(moment, zone, "seconds")
+    text = _local(moment, zone)
     return "-" if text is None else f"{text} (exclusive: valid up to, not including, this moment)"
 
 
 def _report_row(credential: Credential, zone: tzinfo) -> list[str]:
     def iso(moment: datetime | None) -> str:
-        return "" if moment is None else moment.astimezone(zone).isoformat(timespec="seconds")
+        return csv_time(moment, zone)
 
     return [
         credential.id,

@@ -6,7 +6,16 @@ import argparse
 import sys
 from datetime import UTC, datetime
 
-from gateway.commands.common import add_config_option, fail, load_or_report, print_columns, printable, write_csv
+from gateway.commands.common import (
+    add_config_option,
+    csv_time,
+    fail,
+    load_or_report,
+    print_columns,
+    printable,
+    terminal_time,
+    write_csv,
+)
 from gateway.reports import REPORTS
 
 
@@ -34,15 +43,20 @@ def handle(args: argparse.Namespace) -> int:
         Journal.open(state_dir, site=settings.gateway.site, gateway=settings.gateway.id, boot_id="report") as journal,
     ):
         now = datetime.now(UTC)
+        zone = settings.gateway.zone()
+
+        def when(moment: datetime | None) -> str:
+            return csv_time(moment, zone) if args.csv else terminal_time(moment, zone)
+
         match args.name:
             case "holders":
-                header, rows = reports.holders(store)
+                header, rows = reports.holders(store, when)
             case "unreturned":
-                header, rows = reports.unreturned(store, now)
+                header, rows = reports.unreturned(store, now, when)
             case "lost":
                 header, rows = reports.lost(store, journal)
             case "overrides":
-                header, rows = reports.overrides(journal)
+                header, rows = reports.overrides(journal, when)
             case _:
                 header, rows = reports.lockers(settings, store, journal)
     if args.csv:
