@@ -156,7 +156,7 @@ class Tail:
             return None
         if not isinstance(envelope, dict):
             return None
-        for outcome in self.follower.receive(envelope):
+        for outcome in self.follower.receive(envelope, str(message.topic)):
             if isinstance(outcome, Duplicate):
                 self.duplicates += 1
             elif isinstance(outcome, Gap):
