@@ -181,19 +181,30 @@ async def test_a_journal_that_cannot_commit_is_visible_and_recovers_without_a_re
             while health["data"]["journal"]["status"] != "failing":
                 health = await capture.request(BASE, "health_check", {})
             assert health["data"]["status"] == "degraded" and health["data"]["journal"]["since"]
-            state = await capture.wait_for(
-                lambda m: m.topic == f"{BASE}/state" and m.json().get("journal") == "failing"
-            )
+            try:
+                state = await capture.wait_for(
+                    lambda m: m.topic == f"{BASE}/state" and m.json().get("journal") == "failing"
+                )
+            except TimeoutError:
+                raise AssertionError("\n".join(gw.lines[-30:])) from None
             assert state.json()["journal_failing_since"]
             await gw.wait_until(lambda: sum("journal cannot commit" in line for line in gw.lines) >= 1)
             await site.tap("bank-a", "3C00CE754C")
             await capture.request(BASE, "health_check", {})
             assert gw.find("access.granted", since=since) is None
+            # Requests that cannot be committed get a plain error naming the cause.
+            opened = await capture.request(BASE, "lockers/open", {"locker": "B-01", "operator": "op", "reason": "r"})
+            assert opened["status"] == "error" and "journal cannot commit" in opened["error"], opened
+            upsert = {"credentials": [{"id": "N-1", "uid": "0A0B0C0D0E", "holder": "h", "role": "user"}]}
+            refused = await capture.request(BASE, "credentials/upsert", upsert)
+            assert refused["status"] == "error" and "cannot commit" in refused["error"], refused
+            assert "internal error" not in refused["error"]
         finally:
             resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
         record = await gw.wait_for("journal.unavailable", since=since)
         assert record["refused_taps"] >= 1 and record["unavailable_from"] <= record["unavailable_until"]
-        assert sum("journal cannot commit" in line for line in gw.lines) == 1  # one line per episode
+        errors = [line for line in gw.lines if '"level": "error"' in line]
+        assert len(errors) == 1 and "journal cannot commit" in errors[0], errors  # one ERROR line per episode
         assert not any("Traceback" in line for line in gw.lines)
         unlocks = [f for f in site.frames_received("board-a") if len(f) >= 3 and f[2] == 0x31]
         assert len(unlocks) == unlocks_before  # nothing opened while nothing could be journaled

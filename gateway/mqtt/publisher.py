@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -334,8 +335,8 @@ class Publisher:
         for locker_id, payload in self._ops.locker_states().items():
             await self._publish_retained(client, self.topics.locker(locker_id), payload)
         if self._ready:
+            self._online_published = True  # before the await: a state_changed() meanwhile publishes again
             await self._publish_retained(client, self.topics.state, self._state("online"))
-            self._online_published = True
 
     async def _retained(self, client: aiomqtt.Client) -> None:
         while True:
@@ -349,8 +350,8 @@ class Publisher:
                 payload = self._locker_updates.pop(locker_id)
                 await self._publish_retained(client, self.topics.locker(locker_id), payload)
             if self._ready and not self._online_published:
+                self._online_published = True  # before the await: a state_changed() meanwhile publishes again
                 await self._publish_retained(client, self.topics.state, self._state("online"))
-                self._online_published = True
 
     # ---- events ------------------------------------------------------------------------------
 
@@ -361,7 +362,13 @@ class Publisher:
 
     def _mark_sent(self, acked: list[int]) -> None:
         if acked:
-            self._journal.mark_sent(sorted(acked))
+            try:
+                self._journal.mark_sent(sorted(acked))
+            except (sqlite3.Error, OSError) as exc:
+                # The journal cannot be written (the daemon reports that fault): the marks are kept and
+                # tried again; at worst these events are published once more (event_id de-duplicates).
+                log.debug("could not mark %d event(s) sent: %s", len(acked), exc)
+                return
             acked.clear()
             self._progress.set()
 

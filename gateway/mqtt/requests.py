@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from gateway.mqtt.signing import RequestVerifier, SignatureError, needs_signatur
 from gateway.mqtt.store_worker import StoreWorker
 from gateway.mqtt.topics import Topics
 from gateway.sitekey import uid_hash
-from gateway.storage import JournalUnavailable
+from gateway.storage import JournalUnavailable, describe_storage_error
 from gateway.store import Store, StoreError
 from gateway.uid import UidError, mask_uid, normalise_uid
 
@@ -299,6 +300,7 @@ class RequestHandler:
         self._max_bytes = settings.mqtt.max_request_bytes
         self._zone = settings.gateway.zone()
         self._store = store
+        self._state_dir = settings.gateway.state_dir
         self.writer = writer or StoreWorker(settings.gateway.state_dir, self._zone)
         self._ops = ops
         self._site_key = site_key
@@ -434,7 +436,12 @@ class RequestHandler:
             version, digest = store.version_and_digest()
             return {**data, "version": version, "digest": digest}
 
-        data = await self.writer.run(committed)
+        try:
+            data = await self.writer.run(committed)
+        except (sqlite3.Error, OSError) as exc:  # a full or read-only disk: say so, never "internal error"
+            cause = describe_storage_error(exc, self._state_dir)
+            log.warning("credential change not committed: %s", cause)
+            raise _Refused(f"the credential store cannot commit ({cause}); nothing changed") from None
         await self._ops.credentials_changed()
         self._publisher.info_changed()
         return data
