@@ -158,7 +158,8 @@ def decide(snapshot: Snapshot, tap: Tap, now: datetime, timer: datetime | None =
     timer = now if timer is None else timer
     credential = find_credential(snapshot.credentials, tap)
     state = _current_state(snapshot, tap.reader, timer)
-    exempt = credential is not None and credential.role in _LOCKOUT_EXEMPT and credential.status == _ACTIVE
+    # Exempt by role, whatever the status: a lost emergency card is then still reported as presented.
+    exempt = credential is not None and credential.role in _LOCKOUT_EXEMPT
     if state.locked_until is not None and not exempt:  # row 2 (an expired lockout was already cleared)
         return Decision(DENIED, Reason.READER_LOCKED_OUT.value, tap.reader, credential, reader_state=state)
     outcome = _rules(snapshot, tap.reader, credential, state, now, timer)
