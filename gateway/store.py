@@ -22,7 +22,9 @@ canonical — and its SHA-256 as a 256-bit integer; the digest is the sum of tho
 2**256, as 64 lower-case hex digits (64 zeros for an empty set). A sum does not depend on order, so
 the store keeps it up to date with each change instead of rereading 100,000 rows, and the
 gateway-set fields (issue_no, issued_at, issued_by) are left out so the sender can compute it over
-what it sent. It detects any accidental difference; it is a consistency check, not a signature.
+what it sent. It detects any accidental difference; it is a consistency check, not a signature. A uid's form
+(`uid_form`: enrolled from a printed fob number) is kept beside it and is not part of the digest:
+the sender computes the digest over the canonical uid its printed form normalises to.
 """
 
 from __future__ import annotations

@@ -407,3 +407,9 @@ port = "{tmp_path / "no-such-tty"}"
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("lockergw: reader 'desk': ")
     assert "Traceback" not in done.stderr
+
+
+def test_show_says_when_a_uid_was_enrolled_from_a_printed_fob_form(cli: Cli) -> None:
+    assert cli("add", "--id", "F-1", "--uid", "dec:0013530444", "--holder", "u-1", "--role", "user") == 0
+    assert cli("show", "F-1") == 0
+    assert "…4C (the number printed on a fob: also matches EM4100 readers by its low 32 bits)" in cli.out

@@ -249,7 +249,7 @@ def _show(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     zone = settings.gateway.zone()
     lines = [
         ("id", credential.id),
-        ("uid", mask_uid(credential.uid) if credential.uid else "-"),
+        ("uid", mask_uid(credential.uid) + _FORM_NOTES.get(credential.uid_form, "") if credential.uid else "-"),
         ("holder", credential.holder),
         ("role", credential.role.value),
         ("kind", credential.kind.value),
@@ -439,6 +439,13 @@ _FIELDS = ", ".join(UPSERT_FIELDS)
 
 CSV_REPORT_COLUMNS = (*UPSERT_FIELDS, "issue_no", "issued_at", "issued_by")
 _TABLE_COLUMNS = ("ID", "UID", "HOLDER", "ROLE", "KIND", "STATUS", "SCOPE", "VALID FROM", "VALID UNTIL", "ISSUE")
+
+
+#: How `show` says that a uid was enrolled from what is printed on a fob (SPEC §4 match rule).
+_FORM_NOTES = {
+    "dec": " (the number printed on a fob: also matches EM4100 readers by its low 32 bits)",
+    "fc": " (facility,card printed on a fob: also matches EM4100 readers by its low 24 bits)",
+}
 
 
 def _summary(credential: Credential) -> str:
