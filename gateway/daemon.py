@@ -60,8 +60,8 @@ log = logging.getLogger("lockergw")
 
 TICK_S = 0.1  # door timers, store changes (a CLI change is in force within a second), watchdog
 STOP_BUDGET_S = 4.0
-PROBE_EVERY_S = 1.0
-RETENTION_EVERY_S = 3600.0  # while the journal fails: how often a commit is tried without a tap
+PROBE_EVERY_S = 1.0  # while the journal fails: how often a commit is tried without a tap
+RETENTION_EVERY_S = 3600.0  # with no broker: how often retention runs
 
 
 @dataclass(slots=True)
@@ -648,16 +648,16 @@ class Gateway:
                 )
 
     async def run(self) -> int:
-        from drivers.registry import build_devices
-
-        loop = asyncio.get_running_loop()
         # One gateway per state directory: the lock comes before any port, the journal, the broker or
         # the control socket is touched (StateDirBusy names the pid that holds it).
         prepare_state_dir(self.settings.gateway.state_dir)
         with StateDirLock(self.settings.gateway.state_dir):
-            return await self._run_locked(loop, build_devices)
+            return await self._run_locked()
 
-    async def _run_locked(self, loop: asyncio.AbstractEventLoop, build_devices: Any) -> int:
+    async def _run_locked(self) -> int:
+        from drivers.registry import build_devices
+
+        loop = asyncio.get_running_loop()
         # Checked before anything is journaled, so a driver or broker setting that cannot work stops
         # start-up with one line and leaves no trace.
         self.readers, self.boards = build_devices(self.settings)
