@@ -117,7 +117,7 @@ def seed_credentials(settings: Settings) -> None:
     state_dir = settings.gateway.state_dir
     if state_dir.exists():
         shutil.rmtree(state_dir)
-    state_dir.mkdir(parents=True)
+    state_dir.mkdir(parents=True, mode=0o700)
     now = datetime.now(UTC)
     with Store.open(state_dir) as store:
         store.upsert(
