@@ -168,3 +168,44 @@ async def test_stopping_and_starting_on_a_read_only_state_dir_say_so_in_one_line
         finally:
             if gw.process is not None and gw.process.returncode is None:
                 gw.process.kill()
+
+
+def test_a_short_signing_key_stops_start_up_in_one_line(tmp_path: Path) -> None:
+    config, _ = write_site(tmp_path, "mqtt://127.0.0.1:1883")
+    (tmp_path / "signing.key").write_text("sixteen-byte-key")
+    result = lockergw("run", "--config", str(config), timeout=30)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "holds 16 bytes, fewer than 32" in lines[0], result.stderr
+    assert not (tmp_path / "state" / "journal.db").exists()  # refused before anything was journaled
+
+
+@contextlib.contextmanager
+def full_disk(directory: Path) -> Iterator[None]:
+    """A small tmpfs at `directory`, filled to the last byte (root only; skips the test otherwise)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small file system")
+    directory.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", str(directory)], check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs")
+    try:
+        with contextlib.suppress(OSError), open(directory / "filler", "wb") as filler:
+            while True:
+                filler.write(b"\0" * 4096)
+                filler.flush()
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], capture_output=True, check=False)
+
+
+def test_starting_on_a_full_disk_is_refused_in_one_line_naming_the_cause(tmp_path: Path) -> None:
+    config, settings = write_site(tmp_path)
+    with full_disk(settings.gateway.state_dir):
+        result = lockergw("run", "--config", str(config), timeout=30)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no space left" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr

@@ -43,5 +43,5 @@ def handle(args: argparse.Namespace) -> int:
         return fail(f"{exc.filename}: permission denied (state_dir must be writable by this user)")
     except OSError as exc:
         logging.getLogger("lockergw").debug("start-up failed", exc_info=exc)
-        where = f"{exc.filename}: " if exc.filename else ""
+        where = f"{exc.filename}: " if exc.filename else f"{state_dir}: "
         return fail(f"cannot start: {where}{describe_storage_error(exc, state_dir)}")
