@@ -80,3 +80,11 @@ async def test_control_characters_in_request_text_are_refused(tmp_path: Path) ->
         response = await handler.handle("lockers/open", json.dumps(authorizers).encode())
         assert not response.ok and "control character" in response.payload["error"]
         assert rig.bank.opened == []
+
+
+def test_events_tail_never_prints_control_characters_from_the_broker() -> None:
+    from gateway.commands.events import describe
+
+    line = describe({"ts": "t", "site": "s", "gateway": "g", "seq": 1, "kind": "access.granted",
+                     "reason": "\x1b[2J", "credential": {"id": "C-1", "holder": "h\x07"}})  # fmt: skip
+    assert "\x1b" not in line and "\x07" not in line and "\\x1b[2J" in line
