@@ -2,8 +2,8 @@
 `central.context.GatewayRequests` over its own MQTT 5 connection.
 
 Each request is published on `{prefix}/{site}/{gateway}/request/{command}`, signed with the site's key
-from `[signing]` (the request topic is covered by the signature; a command that changes state or opens a
-door is never sent unsigned), with an MQTT 5 response topic under
+from `[signing]` (the request topic is covered by the signature; a command that needs a signature — all but
+`health_check` and `events/replay` — is never sent unsigned), with an MQTT 5 response topic under
 that gateway's `{base}/response/` — `{base}/response/central/{client id}`, which only this link
 subscribes to — and random correlation data, also sent as the `transaction`. The gateway's answer is
 matched by either; a request not answered within its timeout raises `GatewayTimeout`.
@@ -28,7 +28,7 @@ from paho.mqtt.properties import Properties
 from central.config import CentralSettings
 from central.context import GatewayTimeout, GatewayUnavailable
 from gateway.mqtt.link import CONNECT_TIMEOUT_S, LinkError, parse_url, password, tls_context
-from gateway.mqtt.signing import SIGNED_COMMANDS, sign
+from gateway.mqtt.signing import needs_signature, sign
 from gateway.mqtt.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class GatewayRequestLink:
         except OSError as exc:
             path = self._settings.signing.key_file_for(site)
             raise ValueError(f"cannot read the signing key for site {site!r} ({path}): {exc.strerror}") from None
-        if key is None and command in SIGNED_COMMANDS:
+        if key is None and needs_signature(command):
             raise ValueError(f"no signing key for site {site!r}: set [signing] hmac_key_file in central.toml")
         client = self._client
         if client is None or not self._connected.is_set():

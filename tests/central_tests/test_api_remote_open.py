@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from broker.kit import Capture, running_gateway
+from broker.kit import Capture, running_gateway, write_signing_key
 from broker.mosquitto import Mosquitto
 from gateway_world import running, write_site
 from sqlalchemy import Engine, insert, select
@@ -63,8 +63,7 @@ async def store_what_the_gateway_published(engine: Engine, capture: Capture, loc
 
 @pytest.fixture
 async def api(sqlite_url: str, broker: Mosquitto, tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Engine]]:
-    key_file = tmp_path / "site.key"
-    key_file.write_text("a shared signing key for the test site\n")
+    key_file = write_signing_key(tmp_path / "site.key")  # the key write_site gives the gateway
     engine = open_database(sqlite_url)
     settings = central_settings(sqlite_url, broker, key_file)
     async with GatewayRequestLink(settings) as link:
@@ -81,10 +80,7 @@ async def test_a_remote_open_through_the_api_opens_the_lock_on_the_simulator(
 ) -> None:
     client, engine = api
     operator = bearer(tokens(engine)["operator"])
-    config, settings = write_site(tmp_path / "gw", broker.url)
-    config.write_text(
-        config.read_text().replace("keepalive = 5", f'keepalive = 5\nhmac_key_file = "{tmp_path}/site.key"')
-    )
+    config, settings = write_site(tmp_path / "gw", broker.url)  # signed requests required, same key
     async with (
         Capture(broker.url, f"{BASE}/#") as capture,
         SimulatedSite(settings) as site,
@@ -131,12 +127,8 @@ async def test_a_remote_open_through_the_api_opens_the_lock_on_the_simulator(
 async def test_a_request_signed_with_the_wrong_key_is_refused_by_the_gateway(
     sqlite_url: str, broker: Mosquitto, tmp_path: Path
 ) -> None:
-    (tmp_path / "gateway.key").write_text("the gateway's key\n")
-    (tmp_path / "central.key").write_text("some other key\n")
-    config, settings = write_site(tmp_path / "gw", broker.url)
-    config.write_text(
-        config.read_text().replace("keepalive = 5", f'keepalive = 5\nhmac_key_file = "{tmp_path}/gateway.key"')
-    )
+    write_signing_key(tmp_path / "central.key", b"some other key, just as long as the real one")
+    config, settings = write_site(tmp_path / "gw", broker.url)  # with the tests' own key
     async with (
         GatewayRequestLink(central_settings(sqlite_url, broker, tmp_path / "central.key")) as link,
         Capture(broker.url, f"{BASE}/state") as capture,
