@@ -241,3 +241,50 @@ audit_log = Table(
     Column("detail", Text, nullable=False, server_default="{}"),
 )
 Index("audit_log_by_at", audit_log.c.at)
+
+# -- the console ---------------------------------------------------------------------------------------
+
+#: People who sign in to the console (`lockergw central user add`). Only an argon2 hash of each password is
+#: kept; `failed_signins` counts wrong passwords since the last good one and `locked_until` is set when it
+#: reaches the lock-out threshold (central.services.users).
+console_users = Table(
+    "console_users",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("role", Text, nullable=False),  # viewer | operator | admin
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("failed_signins", Integer, nullable=False, server_default="0"),
+    Column("locked_until", DateTime(timezone=True)),
+)
+
+#: Signed-in browsers. The cookie carries a random session token; only its SHA-256 is kept here, so signing
+#: out or removing the user ends the session at once (the row is gone). `csrf_token` is the session's
+#: anti-forgery token every form and htmx request must send back.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("token_hash", Text, primary_key=True),
+    Column("user_id", Id, nullable=False),
+    Column("csrf_token", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False),
+)
+Index("console_sessions_by_user", console_sessions.c.user_id)
+
+#: Emergency openings of a held or occupied locker waiting for a second signed-in person's approval.
+open_approvals = Table(
+    "open_approvals",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("site", Text, nullable=False),
+    Column("locker", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("requested_by", Text, nullable=False),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("state", Text, nullable=False, server_default="pending"),  # pending | approved | cancelled
+    Column("decided_by", Text),
+    Column("decided_at", DateTime(timezone=True)),
+)
+Index("open_approvals_by_site_state", open_approvals.c.site, open_approvals.c.state)

@@ -6,16 +6,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
-from central.cli import add_central_config_option, missing_dependencies
+from central.cli import add_central_config_option, open_central_database
 from gateway.commands.common import fail
-from gateway.settings_file import ConfigError
-
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
 
 ROLES = ("viewer", "operator", "admin")
 
@@ -40,30 +34,10 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     revoke.set_defaults(handler=_revoke)
 
 
-def _open(config: str) -> Engine | int:
-    """The configured database, or the exit status after one plain line per fault."""
-    missing = missing_dependencies()
-    if missing:
-        return fail(f"central needs {', '.join(missing)}: install with pip install 'locker-gateway[central]'")
-    from central.config import load_central_config
-    from central.database import DatabaseError, open_database
-
-    try:
-        settings = load_central_config(config)
-    except ConfigError as exc:
-        for fault in exc.faults:
-            print(fault, file=sys.stderr)
-        return 2
-    try:
-        return open_database(settings.central.database)
-    except DatabaseError as exc:
-        return fail(str(exc))
-
-
 def _create(args: argparse.Namespace) -> int:
     from central.tokens import TokenError, create_token, parse_role
 
-    engine = _open(args.config)
+    engine = open_central_database(args.config)
     if isinstance(engine, int):
         return engine
     try:
@@ -81,7 +55,7 @@ def _create(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from central.tokens import list_tokens
 
-    engine = _open(args.config)
+    engine = open_central_database(args.config)
     if isinstance(engine, int):
         return engine
     try:
@@ -103,7 +77,7 @@ def _list(args: argparse.Namespace) -> int:
 def _revoke(args: argparse.Namespace) -> int:
     from central.tokens import TokenError, revoke_token
 
-    engine = _open(args.config)
+    engine = open_central_database(args.config)
     if isinstance(engine, int):
         return engine
     try:

@@ -1,0 +1,136 @@
+"""`lockergw central user add|remove|passwd|list`: the people who sign in to the console (SPEC §12).
+
+A password is never an argument (it would be in the shell's history and in `ps`): it is asked for twice
+at a terminal, or read as the first line of standard input when that is not a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from datetime import UTC, datetime
+
+from central.cli import add_central_config_option, open_central_database
+from gateway.commands.common import fail
+
+ROLES = ("viewer", "operator", "admin")
+#: How the audit log names a change made at the command line.
+CLI_ACTOR = "cli"
+
+
+def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = groups.add_parser("user", help="console users: add, remove, passwd, list")
+    verbs = parser.add_subparsers(dest="user_command", metavar="VERB", required=True)
+
+    add = verbs.add_parser("add", help="add a user (password asked for, or read from standard input)")
+    add.add_argument("--name", required=True)
+    add.add_argument("--role", required=True, choices=ROLES)
+    add_central_config_option(add)
+    add.set_defaults(handler=_add)
+
+    remove = verbs.add_parser("remove", help="remove a user; their sessions end at once")
+    remove.add_argument("--name", required=True)
+    add_central_config_option(remove)
+    remove.set_defaults(handler=_remove)
+
+    passwd = verbs.add_parser("passwd", help="set a user's password; their sessions end, a lock-out is lifted")
+    passwd.add_argument("--name", required=True)
+    add_central_config_option(passwd)
+    passwd.set_defaults(handler=_passwd)
+
+    listing = verbs.add_parser("list", help="every user: name, role, created, locked until")
+    add_central_config_option(listing)
+    listing.set_defaults(handler=_list)
+
+
+def read_password() -> str | None:
+    """The new password: prompted twice at a terminal, else the first line of standard input."""
+    if sys.stdin.isatty():
+        first = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != first:
+            return None
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _add(args: argparse.Namespace) -> int:
+    from central.services import users
+    from central.services.errors import ServiceError
+    from central.tokens import Role
+
+    password = read_password()
+    if password is None:
+        return fail("the two passwords differ")
+    engine = open_central_database(args.config)
+    if isinstance(engine, int):
+        return engine
+    try:
+        with engine.begin() as connection:
+            user = users.add(connection, args.name, Role[args.role], password, actor=CLI_ACTOR, now=datetime.now(UTC))
+    except ServiceError as exc:
+        return fail(str(exc))
+    finally:
+        engine.dispose()
+    print(f"user {user.name} ({user.role.name}) added")
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    from central.services import users
+    from central.services.errors import ServiceError
+
+    engine = open_central_database(args.config)
+    if isinstance(engine, int):
+        return engine
+    try:
+        with engine.begin() as connection:
+            users.remove(connection, args.name, actor=CLI_ACTOR, now=datetime.now(UTC))
+    except ServiceError as exc:
+        return fail(str(exc))
+    finally:
+        engine.dispose()
+    print(f"user {args.name} removed")
+    return 0
+
+
+def _passwd(args: argparse.Namespace) -> int:
+    from central.services import users
+    from central.services.errors import ServiceError
+
+    password = read_password()
+    if password is None:
+        return fail("the two passwords differ")
+    engine = open_central_database(args.config)
+    if isinstance(engine, int):
+        return engine
+    try:
+        with engine.begin() as connection:
+            users.set_password(connection, args.name, password, actor=CLI_ACTOR, now=datetime.now(UTC))
+    except ServiceError as exc:
+        return fail(str(exc))
+    finally:
+        engine.dispose()
+    print(f"password of {args.name} changed; their sessions have ended")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from central.services import users
+
+    engine = open_central_database(args.config)
+    if isinstance(engine, int):
+        return engine
+    try:
+        with engine.connect() as connection:
+            listed = users.users(connection)
+    finally:
+        engine.dispose()
+    now = datetime.now(UTC)
+    print(f"{'name':<24} {'role':<9} {'created':<17} locked until")
+    for user in listed:
+        locked = user.locked_until.strftime("%Y-%m-%d %H:%M") if user.locked_until and user.locked_until > now else "-"
+        print(f"{user.name:<24} {user.role.name:<9} {user.created_at.strftime('%Y-%m-%d %H:%M'):<17} {locked}")
+    if not listed:
+        print("(no users yet: lockergw central user add --name N --role viewer|operator|admin)")
+    return 0
