@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from central.api import errors
 from central.api.routes import alerts, events, gateways, health, lockers, metrics, reports, tokens
 from central.context import CentralContext
+from central.web import app as console
 
 
 def create_app(context: CentralContext) -> FastAPI:
@@ -25,6 +26,7 @@ def create_app(context: CentralContext) -> FastAPI:
     app.include_router(health.router)
     for module in (gateways, events, lockers, alerts, reports, tokens, metrics):
         app.include_router(module.router)
+    console.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -63,6 +63,15 @@ def validation_message(exc: RequestValidationError) -> str:
     return f"{field_name(location)}: {message[:1].lower()}{message[1:]}"
 
 
+def http_message(request: Request, exc: HTTPException) -> str:
+    message = str(exc.detail)
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"no such route: {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    return message
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -70,12 +79,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        message = str(exc.detail)
-        if exc.status_code == 404 and message == "Not Found":
-            message = f"no such route: {request.method} {request.url.path}"
-        elif exc.status_code == 405:
-            message = f"{request.method} is not allowed on {request.url.path}"
-        return error(exc.status_code, message, getattr(exc, "headers", None))
+        return error(exc.status_code, http_message(request, exc), getattr(exc, "headers", None))
 
     @app.exception_handler(ServiceError)
     async def _service(request: Request, exc: ServiceError) -> JSONResponse:

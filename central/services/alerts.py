@@ -36,6 +36,7 @@ def _alert(row: Any) -> Alert:
         seq=row.seq,
         acknowledged_by=row.acknowledged_by,
         resolved_at=iso(row.resolved_at),
+        resolution=row.resolution,
         detail=_detail(row.detail),
     )
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, tuple_
+from sqlalchemy import Connection, Select, select, tuple_
 
 from central.schema import events
 from central.services.errors import BadInput
@@ -69,7 +69,19 @@ def query_events(
     if where.since is not None and where.until is not None and utc(where.until) <= utc(where.since):
         raise BadInput("until", "must be after since")
     key = (events.c.ts, events.c.site, events.c.gateway, events.c.seq)
-    query = select(*key, events.c.envelope).order_by(*key).limit(limit + 1)
+    query = _filtered(select(*key, events.c.envelope).order_by(*key).limit(limit + 1), where)
+    if cursor:
+        after = Position.decode(cursor)
+        query = query.where(tuple_(*key) > tuple_(after.ts, after.site, after.gateway, after.seq))
+    rows = connection.execute(query).all()
+    page, more = rows[:limit], len(rows) > limit
+    envelopes: list[dict[str, Any]] = [json.loads(row.envelope) for row in page]
+    last = page[-1] if page else None
+    next_cursor = Position(utc(last.ts), last.site, last.gateway, last.seq).encode() if more and last else None
+    return EventPage(events=envelopes, cursor=next_cursor)
+
+
+def _filtered(query: Select[Any], where: EventFilter) -> Select[Any]:
     for column, value in (
         (events.c.site, where.site),
         (events.c.gateway, where.gateway),
@@ -83,12 +95,13 @@ def query_events(
         query = query.where(events.c.ts >= utc(where.since))
     if where.until is not None:
         query = query.where(events.c.ts < utc(where.until))
-    if cursor:
-        after = Position.decode(cursor)
-        query = query.where(tuple_(*key) > tuple_(after.ts, after.site, after.gateway, after.seq))
-    rows = connection.execute(query).all()
-    page, more = rows[:limit], len(rows) > limit
-    envelopes: list[dict[str, Any]] = [json.loads(row.envelope) for row in page]
-    last = page[-1] if page else None
-    next_cursor = Position(utc(last.ts), last.site, last.gateway, last.seq).encode() if more and last else None
-    return EventPage(events=envelopes, cursor=next_cursor)
+    return query
+
+
+def latest_events(connection: Connection, where: EventFilter, *, limit: int = DEFAULT_LIMIT) -> list[dict[str, Any]]:
+    """The newest `limit` events matching `where`, newest first (the console's live list)."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadInput("limit", f"must be between 1 and {MAX_LIMIT}")
+    key = (events.c.ts.desc(), events.c.site, events.c.gateway, events.c.seq.desc())
+    rows = connection.execute(_filtered(select(events.c.envelope).order_by(*key).limit(limit), where)).scalars()
+    return [json.loads(envelope) for envelope in rows]

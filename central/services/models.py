@@ -84,6 +84,7 @@ class Alert(BaseModel):
     seq: int | None
     acknowledged_by: str | None
     resolved_at: str | None
+    resolution: str | None = Field(default=None, description="what resolved it (e.g. the door closed)")
     detail: dict[str, Any]
 
 

@@ -1,6 +1,6 @@
-"""Opening a locker from central (SPEC §11): find the gateway that has it, forward a signed `lockers/open`
-through the context's MQTT link, answer with the gateway's response, and keep every attempt in the audit
-log whatever its outcome."""
+"""Opening a locker from central, and taking it out of or back into service (SPEC §11, §12): find the
+gateway that has it, forward a signed `lockers/open` or `lockers/set_service` through the context's MQTT
+link, answer with the gateway's response, and keep every attempt in the audit log whatever its outcome."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sqlalchemy import select
 from central.context import CentralContext, GatewayUnavailable
 from central.schema import gateways
 from central.services import audit
-from central.services.errors import Conflict
+from central.services.errors import BadInput, Conflict
 from central.services.lockers import gateway_of
 from central.services.models import Authorizer, OpenResult
 
@@ -32,13 +32,13 @@ def _find(context: CentralContext, site: str, locker: str) -> str:
     return gateway
 
 
-def _audit(context: CentralContext, actor: str, site: str, locker: str, detail: dict[str, Any]) -> None:
+def _audit(context: CentralContext, actor: str, action: str, site: str, locker: str, detail: dict[str, Any]) -> None:
     with context.engine.begin() as connection:
         audit.record(
             connection,
             at=datetime.now(UTC),
             actor=actor,
-            action="locker.open",
+            action=action,
             site=site,
             target=locker,
             detail=detail,
@@ -58,34 +58,52 @@ async def open_locker(
 ) -> OpenResult:
     """The gateway's `ok` answer; NotFound (no such locker), Conflict (the gateway refused, e.g. the
     two-person rule), GatewayUnavailable (offline, no broker, no answer, no signing key)."""
+    listed = [a.model_dump(exclude_none=True) for a in authorizers]
+    body = {"locker": locker, "operator": operator, "reason": reason, "authorizers": listed}
+    detail: dict[str, Any] = {"operator": operator, "reason": reason, "authorizers": listed}
+    return await _forward(context, site, locker, "lockers/open", body, "locker.open", actor, detail, timeout_s)
+
+
+async def set_locker_service(
+    context: CentralContext, site: str, locker: str, service: str, *, by: str, actor: str
+) -> OpenResult:
+    """Take a locker out of service or return it (`lockers/set_service`), with the same answers as opening."""
+    if service not in ("in_service", "out_of_service"):
+        raise BadInput("service", "must be in_service or out_of_service")
+    body = {"locker": locker, "service": service, "by": by}
+    detail: dict[str, Any] = {"service": service, "by": by}
+    return await _forward(context, site, locker, "lockers/set_service", body, "locker.service", actor, detail)
+
+
+async def _forward(
+    context: CentralContext,
+    site: str,
+    locker: str,
+    command: str,
+    body: dict[str, Any],
+    action: str,
+    actor: str,
+    detail: dict[str, Any],
+    timeout_s: float = OPEN_TIMEOUT_S,
+) -> OpenResult:
+    """Send a signed request about a locker to the gateway that has it; audit every attempt."""
     gateway = await asyncio.to_thread(_find, context, site, locker)
-    body = {
-        "locker": locker,
-        "operator": operator,
-        "reason": reason,
-        "authorizers": [a.model_dump(exclude_none=True) for a in authorizers],
-    }
-    detail: dict[str, Any] = {
-        "gateway": gateway,
-        "operator": operator,
-        "reason": reason,
-        "authorizers": body["authorizers"],
-    }
+    detail = {"gateway": gateway, **detail}
     try:
-        response = await context.requests.request(site, gateway, "lockers/open", body, timeout_s=timeout_s)
+        response = await context.requests.request(site, gateway, command, body, timeout_s=timeout_s)
     except ValueError as exc:  # no signing key for the site: a fault of central's configuration
         await asyncio.to_thread(
-            _audit, context, actor, site, locker, {**detail, "outcome": "not sent", "error": str(exc)}
+            _audit, context, actor, action, site, locker, {**detail, "outcome": "not sent", "error": str(exc)}
         )
         raise GatewayUnavailable(f"not sent: {exc}") from None
     except GatewayUnavailable as exc:
         await asyncio.to_thread(
-            _audit, context, actor, site, locker, {**detail, "outcome": "no answer", "error": str(exc)}
+            _audit, context, actor, action, site, locker, {**detail, "outcome": "no answer", "error": str(exc)}
         )
         raise
     status, data = response.get("status"), response.get("data")
     outcome = {"outcome": status, "response": response}
-    await asyncio.to_thread(_audit, context, actor, site, locker, {**detail, **outcome})
+    await asyncio.to_thread(_audit, context, actor, action, site, locker, {**detail, **outcome})
     if status != "ok":
         raise Conflict(f"gateway {gateway} refused: {response.get('error') or 'no reason given'}")
     return OpenResult(
