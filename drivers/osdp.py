@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import queue
 import select
 import threading
 import time
@@ -35,7 +36,18 @@ from typing import Any
 import osdp
 import serial
 
-from drivers.base import CardRead, DeviceOffline, DeviceOnline, Emit, KeypadInput, Reader, ReaderFault, utcnow
+from drivers.base import (
+    CardRead,
+    DeviceOffline,
+    DeviceOnline,
+    Emit,
+    Feedback,
+    KeypadInput,
+    Reader,
+    ReaderFault,
+    Signal,
+    utcnow,
+)
 from drivers.presence import BadFrameCounter, PresenceFilter
 from drivers.registry import DriverUnavailable
 from drivers.serial_link import describe_error
@@ -188,6 +200,61 @@ class KeypadEntry:
         return digits or None
 
 
+# ---- feedback: LED and buzzer commands (osdp_LED 0x69, osdp_BUZ 0x6A): pure -----------------------
+
+#: OSDP times are in units of 100 ms; a temporary LED timer is 16 bits of them.
+_TICK_S = 0.1
+_MAX_TIMER = 0xFFFF
+_GREEN, _RED, _AMBER, _OFF = (
+    osdp.CommandLEDColor.Green,
+    osdp.CommandLEDColor.Red,
+    osdp.CommandLEDColor.Amber,
+    osdp.CommandLEDColor.Black,
+)
+#: signal → (on colour, off colour, on ticks, off ticks, default hold s) and (beep ticks, gap ticks, beeps).
+_LED_PATTERNS = {
+    Signal.GRANTED: (_GREEN, _GREEN, 20, 0, 2.0),
+    Signal.DENIED: (_RED, _RED, 20, 0, 2.0),
+    Signal.PENDING: (_AMBER, _OFF, 5, 5, 30.0),
+    Signal.LOCKED_OUT: (_RED, _OFF, 2, 2, 120.0),
+}
+_BUZZER_PATTERNS = {
+    Signal.GRANTED: (2, 0, 1),
+    Signal.DENIED: (4, 2, 2),
+    Signal.PENDING: (1, 0, 1),
+    Signal.LOCKED_OUT: (2, 2, 3),
+}
+
+
+def feedback_commands(feedback: Feedback) -> list[dict[str, Any]]:
+    """The libosdp commands for one signal: a temporary LED pattern on LED 0 (its timer set to the hold
+    time, after which the reader shows its permanent, idle state again) and a buzzer pattern."""
+    on_color, off_color, on_ticks, off_ticks, default_hold = _LED_PATTERNS[feedback.signal]
+    hold = feedback.hold_s if feedback.hold_s > 0 else default_hold
+    beep, gap, beeps = _BUZZER_PATTERNS[feedback.signal]
+    led = {
+        "command": osdp.Command.LED,
+        "reader": 0,
+        "led_number": 0,
+        "control_code": 2,  # set the temporary state and start its timer now
+        "on_count": on_ticks,
+        "off_count": off_ticks,
+        "on_color": on_color,
+        "off_color": off_color,
+        "timer_count": max(1, min(_MAX_TIMER, round(hold / _TICK_S))),
+        "temporary": True,
+    }
+    buzzer = {
+        "command": osdp.Command.Buzzer,
+        "reader": 0,
+        "control_code": 2,  # default tone
+        "on_count": beep,
+        "off_count": gap,
+        "rep_count": beeps,
+    }
+    return [led, buzzer]
+
+
 # ---- one connection, on a worker thread ---------------------------------------------------------
 
 
@@ -305,6 +372,7 @@ class _Session:
         opened = time.monotonic()
         try:
             while not self.stopping.is_set():
+                self._send_feedback(ctx)
                 ctx.refresh()
                 if channel.error is not None:
                     return describe_error(reader.port, channel.error, opening=False)
@@ -327,6 +395,19 @@ class _Session:
             return "stopped"
         finally:
             del ctx, panel  # libosdp tears down here, on the thread that drove it
+
+    def _send_feedback(self, ctx: Any) -> None:
+        """Queue the signals the gateway asked for since the last refresh (only to an online PD: a
+        signal is about a tap that has just happened, not one to show later)."""
+        while True:
+            try:
+                feedback = self.reader.pending_feedback.get_nowait()
+            except queue.Empty:
+                return
+            if self.was_online:
+                for command in feedback_commands(feedback):
+                    with contextlib.suppress(Exception):  # a full command queue drops it, like a busy PD
+                        ctx.submit_command(0, command)
 
     def _why_not_online(self, channel: _PortChannel) -> str:
         address = self.reader.address
@@ -379,6 +460,8 @@ class OsdpReader(Reader):
         self.presence = PresenceFilter(repeat_gap_s)
         self.faults = BadFrameCounter()
         self.keypad = KeypadEntry()
+        #: Signals for the session thread to send; put by `feedback` on the loop, taken by the thread.
+        self.pending_feedback: queue.SimpleQueue[Feedback] = queue.SimpleQueue()
         self._state: bool | None = None  # None until the first session has a verdict
 
     @classmethod
@@ -446,6 +529,10 @@ class OsdpReader(Reader):
         finally:
             if keypad_timer is not None:
                 keypad_timer.cancel()
+
+    def feedback(self, feedback: Feedback) -> None:
+        if self.online:
+            self.pending_feedback.put_nowait(feedback)
 
     def _went_offline(self, reason: str, emit: Emit) -> None:
         self.online = False

@@ -104,6 +104,23 @@ class PolicySection(Section):
     forced_open_grace_s: float = Field(default=10, gt=0)
 
 
+class ReaderFeedbackSection(Section):
+    """Serial readers with a buzzer/LED line: the text written to the reader's port for each signal
+    (TOML escapes such as "\\u0007" or "\\r" for control bytes; an empty string sends nothing)."""
+
+    granted: str = ""
+    denied: str = ""
+    pending: str = ""
+    locked_out: str = ""
+
+    @field_validator("granted", "denied", "pending", "locked_out")
+    @classmethod
+    def _latin1(cls, value: str) -> str:
+        if len(value) > 64 or any(ord(ch) > 0xFF for ch in value):
+            raise ValueError("at most 64 bytes, each a character from \\u0000 to \\u00ff")
+        return value
+
+
 class ReaderSection(Section):
     id: str = Field(pattern=DEVICE_ID_PATTERN)
     driver: str
@@ -112,12 +129,16 @@ class ReaderSection(Section):
     repeat_gap_s: float = Field(default=0.5, ge=0)
     baudrate: int | None = None
     #: serial-ascii only: how lines are read. "auto" tells hex, decimal and Wiegand bit strings apart.
-    format: Literal["auto", "hex", "decimal", "wiegand26", "wiegand34"] = "auto"
+    #: "text" reads QR/barcode scanners: a line of digits is a visitor code, taken verbatim.
+    format: Literal["auto", "hex", "decimal", "wiegand26", "wiegand34", "text"] = "auto"
     #: serial-ascii only: bit width a decimal number is padded to (24 = Wiegand-26 data bits).
     bit_width: int = Field(default=24, ge=8, le=128)
     #: osdp only: the PD address and an optional secure-channel key file (16 bytes, hex).
     osdp_address: int = Field(default=101, ge=0, le=126)
     scbk_file: str = ""
+    #: rdm6300 and serial-ascii only: what to write to the port for each signal (see docs/visitors.md).
+    #: OSDP readers always get LED and buzzer commands.
+    feedback: ReaderFeedbackSection | None = None
 
     @field_validator("driver")
     @classmethod

@@ -16,7 +16,8 @@ when there are none. An update of an existing id keeps its `issue_no`, `issued_a
 The digest of `version_and_digest` tells a central system whether it and the gateway hold the same
 credential set. Recipe (see `set_digest`): for each credential take the canonical JSON
 (gateway.events.canonical_json) of its upsert fields `{id, uid, holder, role, scope: [...], kind,
-status, valid_from, valid_until, schedule, key_code, deposit, approved_by}` — absent values null,
+status, valid_from, valid_until, schedule, key_code, deposit, approved_by}`, plus `single_use: true`
+for a single-use credential (the member is left out when false) — absent values null,
 times as UTC text `YYYY-MM-DDTHH:MM:SSZ` (`.ffffff` before the Z when not whole seconds), uids
 canonical — and its SHA-256 as a 256-bit integer; the digest is the sum of those integers modulo
 2**256, as 64 lower-case hex digits (64 zeros for an empty set). A sum does not depend on order, so
@@ -142,7 +143,7 @@ class UpsertResult:
 
 def _backfill_record_hashes(db: sqlite3.Connection) -> None:
     total = 0
-    rows = db.execute(f"{_SELECT}").fetchall()
+    rows = db.execute(f"SELECT {', '.join(_COLUMNS[:16])} FROM credentials").fetchall()  # the columns of schema 2
     for row in rows:
         value = _record_hash(_digest_record(row))
         total += value
@@ -201,6 +202,10 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
         "CREATE TABLE set_digest (id INTEGER PRIMARY KEY CHECK (id = 1), value TEXT NOT NULL)",
         _backfill_record_hashes,
     ),
+    (
+        # 3: single-use mobile credentials (visitor codes); existing rows and their digest shares unchanged.
+        "ALTER TABLE credentials ADD COLUMN single_use INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 
 _COLUMNS = (
@@ -220,6 +225,7 @@ _COLUMNS = (
     "issue_no",
     "issued_at",
     "issued_by",
+    "single_use",
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM credentials"
 _WRITTEN = (*_COLUMNS, "record_hash", "rev")
@@ -279,6 +285,7 @@ def _row(credential: Credential) -> tuple[Any, ...]:
         credential.issue_no,
         _time_text(credential.issued_at),
         credential.issued_by,
+        int(credential.single_use),
     )
 
 
@@ -316,6 +323,7 @@ class _RowReader:
             issue_no=row[13],
             issued_at=self._time(row[14]),
             issued_by=row[15],
+            single_use=bool(row[16]),
         )
 
     def _time(self, text: str | None) -> datetime | None:
@@ -350,7 +358,11 @@ def _digest_record(row: Sequence[Any], scope: Sequence[str] | None = None) -> di
 
     Built with its keys already sorted, so encoding it without `sort_keys` gives the canonical bytes
     (scope holds only strings) at a fraction of the cost — this runs for every row an import writes.
+    `single_use` is a member only when true, so sets without visitor codes keep the digest they had.
     """
+    if len(row) > 16 and row[16]:
+        record = _digest_record(row[:16], scope)
+        return {**{k: record[k] for k in _BEFORE_SINGLE_USE}, "single_use": True, **{k: record[k] for k in _AFTER}}
     return {
         "approved_by": row[12],
         "deposit": row[11],
@@ -366,6 +378,10 @@ def _digest_record(row: Sequence[Any], scope: Sequence[str] | None = None) -> di
         "valid_from": row[7],
         "valid_until": row[8],
     }
+
+
+_BEFORE_SINGLE_USE = ("approved_by", "deposit", "holder", "id", "key_code", "kind", "role", "schedule", "scope")
+_AFTER = ("status", "uid", "valid_from", "valid_until")
 
 
 def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:

@@ -90,6 +90,12 @@ class SimulatedSite:
             self.boards[board_section.id] = board
 
     def _reader(self, section: ReaderSection) -> SimulatedReader | None:
+        reader = self._simulated_reader(section)
+        if reader is not None and section.feedback is not None:
+            reader.set_feedback(section.feedback.model_dump())
+        return reader
+
+    def _simulated_reader(self, section: ReaderSection) -> SimulatedReader | None:
         if section.driver == "rdm6300":
             return SimulatedRdm6300(section.id, section.port, self.notify)
         if section.driver == "serial-ascii":

@@ -474,7 +474,7 @@ def test_two_connections_see_each_others_changes(tmp_path: Path) -> None:
 def test_the_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path) -> None:
     Store.open(tmp_path).close()
     db = sqlite3.connect(tmp_path / "credentials.db")
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.execute("PRAGMA user_version = 99")
     db.close()

@@ -470,6 +470,7 @@ def _report_row(credential: Credential, zone: tzinfo) -> list[str]:
         credential.key_code or "",
         credential.deposit or "",
         credential.approved_by or "",
+        "true" if credential.single_use else "",
         str(credential.issue_no),
         iso(credential.issued_at),
         credential.issued_by or "",
