@@ -38,9 +38,10 @@ from gateway.control import ControlServer
 from gateway.credential_cache import CredentialCache
 from gateway.doors import DoorMonitor
 from gateway.events import format_ts, uuid7
+from gateway.feedback import tap_feedback
 from gateway.journal import Journal, StateWrite
 from gateway.metrics import Metrics
-from gateway.model import KeypadEntry, Locker, LockerMode, Service, Tap
+from gateway.model import KeypadEntry, Locker, LockerMode, Service, Status, Tap
 from gateway.mqtt.ops import RequestError
 from gateway.policy import PolicySettings, ReaderState, Snapshot, decide, with_keypad
 from gateway.records import (
@@ -52,6 +53,7 @@ from gateway.records import (
 from gateway.sitekey import load_or_create_site_key, uid_hash
 from gateway.store import ChangeLogEntry, Store
 from gateway.systemd_notify import Notifier
+from gateway.visitors import USED_UP_PREFIX, code_of_entry
 
 log = logging.getLogger("lockergw")
 
@@ -110,6 +112,9 @@ class Gateway:
         self._site_key = b""
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self._unlocks: set[asyncio.Task[bool]] = set()
+        #: Single-use credentials used up (journaled) whose revocation the store has not taken yet.
+        self.used_up: set[str] = set()
+        self._revocations: set[asyncio.Task[None]] = set()
         self.metrics = Metrics()
 
     # ---- resources ---------------------------------------------------------------------------
@@ -171,10 +176,14 @@ class Gateway:
             reader_id = key.removeprefix("reader:")
             if reader_id in self.reader_lockers:
                 self.reader_states[reader_id] = reader_state_from_json(value)
+        # Single-use credentials used up before a crash that came before the store had them revoked.
+        self.used_up = {key.removeprefix(USED_UP_PREFIX) for key in self.journal.get_state(USED_UP_PREFIX)}
 
     def _journal_startup(self) -> None:
         now = utcnow()
         self._append([{"kind": "gateway.started", "reason": None, "version": __version__}], now)
+        for credential_id in sorted(self.used_up):
+            self._revoke_used_up(credential_id)
         self._journal_credential_changes(now, startup=True)
 
     # ---- journal -----------------------------------------------------------------------------
@@ -285,6 +294,7 @@ class Gateway:
             settings=self.policy,
             timezone=self.zone,
             reader_states=self.reader_states,
+            used_up=self.used_up,
         )
 
     def handle_tap(self, read: CardRead) -> list[dict[str, Any]]:
@@ -312,6 +322,13 @@ class Gateway:
             r for r in records if not (r["kind"] in ("locker.allocated", "locker.released") and r["locker"] in unopened)
         ]
         writes = [StateWrite(f"reader:{read.device}", reader_state_to_json(decision.reader_state))]
+        # A single-use credential is used up only by an opening that happened (not at an offline board).
+        used_up = decision.used_up if any(r.get("unlock") == "sent" for r in records) else None
+        if used_up is not None:
+            for record in records:
+                if record["kind"] == "access.granted":
+                    record["used_up"] = True
+            writes.append(StateWrite(f"{USED_UP_PREFIX}{used_up}", {"at": format_ts(now)}))
         new_lockers = dict(self.lockers)
         for locker_id, occupant in allocations:
             old = new_lockers[locker_id]
@@ -323,15 +340,59 @@ class Gateway:
         # Durable: now the in-memory state and the locks may follow.
         self.reader_states[read.device] = decision.reader_state
         self.lockers = new_lockers
-        for locker_id, _ in allocations:
-            self._locker_changed(locker_id)
+        if used_up is not None:
+            self.used_up.add(used_up)
         for envelope in envelopes:
             if envelope["kind"] == "access.granted" and envelope["unlock"] == "sent":
                 self._energise(envelope["locker"])
+        # Everything below follows the unlock: the person's signal, then the bookkeeping.
+        self._show(read.device, envelopes, decision.reader_state, now)
+        for locker_id, _ in allocations:
+            self._locker_changed(locker_id)
+        if used_up is not None:
+            self._revoke_used_up(used_up)
         return envelopes
+
+    def _show(self, reader_id: str, envelopes: list[dict[str, Any]], state: ReaderState, now: datetime) -> None:
+        """Tell the person at the reader (LED, buzzer) what was decided; a reader fault never spreads."""
+        reader = self.readers.get(reader_id)
+        feedback = tap_feedback(envelopes, state, self.policy, now)
+        if reader is None or feedback is None:
+            return
+        try:
+            reader.feedback(feedback)
+        except Exception:
+            log.exception("reader %s: feedback failed", reader_id)
+
+    def _revoke_used_up(self, credential_id: str) -> None:
+        """Revoke a used-up single-use credential in the store, on a worker thread with a connection of
+        its own (the tap path never waits on it); the store change is journaled as credentials.changed.
+        Until it lands, `used_up` refuses the credential."""
+        state_dir, zone = self.settings.gateway.state_dir, self.zone
+
+        def revoke() -> None:
+            with Store.open(state_dir, zone=zone) as store:
+                current = store.get(credential_id)
+                if current is not None and current.status == Status.ACTIVE:
+                    store.set_status(credential_id, Status.REVOKED, by="gateway", now=utcnow(), reason="single_use")
+
+        async def run() -> None:
+            await asyncio.to_thread(revoke)
+            await self.catch_up_credentials()
+            self.used_up.discard(credential_id)
+            self.journal.put_state([StateWrite(f"{USED_UP_PREFIX}{credential_id}", None)])
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"revoke {credential_id}")
+        self._revocations.add(task)
+        task.add_done_callback(self._revocations.discard)
+        task.add_done_callback(_log_task_failure)
 
     def handle_keypad(self, entry: KeypadInput) -> None:
         if entry.device not in self.reader_lockers:
+            return
+        code = code_of_entry(entry.digits)
+        if code is not None:  # a visitor code typed as a PIN: decided like a card
+            self.handle_tap(CardRead(entry.device, code, entry.at))
             return
         state = self.reader_states.get(entry.device, ReaderState())
         self.reader_states[entry.device] = with_keypad(state, KeypadEntry(entry.device, entry.digits, entry.at))
@@ -548,6 +609,8 @@ class Gateway:
                 self._drain_device_events()
                 if self._unlocks:
                     await asyncio.wait(self._unlocks, timeout=1.0)
+                if self._revocations:  # else the journal's used_up state revokes them at the next start
+                    await asyncio.wait(self._revocations, timeout=1.0)
                 await _cancel(device_tasks)
                 self._drain_device_events()
                 # A credential read may still be running on the worker thread: the lock is held until
