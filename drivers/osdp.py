@@ -202,9 +202,12 @@ class KeypadEntry:
 
 # ---- feedback: LED and buzzer commands (osdp_LED 0x69, osdp_BUZ 0x6A): pure -----------------------
 
-#: OSDP times are in units of 100 ms; a temporary LED timer is 16 bits of them.
+#: OSDP times are in units of 100 ms. The temporary LED timer is 16 bits in OSDP, but libosdp's Python
+#: binding (3.2.9) carries only its low byte, so a pattern is set for at most 25.5 s at a time and a
+#: longer one (a lockout) is renewed by the session before it runs out.
 _TICK_S = 0.1
-_MAX_TIMER = 0xFFFF
+_MAX_TIMER = 0xFF
+LED_RENEW_S = 25.0
 _GREEN, _RED, _AMBER, _OFF = (
     osdp.CommandLEDColor.Green,
     osdp.CommandLEDColor.Red,
@@ -226,12 +229,17 @@ _BUZZER_PATTERNS = {
 }
 
 
-def feedback_commands(feedback: Feedback) -> list[dict[str, Any]]:
-    """The libosdp commands for one signal: a temporary LED pattern on LED 0 (its timer set to the hold
-    time, after which the reader shows its permanent, idle state again) and a buzzer pattern."""
-    on_color, off_color, on_ticks, off_ticks, default_hold = _LED_PATTERNS[feedback.signal]
-    hold = feedback.hold_s if feedback.hold_s > 0 else default_hold
-    beep, gap, beeps = _BUZZER_PATTERNS[feedback.signal]
+def feedback_hold_s(feedback: Feedback) -> float:
+    """How long a signal's LED pattern lasts: its `hold_s`, or the signal's default."""
+    return feedback.hold_s if feedback.hold_s > 0 else _LED_PATTERNS[feedback.signal][4]
+
+
+def feedback_commands(feedback: Feedback, hold_s: float | None = None, beep: bool = True) -> list[dict[str, Any]]:
+    """The libosdp commands for one signal: a temporary LED pattern on LED 0 for `hold_s` (default: the
+    signal's hold; at most 25.5 s, after which the reader shows its permanent, idle state again) and,
+    with `beep`, a buzzer pattern."""
+    on_color, off_color, on_ticks, off_ticks, _ = _LED_PATTERNS[feedback.signal]
+    hold = feedback_hold_s(feedback) if hold_s is None else hold_s
     led = {
         "command": osdp.Command.LED,
         "reader": 0,
@@ -244,11 +252,14 @@ def feedback_commands(feedback: Feedback) -> list[dict[str, Any]]:
         "timer_count": max(1, min(_MAX_TIMER, round(hold / _TICK_S))),
         "temporary": True,
     }
+    if not beep:
+        return [led]
+    on, gap, beeps = _BUZZER_PATTERNS[feedback.signal]
     buzzer = {
         "command": osdp.Command.Buzzer,
         "reader": 0,
         "control_code": 2,  # default tone
-        "on_count": beep,
+        "on_count": on,
         "off_count": gap,
         "rep_count": beeps,
     }
@@ -319,6 +330,8 @@ class _Session:
         self.stopping = threading.Event()
         self.was_online = False
         self._pd_went_offline = False
+        #: A lasting LED pattern to renew: (signal, when it ends, when to renew next), monotonic.
+        self._lasting: tuple[Feedback, float, float] | None = None
         self._thread = threading.Thread(target=self._run, name=f"osdp {reader.id}", daemon=True)
 
     def start(self) -> None:
@@ -398,16 +411,27 @@ class _Session:
 
     def _send_feedback(self, ctx: Any) -> None:
         """Queue the signals the gateway asked for since the last refresh (only to an online PD: a
-        signal is about a tap that has just happened, not one to show later)."""
+        signal is about a tap that has just happened, not one to show later), and renew a lasting one."""
+        now = time.monotonic()
         while True:
             try:
                 feedback = self.reader.pending_feedback.get_nowait()
             except queue.Empty:
-                return
+                break
             if self.was_online:
-                for command in feedback_commands(feedback):
-                    with contextlib.suppress(Exception):  # a full command queue drops it, like a busy PD
-                        ctx.submit_command(0, command)
+                self._submit(ctx, feedback_commands(feedback))
+                hold = feedback_hold_s(feedback)
+                self._lasting = (feedback, now + hold, now + LED_RENEW_S) if hold > LED_RENEW_S else None
+        if self._lasting is not None and now >= self._lasting[2]:
+            feedback, ends, _ = self._lasting
+            self._submit(ctx, feedback_commands(feedback, hold_s=ends - now, beep=False))
+            self._lasting = (feedback, ends, now + LED_RENEW_S) if ends - now > LED_RENEW_S else None
+
+    @staticmethod
+    def _submit(ctx: Any, commands: list[dict[str, Any]]) -> None:
+        for command in commands:
+            with contextlib.suppress(Exception):  # a full command queue drops it, like a busy PD
+                ctx.submit_command(0, command)
 
     def _why_not_online(self, channel: _PortChannel) -> str:
         address = self.reader.address

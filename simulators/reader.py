@@ -44,6 +44,8 @@ class SimulatedReader(abc.ABC):
         self.signals: list[str] = []
         self._heard_bytes = bytearray()
         self.port.on_data = self._heard
+        #: Called after each signal (the site's change notification).
+        self.changed: Callable[[], None] = lambda: None
 
     def set_feedback(self, texts: dict[str, str]) -> None:
         """What the gateway writes for each signal (`{"granted": "G\\r", ...}`), as configured."""
@@ -66,6 +68,7 @@ class SimulatedReader(abc.ABC):
         self.signals.append(what)
         del self.signals[:-SIGNAL_HISTORY]
         self.notify(f"reader {self.id}: {what}")
+        self.changed()
 
     # ---- life cycle ------------------------------------------------------------------------
 

@@ -91,8 +91,10 @@ class SimulatedSite:
 
     def _reader(self, section: ReaderSection) -> SimulatedReader | None:
         reader = self._simulated_reader(section)
-        if reader is not None and section.feedback is not None:
-            reader.set_feedback(section.feedback.model_dump())
+        if reader is not None:
+            reader.changed = self._note_change
+            if section.feedback is not None:
+                reader.set_feedback(section.feedback.model_dump())
         return reader
 
     def _simulated_reader(self, section: ReaderSection) -> SimulatedReader | None:
@@ -252,7 +254,8 @@ class SimulatedSite:
         await self.bus_of(board_id).wait_for_frame(frame)
 
     async def wait_until(self, condition: Callable[[], bool]) -> None:
-        """Return once `condition()` holds; re-checked after every change of a door, jam or item.
+        """Return once `condition()` holds; re-checked after every change of a door, jam or item, and
+        every signal a reader receives.
 
         Bound it with asyncio.wait_for."""
         while not condition():
