@@ -230,14 +230,11 @@ async def test_a_code_typed_on_an_osdp_keypad_opens_and_an_expired_one_is_refuse
     ident, code = issued(output)
     past = datetime.now(UTC) - timedelta(days=1)
     with Store.open(settings.gateway.state_dir) as store:
+        old = {"id": "V-OLD", "uid": "987654321098", "holder": "frank", "role": "user", "kind": "mobile"}
+        until = (past + timedelta(hours=4)).isoformat()
         store.upsert(
-            [
-                {"id": "V-OLD", "uid": "987654321098", "holder": "frank", "role": "user", "kind": "mobile",
-                 "scope": ["A-03"], "valid_from": past.isoformat(), "valid_until": (past + timedelta(hours=4)).isoformat()}
-            ],
-            by="test",
-            now=past,
-        )  # fmt: skip
+            [{**old, "scope": ["A-03"], "valid_from": past.isoformat(), "valid_until": until}], by="t", now=past
+        )
     async with SimulatedSite(settings) as site, running(config) as gw:
         await gw.wait_for("reader.online", reader="keypad-a")
         await gw.wait_for("board.online", board="board-a")
