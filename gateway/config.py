@@ -181,6 +181,13 @@ class MetricsSection(Section):
     host: str = "127.0.0.1"
 
 
+class HomeAssistantSection(Section):
+    """Home Assistant MQTT discovery (docs/visitors.md): lockers, doors and readers as entities."""
+
+    discovery: bool = False
+    prefix: str = Field(default="homeassistant", pattern=r"^[^#+/\s]+$")
+
+
 class Settings(BaseSettings):
     """The whole configuration. Unknown keys are errors: a typo must not be silently ignored."""
 
@@ -190,6 +197,7 @@ class Settings(BaseSettings):
     mqtt: MqttSection = MqttSection()
     policy: PolicySection = PolicySection()
     metrics: MetricsSection = MetricsSection()
+    homeassistant: HomeAssistantSection = HomeAssistantSection()
     readers: list[ReaderSection] = Field(default_factory=list)
     boards: list[BoardSection] = Field(default_factory=list)
     lockers: list[LockerSection] = Field(default_factory=list)

@@ -347,6 +347,9 @@ class Gateway:
                 self._energise(envelope["locker"])
         # Everything below follows the unlock: the person's signal, then the bookkeeping.
         self._show(read.device, envelopes, decision.reader_state, now)
+        if self.mqtt is not None and envelopes:
+            credential = envelopes[0].get("credential") or {}
+            self.mqtt.tag_scanned(read.device, credential.get("uid_hash"), envelopes[0]["ts"])
         for locker_id, _ in allocations:
             self._locker_changed(locker_id)
         if used_up is not None:

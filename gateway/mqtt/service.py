@@ -19,6 +19,7 @@ from typing import Any
 from gateway import __version__
 from gateway.config import Settings, read_secret
 from gateway.journal import Journal
+from gateway.mqtt.homeassistant import Discovery
 from gateway.mqtt.link import LinkError
 from gateway.mqtt.ops import GatewayOps
 from gateway.mqtt.publisher import Publisher
@@ -76,9 +77,17 @@ class MqttService:
         )
         self.requests = RequestHandler(settings, store, ops, site_key, self.publisher, verifier=verifier)
         self.publisher.subscribe(self.requests.topics.requests)
+        self.discovery: Discovery | None = None
+        if settings.homeassistant.discovery:
+            self.discovery = Discovery(settings, version)
+            for topic_filter in self.discovery.subscriptions:
+                self.publisher.subscribe(topic_filter)
+            self.publisher.add_session_hooks(self.discovery)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def _on_message(self, client: Any, message: Any) -> None:
+        if self.discovery is not None and await self.discovery.on_message(client, message):
+            return
         await self.requests.on_message(client, message)
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -136,6 +145,11 @@ class MqttService:
 
     def info_changed(self) -> None:
         self.publisher.info_changed()
+
+    def tag_scanned(self, reader_id: str, uid_hash: str | None, at: str) -> None:
+        """A tap's hashed uid for Home Assistant's tag scanner of that reader (when discovery is on)."""
+        if self.discovery is not None:
+            self.discovery.tag_scanned(reader_id, uid_hash, at)
 
     async def flush(self, timeout: float) -> bool:
         return await self.publisher.flush(timeout)
