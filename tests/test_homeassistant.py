@@ -170,24 +170,24 @@ async def test_the_daemon_publishes_resends_and_removes_discovery(
         person = {"id": "C-1", "uid": "3C00CE754C", "holder": "amira", "role": "user", "scope": ["A-03"]}
         store.upsert([person], by="test", now=datetime.now(UTC))
     expected = discovery_messages(settings)
-    async with Capture(broker.url, "homeassistant/#", f"{BASE}/readers/#", f"{BASE}/state") as ha:
-        async with SimulatedSite(settings) as site, running(config) as gw:
-            await ha.wait_until(lambda m: set(expected) <= set(configs(m)))
-            check_discovery({t: json.loads(p) for t, p in configs(ha.messages).items()})
-            await ha.wait_for(lambda m: m.topic == f"{BASE}/state" and m.json()["state"] == "online")
+    ha_capture = Capture(broker.url, "homeassistant/#", f"{BASE}/readers/#", f"{BASE}/state")
+    async with ha_capture as ha, SimulatedSite(settings) as site, running(config) as gw:
+        await ha.wait_until(lambda m: set(expected) <= set(configs(m)))
+        check_discovery({t: json.loads(p) for t, p in configs(ha.messages).items()})
+        await ha.wait_for(lambda m: m.topic == f"{BASE}/state" and m.json()["state"] == "online")
 
-            # Home Assistant restarts and announces itself: discovery is sent again.
-            before = len(ha.messages)
-            await ha.publish("homeassistant/status", b"online")
-            await ha.wait_until(lambda m: set(expected) <= set(configs(m[before:])))
+        # Home Assistant restarts and announces itself: discovery is sent again.
+        before = len(ha.messages)
+        await ha.publish("homeassistant/status", b"online")
+        await ha.wait_until(lambda m: set(expected) <= set(configs(m[before:])))
 
-            # A tap reaches the reader's tag scanner as a hashed uid only.
-            await gw.wait_for("reader.online", reader="bank-a")
-            await site.tap("bank-a", "3C00CE754C")
-            granted = await gw.wait_for("access.granted", reader="bank-a")
-            tag = await ha.wait_for(lambda m: m.topic == f"{BASE}/readers/bank-a/tag")
-            assert tag.json()["uid_hash"] == granted["credential"]["uid_hash"]
-            assert b"3C00CE754C" not in tag.payload
+        # A tap reaches the reader's tag scanner as a hashed uid only.
+        await gw.wait_for("reader.online", reader="bank-a")
+        await site.tap("bank-a", "3C00CE754C")
+        granted = await gw.wait_for("access.granted", reader="bank-a")
+        tag = await ha.wait_for(lambda m: m.topic == f"{BASE}/readers/bank-a/tag")
+        assert tag.json()["uid_hash"] == granted["credential"]["uid_hash"]
+        assert b"3C00CE754C" not in tag.payload
 
     # The site loses locker B-02: its entities are removed at the next start.
     text = config.read_text(encoding="utf-8")
