@@ -12,6 +12,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from broker.contract import Contract
 from broker.kit import Capture, Received
 from broker.mosquitto import Mosquitto
 from gateway_world import running, write_site
@@ -188,6 +189,7 @@ async def test_the_daemon_publishes_resends_and_removes_discovery(
         tag = await ha.wait_for(lambda m: m.topic == f"{BASE}/readers/bank-a/tag")
         assert tag.json()["uid_hash"] == granted["credential"]["uid_hash"]
         assert b"3C00CE754C" not in tag.payload
+        assert Contract.load().validate(tag.topic, tag.json()) == "readerTag"  # docs/asyncapi.yaml
 
     # The site loses locker B-02: its entities are removed at the next start.
     text = config.read_text(encoding="utf-8")
