@@ -21,10 +21,19 @@ from policy_world import NOW, credential, run, snapshot
 
 from drivers.serial_ascii import FrameError, format_line, parse_line
 from gateway.cli import main
+from gateway.journal import Journal, StateWrite
 from gateway.model import Kind, Status
 from gateway.policy import Reason
 from gateway.store import Store
-from gateway.visitors import CODE_DIGITS, VisitorError, code_of_entry, grouped, new_code, parse_validity
+from gateway.visitors import (
+    CODE_DIGITS,
+    USED_UP_PREFIX,
+    VisitorError,
+    code_of_entry,
+    grouped,
+    new_code,
+    parse_validity,
+)
 from simulators.site import SimulatedSite
 
 pytestmark = pytest.mark.timeout(90)
@@ -245,3 +254,26 @@ async def test_a_code_typed_on_an_osdp_keypad_opens_and_an_expired_one_is_refuse
         await site.keypad("keypad-a", "987654321098")
         refused = await gw.wait_for("access.denied", reader="keypad-a")
         assert (refused["reason"], refused["credential"]["id"]) == ("expired", "V-OLD")
+
+
+async def test_a_use_committed_before_a_crash_is_revoked_at_the_next_start(tmp_path: Path) -> None:
+    """The grant's journal commit records the use; if the gateway died before the store had the
+    revocation, the next start finishes it (and the code never opens again meanwhile)."""
+    config, settings = write_site(tmp_path, extra=QR_AND_KEYPAD.format(root=tmp_path))
+    state_dir = settings.gateway.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+    code = {"id": "V-9", "uid": "112233445566", "holder": "gil", "role": "user", "kind": "mobile", "scope": ["A-01"]}
+    with Store.open(state_dir) as store:
+        store.upsert([{**code, "single_use": True}], by="test", now=now)
+    with Journal.open(state_dir, site="test-site", gateway="gw-e2e", boot_id="crashed") as journal:
+        journal.put_state([StateWrite(f"{USED_UP_PREFIX}V-9", {"at": "2026-11-30T10:00:00Z"})])
+    async with SimulatedSite(settings) as site, running(config) as gw:
+        revoked = await gw.wait_for("credentials.changed", reason="single_use")
+        assert revoked["ids"] == ["V-9"]
+        await gw.wait_for("reader.online", reader="qr-a")
+        await site.tap("qr-a", "112233445566")
+        refused = await gw.wait_for("access.denied", reader="qr-a")
+        assert refused["reason"] == "credential_revoked"
+    with Journal.open(state_dir, site="test-site", gateway="gw-e2e", boot_id="after") as journal:
+        assert journal.get_state(USED_UP_PREFIX) == {}  # done: nothing left to finish
