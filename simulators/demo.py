@@ -213,7 +213,7 @@ async def run_demo(
     journaled: set[str] = set()
     gateway.listeners.append(lambda envelope: journaled.add(envelope["kind"]))
     async with SimulatedSite(settings) as site:
-        view.signals_of = lambda reader_id: site.readers[reader_id].signals
+        view.signals_of = lambda reader_id: (site.readers[reader_id].signal_count, site.readers[reader_id].signals)
         if printer is not None:
             view.on_signal = lambda reader_id, signal: printer(f"  reader {reader_id} shows: {signal}")
         runner = asyncio.create_task(gateway.run())

@@ -74,7 +74,8 @@ class DemoView:
     door_of: Callable[[str], str] | None = None
     #: Readers whose LED/beeper the demo shows, and where their received signals come from.
     readers: dict[str, ReaderTile] = field(default_factory=dict)
-    signals_of: Callable[[str], list[str]] | None = None
+    #: reader id → (how many signals it has received in all, the most recent ones).
+    signals_of: Callable[[str], tuple[int, list[str]]] | None = None
     #: Told of each new signal (the plain, non-terminal output).
     on_signal: Callable[[str, str], None] | None = None
 
@@ -83,12 +84,13 @@ class DemoView:
         if self.signals_of is None:
             return
         for tile in self.readers.values():
-            signals = self.signals_of(tile.id)
-            for signal in signals[tile.seen :]:
+            count, recent = self.signals_of(tile.id)
+            fresh = recent[len(recent) - min(count - tile.seen, len(recent)) :] if count > tile.seen else []
+            for signal in fresh:
                 tile.signal = signal
                 if self.on_signal is not None:
                     self.on_signal(tile.id, signal)
-            tile.seen = len(signals)
+            tile.seen = count
 
     def narrate(self, text: str) -> None:
         self.narration = text

@@ -40,8 +40,10 @@ class SimulatedReader(abc.ABC):
         self._garbage: asyncio.Task[None] | None = None
         #: Feedback bytes → signal name, from the reader's `feedback` section (serial readers).
         self.feedback_texts: dict[bytes, str] = {}
-        #: The signals recognised in what the gateway wrote to the reader, most recent last.
+        #: The signals recognised in what the gateway wrote to the reader, most recent last (the last
+        #: SIGNAL_HISTORY of them); `signal_count` counts them all.
         self.signals: list[str] = []
+        self.signal_count = 0
         self._heard_bytes = bytearray()
         self.port.on_data = self._heard
         #: Called after each signal (the site's change notification).
@@ -65,6 +67,7 @@ class SimulatedReader(abc.ABC):
             self._signal(self.feedback_texts[seq])
 
     def _signal(self, what: str) -> None:
+        self.signal_count += 1
         self.signals.append(what)
         del self.signals[:-SIGNAL_HISTORY]
         self.notify(f"reader {self.id}: {what}")
