@@ -470,6 +470,7 @@ class OsdpReader(Reader):
         online_timeout_s: float = ONLINE_TIMEOUT_S,
         reply_timeout_s: float = REPLY_TIMEOUT_S,
         keypad_timeout_s: float = KEYPAD_TIMEOUT_S,
+        send_feedback: bool = True,
     ) -> None:
         super().__init__(device_id)
         if scbk is not None and len(scbk) != SCBK_LENGTH:
@@ -481,6 +482,7 @@ class OsdpReader(Reader):
         self.online_timeout_s = online_timeout_s
         self.reply_timeout_s = reply_timeout_s
         self.keypad_timeout_s = keypad_timeout_s
+        self.send_feedback = send_feedback
         self.presence = PresenceFilter(repeat_gap_s)
         self.faults = BadFrameCounter()
         self.keypad = KeypadEntry()
@@ -501,6 +503,7 @@ class OsdpReader(Reader):
             scbk=scbk,
             baudrate=section.baudrate or BAUDRATE,
             repeat_gap_s=section.repeat_gap_s,
+            send_feedback=section.osdp_feedback,
         )
 
     async def run(self, emit: Emit) -> None:
@@ -555,7 +558,7 @@ class OsdpReader(Reader):
                 keypad_timer.cancel()
 
     def feedback(self, feedback: Feedback) -> None:
-        if self.online:
+        if self.online and self.send_feedback:
             self.pending_feedback.put_nowait(feedback)
 
     def _went_offline(self, reason: str, emit: Emit) -> None:

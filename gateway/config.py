@@ -137,8 +137,9 @@ class ReaderSection(Section):
     osdp_address: int = Field(default=101, ge=0, le=126)
     scbk_file: str = ""
     #: rdm6300 and serial-ascii only: what to write to the port for each signal (see docs/visitors.md).
-    #: OSDP readers always get LED and buzzer commands.
     feedback: ReaderFeedbackSection | None = None
+    #: osdp only: send LED and buzzer commands after each decision (off when something else drives them).
+    osdp_feedback: bool = True
 
     @field_validator("driver")
     @classmethod

@@ -171,3 +171,19 @@ async def test_a_serial_reader_gets_its_configured_feedback_line(tmp_path: Path)
         await gw.wait_for("access.denied", reader="door-c")
         await asyncio.wait_for(site.wait_until(lambda: reader.signals == ["granted", "denied"]), 5)
         assert site.status()["readers"]["door-c"]["signal"] == "denied"
+
+
+async def test_an_osdp_reader_can_be_told_to_leave_its_led_and_buzzer_alone(tmp_path: Path) -> None:
+    extra = OSDP_BANK.format(root=tmp_path) + "osdp_feedback = false\n"
+    config, settings = write_site(tmp_path, extra=extra)
+    seed(settings.gateway.state_dir)
+    async with SimulatedSite(settings) as site, running(config) as gw:
+        await gw.wait_for("reader.online", reader="keypad-a")
+        await gw.wait_for("board.online", board="board-a")
+        pd = site.readers["keypad-a"]
+        await site.tap("keypad-a", "3C00CE754C")
+        granted = await gw.wait_for("access.granted", reader="keypad-a")
+        assert granted["unlock"] == "sent"
+        await site.tap("keypad-a", "DEADBEEF01")  # a later decision: had the first sent anything, it is here by now
+        await gw.wait_for("access.denied", reader="keypad-a")
+    assert pd.signal_count == 0
