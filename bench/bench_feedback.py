@@ -122,10 +122,11 @@ commands. Measured {datetime.now(UTC):%Y-%m-%d} on {platform.machine()}, {os.cpu
 Signals that did not reach the reader within 2 s of the unlock: {MISSED or "none"}.
 
 The daemon writes the unlock before it hands the signal to the reader (decide → journal commit →
-unlock → feedback), so feedback cannot come first: the serial medians differ by {difference:+.2f} ms and
-the OSDP medians by {statistics.median(osdp) - statistics.median(osdp_without):+.2f} ms, within the spread
-of the runs. The OSDP rows include libosdp's poll cycle (the card read waits for the next poll), not
-only the gateway's work.
+unlock → feedback), so feedback cannot come first. Serial medians differ by {difference:+.2f} ms, within
+the spread of the runs. The OSDP rows are dominated by libosdp's poll cycle — a card read waits for the
+PD's next poll, and where the taps fall in that cycle moves a run's median by tens of milliseconds —
+so their difference ({statistics.median(osdp) - statistics.median(osdp_without):+.2f} ms here) says
+nothing about feedback except that it did not delay the unlock.
 """
     replace_section(SECTION, text)
     print(text)
