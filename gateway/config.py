@@ -23,6 +23,8 @@ DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 READER_DRIVERS = ("rdm6300", "serial-ascii", "pn532", "osdp")
 BOARD_DRIVERS = ("kerong-cu16", "kerong-cu48")
+#: Readers whose buzzer/LED line is driven by writing to their serial port.
+SERIAL_FEEDBACK_DRIVERS = ("rdm6300", "serial-ascii")
 LOCKS_PER_BOARD = {"kerong-cu16": 16, "kerong-cu48": 48}
 
 
@@ -265,6 +267,11 @@ def cross_check(raw: dict[str, Any]) -> list[str]:
             if other != locker.get("id"):
                 faults.append(f"{path}.lock: channel {lock} of board {board_id!r} is already used by {other!r}")
     for index, reader in enumerate(_items(raw, "readers")):
+        if "feedback" in reader and reader.get("driver") not in SERIAL_FEEDBACK_DRIVERS:
+            faults.append(
+                f"readers[{index}].feedback: only {' and '.join(SERIAL_FEEDBACK_DRIVERS)} readers take a feedback "
+                "line (OSDP readers get LED and buzzer commands: see osdp_feedback)"
+            )
         served = reader.get("lockers", [])
         for position, locker_id in enumerate(served if isinstance(served, list) else []):
             if locker_id not in lockers:

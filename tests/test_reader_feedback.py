@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from drivers.base import Feedback, Signal
 from drivers.osdp import feedback_commands
+from gateway.config import ConfigError
 from gateway.feedback import tap_feedback
 from gateway.policy import PolicySettings, ReaderState
 from gateway.store import Store
@@ -187,3 +188,16 @@ async def test_an_osdp_reader_can_be_told_to_leave_its_led_and_buzzer_alone(tmp_
         await site.tap("keypad-a", "DEADBEEF01")  # a later decision: had the first sent anything, it is here by now
         await gw.wait_for("access.denied", reader="keypad-a")
     assert pd.signal_count == 0
+
+
+def test_a_feedback_line_on_a_reader_that_cannot_take_one_is_a_config_fault(tmp_path: Path) -> None:
+    extra = OSDP_BANK.format(root=tmp_path) + 'feedback = { granted = "G" }\n'
+    with pytest.raises(ConfigError) as caught:
+        write_site(tmp_path, extra=extra)
+    assert caught.value.faults == [
+        "gateway.toml: readers[2].feedback: only rdm6300 and serial-ascii readers take a feedback line "
+        "(OSDP readers get LED and buzzer commands: see osdp_feedback)"
+    ]
+    bad_bytes = SERIAL_WITH_FEEDBACK.format(root=tmp_path).replace("\\u0007G", "\\u2603")
+    with pytest.raises(ConfigError, match=r"readers\[2\]\.feedback\.granted: at most 64 bytes"):
+        write_site(tmp_path, extra=bad_bytes)
