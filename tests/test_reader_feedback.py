@@ -24,6 +24,7 @@ from gateway.config import ConfigError
 from gateway.feedback import tap_feedback
 from gateway.policy import PolicySettings, ReaderState
 from gateway.store import Store
+from simulators.control import format_status
 from simulators.osdp import SimulatedOsdp, describe_buzzer, describe_led
 from simulators.site import SimulatedSite
 
@@ -156,6 +157,8 @@ async def test_osdp_reader_shows_grant_denial_pending_and_lockout(tmp_path: Path
         assert (led["on_color"], led["off_count"] > 0, buzzer["rep_count"]) == (RED, True, 3)
         assert led["timer_count"] == 255  # 25.5 s at a time, renewed for the 60 s of the lockout
         assert "red blinking" in site.status()["readers"]["keypad-a"]["led"]
+        shown = format_status(site.status())  # what `lockergw sim status` prints
+        assert "led red blinking for 25.5 s, buzzer 3 beeps of 0.2 s" in shown
 
 
 async def test_a_serial_reader_gets_its_configured_feedback_line(tmp_path: Path) -> None:
@@ -172,6 +175,7 @@ async def test_a_serial_reader_gets_its_configured_feedback_line(tmp_path: Path)
         await gw.wait_for("access.denied", reader="door-c")
         await asyncio.wait_for(site.wait_until(lambda: reader.signals == ["granted", "denied"]), 5)
         assert site.status()["readers"]["door-c"]["signal"] == "denied"
+        assert "last signal denied" in format_status(site.status())
 
 
 async def test_an_osdp_reader_can_be_told_to_leave_its_led_and_buzzer_alone(tmp_path: Path) -> None:
