@@ -22,6 +22,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+#: A visitor code (a `mobile` credential shown as a QR code or typed as a PIN) is this many decimal
+#: digits, and those digits are its uid: 6 bytes of "hex", a length no card family reports.
+CODE_DIGITS = 12
+
+
 # ---- what devices report ---------------------------------------------------------------------
 
 

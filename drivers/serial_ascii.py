@@ -8,9 +8,10 @@ One card per line, ended by CR, LF or CRLF, in one of these forms (the reader's 
 - `wiegand26` / `wiegand34`: the raw bit string of 0s and 1s with both parity bits; a parity error
   is a bad frame, and the uid is the data bits without parity (W26 FC 90 / CN 324 → `5A0144`);
 - `text`: a QR or barcode scanner in its serial (UART) text mode, one decoded code per line. A line
-  of 6 to 32 digits is a visitor code and is the uid verbatim (no decimal conversion: the digits of a
-  code are its canonical form, see docs/visitors.md); a line of hex is a card number as in `hex`;
-  any other text (a web address, a product barcode) is a bad frame;
+  of exactly 12 digits is a visitor code and is the uid verbatim (no decimal conversion: the digits of a
+  code are its canonical form, see docs/visitors.md); anything else — a web address, a product
+  barcode, a card number as hex — is a bad frame: a printed QR code is easy to copy, so a scanner
+  never stands in for a card reader;
 - `auto`: 26 or 34 characters of 0/1 are Wiegand, exactly 10 decimal digits are a decimal number,
   other hex is hex. A 10-hex-character uid made only of digits is therefore read as decimal in
   `auto`: configure `format = "hex"` for readers that send EM4100 numbers as hex.
@@ -24,7 +25,7 @@ import re
 from collections.abc import Mapping
 from typing import Literal
 
-from drivers.base import Signal
+from drivers.base import CODE_DIGITS, Signal
 from drivers.serial_reader import ParseResult, SerialReader, feedback_bytes
 from gateway.config import ReaderSection
 from gateway.uid import decimal_to_uid
@@ -82,9 +83,9 @@ def parse_line(line: str, fmt: Format, bit_width: int = 24) -> str:
             return wiegand_uid(text)
         fmt = "decimal" if len(text) == 10 and text.isdigit() else "hex"
     if fmt == "text":
-        if _DECIMAL.fullmatch(text) and 6 <= len(text) <= 32:
-            return "0" + text if len(text) % 2 else text
-        fmt = "hex"
+        if not _DECIMAL.fullmatch(text) or len(text) != CODE_DIGITS:
+            raise FrameError(f"not a visitor code ({CODE_DIGITS} digits)")
+        return text
     if fmt in ("wiegand26", "wiegand34"):
         expected = 26 if fmt == "wiegand26" else 34
         if len(text) != expected:

@@ -16,7 +16,10 @@ import secrets
 from datetime import timedelta
 from pathlib import Path
 
-CODE_DIGITS = 12
+from drivers.base import CODE_DIGITS
+
+__all__ = ["CODE_DIGITS", "USED_UP_PREFIX", "VisitorError", "code_of_entry", "grouped", "new_code", "parse_validity"]
+
 #: The journal's runtime-state key of a single-use credential used up but not yet revoked in the store.
 USED_UP_PREFIX = "used_up:"
 #: The longest validity a visitor code may be issued for (a code is a short-term key, not a card).
