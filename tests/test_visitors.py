@@ -125,6 +125,27 @@ def test_an_expired_code_is_refused_expired() -> None:
     assert run(snapshot([code]), code, "door-a01")[0].reason == Reason.EXPIRED
 
 
+@given(
+    st.sampled_from([("A-01",), ("S-9", "S-10")]),
+    st.lists(st.tuples(st.sampled_from(["door-a01", "bank-a", "bank-s", "lobby"]), st.integers(0, 3600)), max_size=12),
+)
+def test_a_single_use_code_completes_one_use_and_then_opens_nothing(
+    scope: tuple[str, ...], taps: list[tuple[str, int]]
+) -> None:
+    """Whatever is tapped where: at most one decision uses the code up, and nothing opens after it."""
+    code = credential("V-7", scope=scope, kind=Kind.MOBILE, single_use=True, uid="123456789012")
+    snap = snapshot([code])
+    used = False
+    for reader, seconds in sorted(taps, key=lambda t: t[1]):
+        decision, snap = run(snap, code, reader, NOW + timedelta(seconds=seconds))
+        assert not (used and decision.granted)
+        if decision.used_up is not None:
+            assert decision.granted and not used
+            used = True
+            snap = replace(snap, used_up=frozenset({"V-7"}))  # what the daemon does on commit
+        assert set(decision.lockers) <= set(scope) or not decision.granted
+
+
 # ---- the CLI ----------------------------------------------------------------------------------------
 
 VISITOR_LINE = re.compile(r"visitor code (\S+) for (.+): (\d{4} \d{4} \d{4})")
