@@ -6,16 +6,16 @@ each, naming the file and the key path — the CLI prints them and exits 2, neve
 
 from __future__ import annotations
 
-import os
-import tomllib
 from collections import Counter
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.settings_file import ConfigError as ConfigError
+from gateway.settings_file import load_settings
 
 DEFAULT_CONFIG_PATH = Path("/etc/lockergw/gateway.toml")
 SLUG_PATTERN = r"^[a-z0-9-]+$"
@@ -26,14 +26,6 @@ BOARD_DRIVERS = ("kerong-cu16", "kerong-cu48")
 #: Readers whose buzzer/LED line is driven by writing to their serial port.
 SERIAL_FEEDBACK_DRIVERS = ("rdm6300", "serial-ascii")
 LOCKS_PER_BOARD = {"kerong-cu16": 16, "kerong-cu48": 48}
-
-
-class ConfigError(Exception):
-    """A configuration that cannot be used; `faults` holds one human-readable line per problem."""
-
-    def __init__(self, faults: list[str]) -> None:
-        super().__init__("\n".join(faults))
-        self.faults = faults
 
 
 class Section(BaseModel):
@@ -85,6 +77,8 @@ class MqttSection(Section):
     keepalive: int = Field(default=30, ge=5, le=3600)
     max_request_bytes: int = Field(default=4_194_304, ge=1024)
     hmac_key_file: str = ""
+    #: Demo only: accept requests that carry no signature when no hmac_key_file is set (SPEC §7).
+    allow_unsigned_requests: bool = False
     inflight: int = Field(default=20, ge=1, le=1000)
 
     @field_validator("url")
@@ -294,89 +288,11 @@ def cross_check(raw: dict[str, Any]) -> list[str]:
     return faults
 
 
-def unknown_environment_keys(environ: Mapping[str, str]) -> list[str]:
-    """`LOCKERGW_*` variables that name no setting (a typo there must not be ignored either)."""
-    faults: list[str] = []
-    sections: dict[str, Any] = {name: info.annotation for name, info in Settings.model_fields.items()}
-    for name in environ:
-        if not name.startswith("LOCKERGW_"):
-            continue
-        parts = name.removeprefix("LOCKERGW_").lower().split("__")
-        section = sections.get(parts[0])
-        if section is None:
-            faults.append(f"environment: {name}: no such section {parts[0]!r}")
-        elif (
-            len(parts) > 1
-            and isinstance(section, type)
-            and issubclass(section, BaseModel)
-            and parts[1] not in section.model_fields
-        ):
-            faults.append(f"environment: {name}: no key {parts[1]!r} in section {parts[0]!r}")
-    return faults
-
-
-def _format_location(loc: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text
-
-
-def _format_errors(source: str, error: ValidationError) -> list[str]:
-    faults: list[str] = []
-    for item in error.errors():
-        location = _format_location(tuple(item["loc"]))
-        kind = item["type"]
-        message = str(item["msg"]).removeprefix("Value error, ")
-        if kind == "extra_forbidden":
-            message = "unknown key (check the spelling; see config/gateway.example.toml)"
-        elif kind == "missing":
-            message = "missing (required)"
-        elif kind == "string_pattern_mismatch":
-            message = f"{item.get('input')!r} does not match {item['ctx']['pattern']}"
-        for line in message.splitlines():
-            faults.append(f"{source}: {location}: {line}" if location else f"{source}: {line}")
-    return faults
-
-
 def load_config(path: Path | str) -> Settings:
     """Read, override from the environment and validate; raise ConfigError with one line per fault."""
-    path = Path(path)
-    source = path.name
-    try:
-        raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: no such file (pass --config PATH)"]) from None
-    except PermissionError:
-        raise ConfigError([f"{path}: permission denied"]) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{source}: not valid TOML: {exc}"]) from None
-    faults = unknown_environment_keys(os.environ)
-    from_environment = {
-        ".".join(name.removeprefix("LOCKERGW_").lower().split("__"))
-        for name in os.environ
-        if name.startswith("LOCKERGW_")
-    }
-    settings: Settings | None = None
-    try:
-        settings = Settings(**raw)
-    except ValidationError as exc:
-        # Unknown environment keys were reported above, in the environment's own words.
-        faults += [
-            fault
-            for fault in _format_errors(source, exc)
-            if not (
-                fault.endswith("unknown key (check the spelling; see config/gateway.example.toml)")
-                and fault.split(": ")[1] in from_environment
-            )
-        ]
-    faults += [f"{source}: {fault}" for fault in cross_check(raw)]
-    if faults or settings is None:
-        raise ConfigError(list(dict.fromkeys(faults)))
-    return settings
+    return load_settings(
+        path, Settings, prefix="LOCKERGW_", example="config/gateway.example.toml", cross_check=cross_check
+    )
 
 
 def read_secret(path: str) -> str:

@@ -23,7 +23,9 @@ canonical — and its SHA-256 as a 256-bit integer; the digest is the sum of tho
 2**256, as 64 lower-case hex digits (64 zeros for an empty set). A sum does not depend on order, so
 the store keeps it up to date with each change instead of rereading 100,000 rows, and the
 gateway-set fields (issue_no, issued_at, issued_by) are left out so the sender can compute it over
-what it sent. It detects any accidental difference; it is a consistency check, not a signature.
+what it sent. It detects any accidental difference; it is a consistency check, not a signature. A uid's form
+(`uid_form`: enrolled from a printed fob number) is kept beside it and is not part of the digest:
+the sender computes the digest over the canonical uid its printed form normalises to.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from typing import Any
 from gateway.credential_input import CredentialFields, FieldError, parse_credential_fields
 from gateway.model import OUTSTANDING_STATUSES, Credential, Kind, Role, Status, check_text_id
 from gateway.sqlite import Step, open_database, write_transaction
-from gateway.uid import UidError, mask_uid, normalise_uid
+from gateway.uid import UidError, answer_keys, mask_uid, own_keys, parse_uid
 
 DATABASE_FILE = "credentials.db"
 #: Page cache per connection: a 100,000-row import touches a few tens of MB of table and index pages.
@@ -109,8 +111,8 @@ class RawChanges:
 
 #: Rows a change must touch before `changed_rows` scans the table instead of walking the rev index.
 BULK_ROWS = 5000
-#: Where the id and the uid are in a raw row.
-ROW_ID, ROW_UID = 0, 1
+#: Where the id, the uid and its form are in a raw row.
+ROW_ID, ROW_UID, ROW_FORM = 0, 1, 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,12 +145,23 @@ class UpsertResult:
 
 def _backfill_record_hashes(db: sqlite3.Connection) -> None:
     total = 0
-    rows = db.execute(f"SELECT {', '.join(_COLUMNS[:16])} FROM credentials").fetchall()  # the columns of schema 2
+    # The columns of schema 2 (later migrations add more; the digest reads only these).
+    rows = db.execute(f"SELECT {', '.join(_COLUMNS[:16])} FROM credentials").fetchall()
     for row in rows:
         value = _record_hash(_digest_record(row))
         total += value
         db.execute("UPDATE credentials SET record_hash = ? WHERE id = ?", (f"{value:064x}", row[0]))
     db.execute("INSERT INTO set_digest (id, value) VALUES (1, ?)", (_digest_text(total),))
+
+
+def _add_column(name: str, declaration: str) -> Callable[[sqlite3.Connection], None]:
+    """A migration step adding a column to `credentials` unless it is there already."""
+
+    def add(db: sqlite3.Connection) -> None:
+        if name not in {row[1] for row in db.execute("PRAGMA table_info(credentials)")}:
+            db.execute(f"ALTER TABLE credentials ADD COLUMN {name} {declaration}")
+
+    return add
 
 
 #: Migration n (1-based) brings the schema from user_version n-1 to n. Append, never edit.
@@ -203,8 +216,16 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
         _backfill_record_hashes,
     ),
     (
-        # 3: single-use mobile credentials (visitor codes); existing rows and their digest shares unchanged.
-        "ALTER TABLE credentials ADD COLUMN single_use INTEGER NOT NULL DEFAULT 0",
+        # 3: the form a uid was enrolled in ("" hex, "dec" / "fc" printed on a fob): only a printed form
+        # matches an EM4100 tap by its low bits (SPEC §4). Existing short uids become exact-only.
+        _add_column("uid_form", "TEXT NOT NULL DEFAULT ''"),
+    ),
+    (
+        # 4: single-use mobile credentials (visitor codes); existing rows and their digest shares unchanged.
+        # A store at schema 3 from a build that numbered single_use 3 (and had no uid_form) gets uid_form
+        # here; each step adds only a column that is missing.
+        _add_column("single_use", "INTEGER NOT NULL DEFAULT 0"),
+        _add_column("uid_form", "TEXT NOT NULL DEFAULT ''"),
     ),
 )
 
@@ -225,6 +246,7 @@ _COLUMNS = (
     "issue_no",
     "issued_at",
     "issued_by",
+    "uid_form",
     "single_use",
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM credentials"
@@ -285,6 +307,7 @@ def _row(credential: Credential) -> tuple[Any, ...]:
         credential.issue_no,
         _time_text(credential.issued_at),
         credential.issued_by,
+        credential.uid_form,
         int(credential.single_use),
     )
 
@@ -323,7 +346,8 @@ class _RowReader:
             issue_no=row[13],
             issued_at=self._time(row[14]),
             issued_by=row[15],
-            single_use=bool(row[16]),
+            uid_form=row[16],
+            single_use=bool(row[17]),
         )
 
     def _time(self, text: str | None) -> datetime | None:
@@ -360,7 +384,7 @@ def _digest_record(row: Sequence[Any], scope: Sequence[str] | None = None) -> di
     (scope holds only strings) at a fraction of the cost — this runs for every row an import writes.
     `single_use` is a member only when true, so sets without visitor codes keep the digest they had.
     """
-    if len(row) > 16 and row[16]:
+    if len(row) > 17 and row[17]:  # _COLUMNS: uid_form (16) is never part of the digest, single_use (17)
         record = _digest_record(row[:16], scope)
         return {**{k: record[k] for k in _BEFORE_SINGLE_USE}, "single_use": True, **{k: record[k] for k in _AFTER}}
     return {
@@ -403,11 +427,19 @@ class _World:
     holders, every physical key cut to the batch's codes, and the owners of the batch's uids.
     """
 
-    def __init__(self, credentials: Iterable[Credential], uid_owners: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        credentials: Iterable[Credential],
+        uid_owners: Mapping[str, str],
+        answer_owners: Mapping[str, str] | None = None,
+    ) -> None:
         self.by_id: dict[str, Credential] = {}
         self.by_holder: dict[str, set[str]] = {}
         self.by_code: dict[str, set[str]] = {}
+        #: uid or printed-form key → the credential found under it
         self.uid_owner: dict[str, str] = dict(uid_owners)
+        #: printed-form key → a credential whose card also answers to it (the same card in another form)
+        self.answer_owner: dict[str, str] = dict(answer_owners or {})
         for credential in credentials:
             self.put(credential)
 
@@ -417,14 +449,36 @@ class _World:
             self.by_holder.get(old.holder, set()).discard(old.id)
             if old.key_code is not None:
                 self.by_code.get(old.key_code, set()).discard(old.id)
-            if old.uid and self.uid_owner.get(old.uid) == old.id:
-                del self.uid_owner[old.uid]
+            for owners, keys in self._keys(old):
+                for key in keys:
+                    if owners.get(key) == old.id:
+                        del owners[key]
         self.by_id[credential.id] = credential
         self.by_holder.setdefault(credential.holder, set()).add(credential.id)
         if credential.key_code is not None:
             self.by_code.setdefault(credential.key_code, set()).add(credential.id)
-        if credential.uid:
-            self.uid_owner[credential.uid] = credential.id
+        for owners, keys in self._keys(credential):
+            for key in keys:
+                owners[key] = credential.id
+
+    def _keys(self, credential: Credential) -> tuple[tuple[dict[str, str], tuple[str, ...]], ...]:
+        return (
+            (self.uid_owner, own_keys(credential.uid, credential.uid_form)),
+            (self.answer_owner, answer_keys(credential.uid, credential.uid_form)),
+        )
+
+    def same_card(self, credential: Credential) -> str | None:
+        """Another credential for this credential's card (its uid, or the same card in another form)."""
+        for key in own_keys(credential.uid, credential.uid_form):
+            for owners in (self.uid_owner, self.answer_owner):
+                owner = owners.get(key)
+                if owner is not None and owner != credential.id:
+                    return owner
+        for key in answer_keys(credential.uid, credential.uid_form):
+            owner = self.uid_owner.get(key)
+            if owner is not None and owner != credential.id:
+                return owner
+        return None
 
     def same_holder(self, holder: str, other_than: str) -> list[Credential]:
         """The holder's other credentials, by id (most holders have one: that case costs one lookup)."""
@@ -711,7 +765,7 @@ class Store:
             if self.get(successor_id) is not None:
                 hint = "" if new_id else " (choose another with new_id)"
                 raise StoreError(f"{successor_id} already exists{hint}")
-            uid = _replacement_uid(old, new_uid)
+            uid, uid_form = _replacement_uid(old, new_uid)
             if uid:
                 owner = self._db.execute("SELECT id FROM credentials WHERE uid = ?", (uid,)).fetchone()
                 if owner is not None:
@@ -731,6 +785,7 @@ class Store:
                 issue_no=issue_no,
                 issued_at=moment,
                 issued_by=by,
+                uid_form=uid_form,
             )
             rev = _next_rev(self._db)
             self._write([replace(old, status=Status.REPLACED), successor], rev, existing={old.id})
@@ -778,14 +833,36 @@ class Store:
             found += [read(row) for row in rows if row[0] not in skip]
         return found
 
-    def _uid_owners(self, uids: Iterable[str]) -> dict[str, str]:
-        wanted = sorted(set(uids))
-        owners: dict[str, str] = {}
-        for chunk in _chunks(wanted):
-            marks = ", ".join("?" * len(chunk))
-            query = f"SELECT uid, id FROM credentials WHERE uid IN ({marks}) AND uid != ''"
-            owners.update(self._db.execute(query, chunk))
-        return owners
+    def _same_card_candidates(
+        self, items: Iterable[CredentialFields], skip: Mapping[str, Credential]
+    ) -> list[Credential]:
+        """Stored credentials that may be the same card as one of `items`: the same uid, a credential
+        enrolled from a printed form that an item's card answers to, and — for items in a printed form —
+        EM4100 uids whose low 32 or 24 bits are the item's number (a table scan; printed forms are rare)."""
+        uids: set[str] = set()
+        dec: set[str] = set()
+        fc: set[str] = set()
+        for fields in items:
+            uid, form = fields["uid"], fields["uid_form"]
+            if not uid:
+                continue
+            uids.add(uid)
+            uids.update(key.split(":", 1)[1] for key in answer_keys(uid, form))
+            if form == "dec":
+                dec.add(uid)
+            elif form == "fc":
+                fc.add(uid)
+        found = self._select_in("uid", uids, skip)
+        seen = {c.id for c in found}
+        for values, start, lengths in ((sorted(dec), 3, (10,)), (sorted(fc), 5, (10,)), (sorted(fc), 3, (8,))):
+            for chunk in _chunks(values):
+                marks = ", ".join("?" * len(chunk))
+                query = f"{_SELECT} WHERE length(uid) = ? AND substr(uid, ?) IN ({marks})"
+                for row in self._db.execute(query, (lengths[0], start, *chunk)):
+                    if row[0] not in skip and row[0] not in seen:
+                        seen.add(row[0])
+                        found.append(_credential(row))
+        return found
 
     def _apply(
         self,
@@ -808,12 +885,13 @@ class Store:
             else:
                 holders = {fields["holder"] for fields in parsed.values()}
                 codes = {fields["key_code"] for fields in parsed.values() if fields["key_code"] is not None}
-                uids = {fields["uid"] for fields in parsed.values() if fields["uid"]}
                 loaded = {credential.id: credential for credential in self._select_in("holder", holders, {})}
                 loaded.update((c.id, c) for c in self._select_in("key_code", codes, loaded))
                 loaded.update((c.id, c) for c in self._select_in("id", ids.values(), loaded))
                 existing = {ident: loaded[ident] for ident in ids.values() if ident in loaded}
-                world = _World(loaded.values(), self._uid_owners(uids))
+                same_card = self._same_card_candidates(parsed.values(), loaded)
+                loaded.update((c.id, c) for c in same_card)
+                world = _World(loaded.values(), {})
             stored: list[Credential] = []
             changed: list[Credential] = []
             for position, (index, fields) in enumerate(parsed.items()):
@@ -897,10 +975,12 @@ class Store:
 
     @staticmethod
     def _check(world: _World, credential: Credential, old: Credential | None) -> tuple[str, str] | None:
-        if credential.uid:
-            owner = world.uid_owner.get(credential.uid)
-            if owner is not None and owner != credential.id:
-                return "uid", f"{mask_uid(credential.uid)} is already on credential {owner}"
+        owner = world.same_card(credential)
+        if owner is not None:
+            other = world.by_id.get(owner)
+            if other is not None and other.uid != credential.uid:
+                return "uid", f"{mask_uid(credential.uid)} is the same card as credential {owner} (in another form)"
+            return "uid", f"{mask_uid(credential.uid)} is already on credential {owner}"
         return _duplicate_problem(world, credential, old)
 
     def _write(
@@ -1023,15 +1103,15 @@ def _checked_id(value: str, what: str) -> str:
         raise StoreError(str(exc)) from None
 
 
-def _replacement_uid(old: Credential, new_uid: str) -> str:
+def _replacement_uid(old: Credential, new_uid: str) -> tuple[str, str]:
     if old.kind is Kind.PHYSICAL_KEY:
         if new_uid.strip():
             raise StoreError(f"{old.id} is a physical key: its replacement has no uid (it is cut to the same code)")
-        return ""
+        return "", ""
     if not new_uid.strip():
         raise StoreError(f"{old.id} is a {old.kind.value}: its replacement needs the new card's uid")
     try:
-        return normalise_uid(new_uid)
+        return parse_uid(new_uid)
     except UidError as exc:
         raise StoreError(
             "new uid: " + str(exc).replace(repr(new_uid.strip()), repr(mask_uid(new_uid.strip())))

@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from drivers.base import CODE_DIGITS
+from gateway.storage import private_umask
 
 __all__ = ["CODE_DIGITS", "USED_UP_PREFIX", "VisitorError", "code_of_entry", "grouped", "new_code", "parse_validity"]
 
@@ -76,10 +77,11 @@ def terminal_qr(code: str) -> str:
 
 
 def write_png(code: str, path: Path) -> None:
-    """The code as a QR code in a PNG file (pure Python: qrcode with pypng)."""
+    """The code as a QR code in a PNG file (pure Python: qrcode with pypng). The file opens a locker,
+    like a key file: created 0600 whatever the umask (SPEC §10)."""
     import qrcode
     from qrcode.image.pure import PyPNGImage
 
     image = qrcode.make(code, image_factory=PyPNGImage, box_size=10, border=4)
-    with path.open("wb") as out:
+    with private_umask(), path.open("wb") as out:
         image.save(out)

@@ -460,6 +460,43 @@ def test_a_schema_1_store_is_migrated_with_its_credentials(tmp_path: Path) -> No
         assert store.version_and_digest()[1] == _expected_digest(_records(store))
 
 
+def _as_schema_3(path: Path, dropped: str) -> None:
+    """Turn a current store into a schema-3 store of one kind: without `single_use` (migration 3 was
+    `uid_form`) or without `uid_form` (a build that numbered `single_use` 3)."""
+    db = sqlite3.connect(path / "credentials.db")
+    db.execute(f"ALTER TABLE credentials DROP COLUMN {dropped}")
+    db.execute("PRAGMA user_version = 3")
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize("dropped", ["single_use", "uid_form"])
+def test_a_schema_3_store_of_either_kind_is_migrated_to_4(tmp_path: Path, dropped: str) -> None:
+    with Store.open(tmp_path) as store:
+        store.upsert([card("C-1", "AA01"), card("C-2", "5A0144", holder="u-2")], by="t", now=NOW)
+        if dropped == "uid_form":  # that build had visitor codes but no printed forms
+            visitor = card("V-1", "123456789012", holder="v-1", kind="mobile", single_use=True)
+            store.upsert([visitor], by="t", now=NOW)
+        else:  # that build had printed forms but no visitor codes
+            store.upsert([card("P-1", "dec:0013530444", holder="u-3")], by="t", now=NOW)
+        digest = store.version_and_digest()
+    _as_schema_3(tmp_path, dropped)
+    with Store.open(tmp_path) as store:
+        assert store.version_and_digest() == digest
+        if dropped == "uid_form":
+            visitor_after = store.get("V-1")
+            assert visitor_after is not None and visitor_after.single_use and visitor_after.uid_form == ""
+        else:
+            printed = store.get("P-1")
+            assert printed is not None and printed.uid_form == "dec" and not printed.single_use
+        store.upsert([card("C-3", "AA03", holder="u-4")], by="t", now=NOW)
+        assert store.version_and_digest()[1] != digest[1]
+    db = sqlite3.connect(tmp_path / "credentials.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert {"uid_form", "single_use"} <= {row[1] for row in db.execute("PRAGMA table_info(credentials)")}
+    db.close()
+
+
 # ---- files and processes ---------------------------------------------------------------------------
 
 
@@ -474,7 +511,7 @@ def test_two_connections_see_each_others_changes(tmp_path: Path) -> None:
 def test_the_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path) -> None:
     Store.open(tmp_path).close()
     db = sqlite3.connect(tmp_path / "credentials.db")
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.execute("PRAGMA user_version = 99")
     db.close()
@@ -563,3 +600,23 @@ def test_any_text_as_a_time_either_parses_or_names_the_field(text: str) -> None:
         parse_credential_fields(card("C-1", "AA01", valid_from=text), UTC)
     except FieldError as exc:
         assert exc.field == "valid_from"
+
+
+def test_the_same_card_in_another_form_is_a_uid_clash(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.upsert([card("C-1", "3C00CE754C")], by="cli", now=NOW)
+        for index, form in enumerate(("dec:0013530444", "206,30028")):
+            with pytest.raises(StoreError, match="same card as credential C-1"):
+                store.upsert([card(f"C-{index + 2}", form, holder=f"other-{index}")], by="cli", now=NOW)
+    with Store.open(tmp_path / "import") as store:  # the three forms of one fob, imported together
+        items = [card(f"F-{n}", text, holder=f"h-{n}") for n, text in enumerate(("3C00CE754C", "dec:0013530444"))]
+        with pytest.raises(StoreError, match="uid"):
+            store.upsert(items, by="cli", now=NOW)
+        store.upsert([card("P-1", "dec:0013530444")], by="cli", now=NOW)
+        with pytest.raises(StoreError, match="same card as credential P-1"):
+            store.upsert([card("P-2", "206,30028", holder="h-2")], by="cli", now=NOW)
+        # a different EM4100 card sharing only its low 24 bits with nothing printed is no clash
+        store.upsert(
+            [card("E-1", "3D11AABBCC", holder="h-3"), card("E-2", "3D22AABBCC", holder="h-4")], by="cli", now=NOW
+        )
+        assert store.get("P-1") is not None and store.get("P-1").uid_form == "dec"  # type: ignore[union-attr]

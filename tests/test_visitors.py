@@ -175,6 +175,8 @@ def test_visitor_prints_the_code_and_a_qr_code_and_writes_a_png(tmp_path: Path) 
     assert "single use" in output and "▀" in output  # the QR code, drawn in block characters
     width, height, _, info = png.Reader(filename=str(tmp_path / "code.png")).read()
     assert width == height and width > 100 and info["greyscale"]
+    assert (tmp_path / "code.png").stat().st_mode & 0o777 == 0o600  # it opens a locker, like a key file
+    assert re.search(r"valid until \d{4}-\d{2}-\d{2} \d{2}:\d{2}[+-]\d{2}:\d{2}, single use", output)
     with Store.open(settings.gateway.state_dir) as store:
         stored = store.get(ident)
     assert stored is not None and stored.uid == code

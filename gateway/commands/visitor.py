@@ -11,6 +11,7 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gateway.commands.common import terminal_time
 from gateway.config import Settings
 from gateway.store import Store, StoreError
 from gateway.visitors import VisitorError, grouped, new_code, parse_validity, terminal_qr, write_png
@@ -84,7 +85,7 @@ def issue(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     zone = settings.gateway.zone()
     where = f"locker {scope[0]}" if args.locker else f"a shared locker at {args.bank}"
     print(f"visitor code {credential.id} for {credential.holder}: {grouped(code)}")
-    print(f"opens {where}, valid until {until.astimezone(zone):%Y-%m-%d %H:%M %Z}", end="")
+    print(f"opens {where}, valid until {terminal_time(until, zone)}", end="")
     print(", single use" if credential.single_use else "")
     print(terminal_qr(code), end="")
     if args.png:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import aiomqtt
 
 from gateway.config import MqttSection, read_secret
+from gateway.mqtt.signing import MIN_KEY_BYTES
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 CONNECT_TIMEOUT_S = 3.0
@@ -20,6 +22,19 @@ CONNECT_TIMEOUT_S = 3.0
 
 class LinkError(ValueError):
     """The [mqtt] settings cannot describe a connection (bad URL, unreadable secret file)."""
+
+
+class BrokerSecrets(Protocol):
+    """The [mqtt] keys `password` and `tls_context` read: the gateway's and central's sections both have them."""
+
+    @property
+    def password_file(self) -> str: ...
+    @property
+    def ca_file(self) -> str: ...
+    @property
+    def cert_file(self) -> str: ...
+    @property
+    def key_file(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +65,7 @@ def parse_url(url: str) -> BrokerAddress:
     return BrokerAddress(parts.hostname, port or DEFAULT_PORTS[parts.scheme], parts.scheme == "mqtts")
 
 
-def password(section: MqttSection) -> str | None:
+def password(section: BrokerSecrets) -> str | None:
     if not section.password_file:
         return None
     try:
@@ -59,7 +74,7 @@ def password(section: MqttSection) -> str | None:
         raise LinkError(f"mqtt.password_file: cannot read {section.password_file}: {exc.strerror}") from None
 
 
-def tls_context(section: MqttSection) -> ssl.SSLContext:
+def tls_context(section: BrokerSecrets) -> ssl.SSLContext:
     """Verify the broker against `ca_file` (else the system store); present `cert_file`/`key_file` if set."""
     try:
         context = ssl.create_default_context(cafile=section.ca_file or None)
@@ -101,9 +116,30 @@ def make_client(
     return client
 
 
+def signing_key(section: MqttSection) -> bytes | None:
+    """The request-signing key (the file's content without surrounding whitespace, as UTF-8 bytes),
+    or None when no `hmac_key_file` is set. A key shorter than MIN_KEY_BYTES is refused."""
+    path = section.hmac_key_file
+    if not path:
+        return None
+    try:
+        key = read_secret(path).encode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise LinkError(f"mqtt.hmac_key_file: cannot read {path}: {reason}") from None
+    if len(key) < MIN_KEY_BYTES:
+        raise LinkError(
+            f"mqtt.hmac_key_file: {path} holds {len(key)} bytes, fewer than {MIN_KEY_BYTES}; "
+            "make a new key with: lockergw keygen --out FILE"
+        )
+    return key
+
+
 def check(section: MqttSection) -> None:
-    """Raise LinkError now if these settings could never connect (bad URL, unreadable secrets or TLS files)."""
+    """Raise LinkError now if these settings could never connect (bad URL, unreadable secrets or TLS
+    files) or could not check requests (a missing or short signing key)."""
     address = parse_url(section.url)
     password(section)
+    signing_key(section)
     if address.tls:
         tls_context(section)

@@ -1,0 +1,1 @@
+"""Sub-commands of `lockergw central`; each module has `register(subparsers)` (see central.cli)."""
