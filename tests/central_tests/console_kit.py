@@ -32,11 +32,12 @@ def hidden_token(html: str) -> str:
 
 def sign_in(client: TestClient, name: str, password: str = PASSWORD) -> Response:
     form = client.get("/console/signin")
-    return client.post(
+    answer: Response = client.post(
         "/console/signin",
         data={"name": name, "password": password, "csrf_token": hidden_token(form.text)},
         follow_redirects=False,
     )
+    return answer
 
 
 def signed_in(client: TestClient, name: str) -> str:
