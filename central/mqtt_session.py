@@ -73,6 +73,7 @@ class MqttSession:
         self._connected = threading.Event()
         self._connected_async = asyncio.Event()
         self._acks: dict[int, asyncio.Future[None]] = {}
+        self._closed = False
         self._lock = threading.Lock()
         self.client = self._make_client()
 
@@ -214,6 +215,9 @@ class MqttSession:
 
     async def close(self, *, end_session: bool) -> None:
         """Disconnect; with `end_session` the broker discards the session (Session Expiry Interval 0)."""
+        if self._closed:
+            return
+        self._closed = True
         properties = None
         if end_session:
             properties = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]

@@ -1,0 +1,305 @@
+"""The MQTT worker of one `lockergw central` process: the stream in, the periodic checks, the requests out.
+
+    async with Worker(settings, engine) as worker:
+        ...                       # worker.mqtt_connected, await worker.request(...)
+        await worker.stop()       # graceful: unsubscribe the shared subscription, drain, commit, ack
+
+Received messages are stored in batches (`central.batch`, one transaction, committed within `batch_ms`)
+and acknowledged only after the commit. After a batch, and every second, the gateways with new rows are
+verified and their gaps planned (`central.verify`, `central.repair`); every second the offline gateways,
+closed doors and the alert outbox are looked at; every few seconds a heartbeat is written and, on
+PostgreSQL, a dead worker's session taken over (`central.takeover`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from central import metrics
+from central.alerts import publish_pending, refresh_open_gauge, resolve_closed_doors
+from central.batch import DatabaseUnavailable, apply_batch
+from central.config import CentralSettings
+from central.context import GatewayUnavailable
+from central.database import is_sqlite
+from central.mqtt_session import Delivery, MqttSession
+from central.registry import raise_offline_alerts
+from central.repair import RepairPolicy, ReplayRequest, plan_repair
+from central.schema import gateways
+from central.sql import now
+from central.takeover import client_id_of, drain_session, heartbeat, mark_stopped, take_over
+from central.topics import parse_topic, subscriptions
+from central.verify import gateways_to_check, verify_gateway
+from gateway.events import uuid7
+from gateway.mqtt.signing import SIGNED_COMMANDS, sign
+from gateway.mqtt.topics import Topics
+
+log = logging.getLogger(__name__)
+
+#: How often the chain pass and the housekeeping pass run when nothing wakes them sooner.
+TICK_S = 1.0
+#: Most messages in one batch (the broker sends at most Receive Maximum unacknowledged ones anyway).
+MAX_BATCH = 2000
+MAX_DB_RETRY_S = 30.0
+
+
+class Worker:
+    """Implements `central.context.WorkerStatus` and `central.context.GatewayRequests`."""
+
+    def __init__(self, settings: CentralSettings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.prefix = settings.mqtt.topic_prefix
+        self.shared, self.own = subscriptions(self.prefix, settings.mqtt.share_group)
+        self.policy = RepairPolicy(settings.central.gap_grace_s, settings.central.repair_timeout_s)
+        self.started_at = now()
+        self._pending: dict[tuple[str, str, str], asyncio.Future[dict[str, Any]]] = {}
+        self._chain_wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._batches: asyncio.Task[None] | None = None
+        self._held: list[Delivery] = []
+        self._committing = False
+        self._stopping = False
+        self.session = self.open_session(client_id_of(settings.central.id), [self.shared, *self.own])
+
+    def open_session(self, client_id: str, filters: list[str] | None = None) -> MqttSession:
+        return MqttSession(
+            self.settings.mqtt,
+            client_id,
+            session_expiry_s=self.settings.central.session_expiry_s,
+            receive_maximum=self.settings.central.receive_maximum,
+            subscriptions=filters or [],
+            on_connected=(lambda up: metrics.MQTT_CONNECTED.set(1 if up else 0)) if filters else None,
+        )
+
+    async def __aenter__(self) -> Worker:
+        await asyncio.to_thread(self._beat)
+        await self.session.__aenter__()
+        self._batches = asyncio.create_task(self._batch_loop(), name="central batches")
+        self._tasks = [
+            asyncio.create_task(self._chain_loop(), name="central chain"),
+            asyncio.create_task(self._housekeeping_loop(), name="central housekeeping"),
+            asyncio.create_task(self._heartbeat_loop(), name="central heartbeat"),
+        ]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # ---- status and requests ---------------------------------------------------------------------
+
+    @property
+    def mqtt_connected(self) -> bool:
+        return self.session.connected
+
+    async def request(
+        self, site: str, gateway: str, command: str, body: dict[str, Any], *, timeout_s: float = 10.0
+    ) -> dict[str, Any]:
+        """Send a §7 request (signed with the site's key) and await the gateway's response."""
+        if not self.mqtt_connected:
+            raise GatewayUnavailable("central is not connected to the broker")
+        topic = Topics.of(self.prefix, site, gateway).request(command)
+        transaction = body.get("transaction") or f"central-{uuid7()}"
+        payload = self._signed(site, topic, {**body, "transaction": transaction})
+        if command in SIGNED_COMMANDS and "hmac" not in payload:
+            raise ValueError(f"no signing key for site {site!r}: set [signing] hmac_key_file")
+        key = (site, gateway, json.dumps(transaction, sort_keys=True))
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            self.session.publish(topic, json.dumps(payload).encode())
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise GatewayUnavailable(f"{site}/{gateway} did not answer {command} within {timeout_s:g} s") from None
+        finally:
+            self._pending.pop(key, None)
+
+    def _signed(self, site: str, topic: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            key = self.settings.signing.key_for(site)
+        except OSError as exc:
+            log.error("cannot read the signing key for site %s: %s", site, exc.strerror)
+            return body
+        return sign(body, key, topic=topic) if key else body
+
+    def _answer(self, delivery: Delivery) -> bool:
+        """A response to one of our requests: hand it to the waiting caller. True for any response topic."""
+        where = parse_topic(self.prefix, delivery.topic)
+        if where is None or where.channel != "response":
+            return False
+        try:
+            payload = json.loads(delivery.payload)
+        except ValueError:
+            return True
+        if isinstance(payload, dict):
+            key = (where.site, where.gateway, json.dumps(payload.get("transaction"), sort_keys=True))
+            future = self._pending.get(key)
+            if future is not None and not future.done():
+                future.set_result(payload)
+        return True
+
+    # ---- the stream in ---------------------------------------------------------------------------
+
+    async def _batch_loop(self) -> None:
+        """Collect a batch for up to `batch_ms` and commit it. What is collected is held in `self._held`,
+        so a stop that cancels this loop mid-collection still stores it."""
+        loop = asyncio.get_running_loop()
+        queue = self.session.deliveries
+        while not self._stopping:
+            self._held.append(await queue.get())
+            deadline = loop.time() + self.settings.central.batch_ms / 1000
+            while len(self._held) < MAX_BATCH:
+                if not queue.empty():
+                    self._held.append(queue.get_nowait())
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    self._held.append(await asyncio.wait_for(queue.get(), remaining))
+                except TimeoutError:
+                    break
+            await self._commit_held()
+
+    async def _commit_held(self) -> None:
+        batch, self._held = self._held, []
+        self._committing = True
+        try:
+            await self.commit(self.session, batch)
+        finally:
+            self._committing = False
+
+    async def commit(self, session: MqttSession, batch: list[Delivery]) -> None:
+        """Store a batch (retrying while the database is unreachable), then acknowledge it."""
+        events = [delivery for delivery in batch if not self._answer(delivery)]
+        delay = 1.0
+        while True:
+            try:
+                result = await asyncio.to_thread(apply_batch, self.engine, self.prefix, events)
+                break
+            except DatabaseUnavailable as exc:
+                log.error("database unavailable, %d messages held unacknowledged: %s", len(batch), exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_DB_RETRY_S)
+        session.ack(batch)
+        if result.gateways:
+            self._chain_wake.set()
+
+    # ---- verification, repair, alerts -------------------------------------------------------------
+
+    async def _chain_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._chain_wake.wait(), TICK_S)
+            self._chain_wake.clear()
+            requests = await self._guarded(self.chain_pass)
+            for request in requests or []:
+                self._send_replay(request)
+
+    def chain_pass(self) -> list[ReplayRequest]:
+        """Verify every gateway with new rows, and plan their repairs (one transaction per gateway)."""
+        at = now()
+        requests: list[ReplayRequest] = []
+        with self.engine.connect() as connection:
+            candidates = gateways_to_check(connection)
+        for site, gateway in candidates:
+            with self.engine.begin() as connection:
+                state = verify_gateway(connection, site, gateway, at)
+                if state is None:
+                    continue
+                request = plan_repair(connection, state, self.policy, at)
+                if request is not None:
+                    requests.append(request)
+        with self.engine.connect() as connection:
+            gaps = connection.execute(select(func.count()).where(gateways.c.chain == "gap")).scalar_one()
+        metrics.GAPS_OPEN.set(gaps)
+        return requests
+
+    def _send_replay(self, request: ReplayRequest) -> None:
+        topic = Topics.of(self.prefix, request.site, request.gateway).request("events/replay")
+        body = self._signed(
+            request.site, topic, {"transaction": f"central-replay-{uuid7()}", "from_seq": request.from_seq}
+        )
+        self.session.publish(topic, json.dumps(body).encode())
+        metrics.REPLAYS_SENT.inc()
+        log.info("asked %s/%s to replay from seq %d", request.site, request.gateway, request.from_seq)
+
+    async def _housekeeping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            await self._guarded(self.housekeeping_pass)
+
+    def housekeeping_pass(self) -> None:
+        at = now()
+        with self.engine.begin() as connection:
+            raise_offline_alerts(connection, at, self.settings.central.gateway_offline_s)
+            resolve_closed_doors(connection, at)
+            refresh_open_gauge(connection)
+        publish_pending(self.engine, self.session.publish_and_wait, self.prefix)
+
+    async def _guarded(self, work: Callable[[], Any]) -> Any:
+        """Run a blocking pass in a thread; a database fault is one log line, and the next tick tries again."""
+        try:
+            return await asyncio.to_thread(work)
+        except SQLAlchemyError as exc:
+            log.error("%s failed: %s", getattr(work, "__name__", "pass"), str(exc).splitlines()[0])
+            return None
+
+    # ---- heartbeats, take-over, stop --------------------------------------------------------------
+
+    def _beat(self, at: datetime | None = None) -> None:
+        with self.engine.begin() as connection:
+            heartbeat(connection, self.settings.central.id, self.started_at, at or now())
+
+    async def _heartbeat_loop(self) -> None:
+        interval = min(5.0, self.settings.central.takeover_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            await self._guarded(self._beat)
+            if is_sqlite(self.engine):
+                continue  # one worker only: there is nobody to take over
+            try:
+                await take_over(
+                    self.engine,
+                    self.settings.central.id,
+                    self.settings.central.takeover_s,
+                    self.open_session,
+                    [self.shared, *self.own],
+                    self.commit,
+                )
+            except SQLAlchemyError as exc:
+                log.error("take-over failed: %s", str(exc).splitlines()[0])
+
+    async def stop(self) -> None:
+        """Graceful stop (SIGTERM): leave the shared subscription, store and acknowledge everything held,
+        record the stop, disconnect (the session is kept, so a straggler is redelivered on restart)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._batches is not None:
+            if not self._committing:
+                self._batches.cancel()
+            await asyncio.gather(self._batches, return_exceptions=True)
+        if self._held:
+            await self._commit_held()
+        if self.session.connected:
+            drained = await drain_session(self.session, [self.shared], lambda batch: self.commit(self.session, batch))
+            log.info("stopping: %d messages drained after leaving the shared subscription", drained)
+        await self._guarded(lambda: self._mark_stopped())
+        await self.session.close(end_session=False)
+        metrics.MQTT_CONNECTED.set(0)
+
+    def _mark_stopped(self) -> None:
+        with self.engine.begin() as connection:
+            mark_stopped(connection, self.settings.central.id, now())
