@@ -56,8 +56,10 @@ def open_alert(
             published=False,
         )
         .on_conflict_do_nothing()
+        .returning(alerts.c.id)
     )
-    opened = connection.execute(statement).rowcount == 1
+    # rowcount is not reliable here (PostgreSQL's implicit RETURNING of the id): ask for the id instead.
+    opened = connection.execute(statement).first() is not None
     if opened:
         log.warning("alert %s opened: %s/%s %s", kind, site, gateway, subject or "")
     return opened

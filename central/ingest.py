@@ -235,8 +235,9 @@ def _keep_conflict(connection: Connection, event: IncomingEvent, at: datetime) -
             received_at=at,
         )
         .on_conflict_do_nothing()
-    ).rowcount
-    if kept != 1:
+        .returning(event_conflicts.c.id)
+    ).first()
+    if kept is None:
         return False
     open_alert(
         connection,

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,7 +26,9 @@ PREFIX = "lockers"
 T = TypeVar("T")
 
 
-def write_central_config(directory: Path, database: str, broker_url: str, worker: str = "central-1", **central: Any) -> Path:
+def write_central_config(
+    directory: Path, database: str, broker_url: str, worker: str = "central-1", **central: Any
+) -> Path:
     """A central.toml for one worker; `central` overrides [central] keys (short timers for tests)."""
     values = {"gap_grace_s": 0.5, "repair_timeout_s": 3, "gateway_offline_s": 2, "takeover_s": 3, **central}
     lines = ["[central]", f'id = "{worker}"', f'database = "{database}"']
@@ -51,7 +52,9 @@ class ChainedGateway:
         self.replays: list[int] = []
         self.answers_replays = answers_replays
         host, port = broker_url.removeprefix("mqtt://").split(":")
-        self.client = Client(CallbackAPIVersion.VERSION2, client_id=f"sim-{site}-{gateway}", protocol=MQTTProtocolVersion.MQTTv5)
+        self.client = Client(
+            CallbackAPIVersion.VERSION2, client_id=f"sim-{site}-{gateway}", protocol=MQTTProtocolVersion.MQTTv5
+        )
         self.client.on_message = self._on_message
         self.client.connect(host, int(port))
         self.client.subscribe(self.topics.request("events/replay"), qos=1)
@@ -131,14 +134,18 @@ async def async_wait_until(condition: Callable[[], T], timeout: float = 20.0, wh
 def stored_seqs(engine: Engine, site: str, gateway: str) -> list[int]:
     with engine.connect() as connection:
         rows = connection.execute(
-            select(event_chain.c.seq).where(event_chain.c.site == site, event_chain.c.gateway == gateway).order_by(event_chain.c.seq)
+            select(event_chain.c.seq)
+            .where(event_chain.c.site == site, event_chain.c.gateway == gateway)
+            .order_by(event_chain.c.seq)
         )
         return [int(seq) for seq in rows.scalars()]
 
 
 def gateway_row(engine: Engine, site: str, gateway: str) -> Any:
     with engine.connect() as connection:
-        return connection.execute(select(gateways).where(gateways.c.site == site, gateways.c.gateway == gateway)).first()
+        return connection.execute(
+            select(gateways).where(gateways.c.site == site, gateways.c.gateway == gateway)
+        ).first()
 
 
 def alert_rows(engine: Engine, kind: str | None = None) -> list[Any]:
@@ -160,14 +167,14 @@ class CentralProcess:
     def start(self) -> CentralProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._log = open(self.log_path, "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
+        process = self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "central", "--config", str(self.config)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
         )
-        wait_until(lambda: "connected (session" in self.log() or self.process.poll() is not None, 30, "central to connect")  # type: ignore[union-attr]
-        assert self.process.poll() is None, self.log()
+        wait_until(lambda: "connected (session" in self.log() or process.poll() is not None, 30, "central to connect")
+        assert process.poll() is None, self.log()
         return self
 
     def log(self) -> str:
