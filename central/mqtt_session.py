@@ -192,7 +192,8 @@ class MqttSession:
                 return False
             self._acks[mid] = future
         try:
-            await asyncio.wait_for(future, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await future
             return True
         except TimeoutError:
             return False

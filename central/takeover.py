@@ -91,7 +91,8 @@ async def drain_session(
     while True:
         batch: list[Delivery] = []
         try:
-            batch.append(await asyncio.wait_for(session.deliveries.get(), QUIET_S))
+            async with asyncio.timeout(QUIET_S):
+                batch.append(await session.deliveries.get())
         except TimeoutError:
             return drained
         while not session.deliveries.empty():
@@ -120,7 +121,8 @@ async def take_over(
         session = open_session(dead.client_id)
         async with session:
             try:
-                await asyncio.wait_for(session.wait_connected(), CONNECT_TIMEOUT_S)
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    await session.wait_connected()
             except TimeoutError:
                 log.warning("taking over %s: the broker did not accept the connection; will try again", dead.id)
                 transaction.rollback()

@@ -49,6 +49,8 @@ TICK_S = 1.0
 #: Most messages in one batch (the broker sends at most Receive Maximum unacknowledged ones anyway).
 MAX_BATCH = 2000
 MAX_DB_RETRY_S = 30.0
+# Timeouts use `asyncio.timeout`, not `asyncio.wait_for`: on Python 3.11 wait_for can swallow a
+# cancellation when the awaited thing completes at the same moment, and a stop would then never finish.
 
 
 class Worker:
@@ -116,7 +118,8 @@ class Worker:
         self._pending[key] = future
         try:
             self.session.publish(topic, json.dumps(payload).encode())
-            return await asyncio.wait_for(future, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await future
         except TimeoutError:
             raise GatewayUnavailable(f"{site}/{gateway} did not answer {command} within {timeout_s:g} s") from None
         finally:
@@ -164,7 +167,8 @@ class Worker:
                 if remaining <= 0:
                     break
                 try:
-                    self._held.append(await asyncio.wait_for(queue.get(), remaining))
+                    async with asyncio.timeout(remaining):
+                        self._held.append(await queue.get())
                 except TimeoutError:
                     break
             await self._commit_held()
@@ -198,7 +202,8 @@ class Worker:
     async def _chain_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._chain_wake.wait(), TICK_S)
+                async with asyncio.timeout(TICK_S):
+                    await self._chain_wake.wait()
             self._chain_wake.clear()
             requests = await self._guarded(self.chain_pass)
             for request in requests or []:

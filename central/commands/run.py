@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import fcntl
 import logging
 import os
@@ -39,6 +40,7 @@ class AlreadyRunning(Exception):
 
 
 def main(args: argparse.Namespace) -> int:
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: every thread's stack to the log
     setup_logging(getattr(args, "log_format", "text"), getattr(args, "log_level", "info"))
     try:
         settings = load_central_config(args.config)

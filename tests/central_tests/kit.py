@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -186,7 +187,12 @@ class CentralProcess:
 
     def wait(self, timeout: float = 30) -> int:
         assert self.process is not None
-        code = self.process.wait(timeout)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGUSR1)  # central dumps every thread's stack to its log
+            time.sleep(1)
+            raise AssertionError(f"central did not exit within {timeout} s:\n{self.log()[-8000:]}") from None
         self._log.close()
         return code
 
