@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from broker.mosquitto import Mosquitto
 from gateway_world import devices_online_all, running, write_site
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select, update
 
-from central.config import load_central_config
+from central import metrics
+from central.config import SigningSection, load_central_config
 from central.database import open_database
-from central.schema import events
+from central.schema import event_chain, events, gateways
 from central.worker import Worker
 from central_tests.kit import alert_rows, async_wait_until, gateway_row, stored_seqs, write_central_config
 from simulators.site import SimulatedSite
@@ -75,3 +76,46 @@ async def test_a_door_left_open_on_the_simulator_is_alerted_and_closing_it_resol
         await gw.wait_for("door.closed", locker="A-01")
         await async_wait_until(lambda: alert_rows(engine, "door.left_open")[0].state == "resolved", what="resolved")
         await async_wait_until(lambda: alert_rows(engine, "door.left_open")[0].published, what="published")
+
+
+async def test_signed_requests_reach_the_real_gateway_and_a_lost_range_is_replayed(
+    tmp_path: Path, broker: Mosquitto, sqlite_url: str
+) -> None:
+    key_file = tmp_path / "request.key"
+    key_file.write_text("k" * 40 + "\n")
+    key_file.chmod(0o600)
+    engine = open_database(sqlite_url)
+    settings = load_central_config(write_central_config(tmp_path, sqlite_url, broker.url))
+    settings = settings.model_copy(update={"signing": SigningSection(hmac_key_file=str(key_file))})
+    config, gateway_settings = write_site(tmp_path / "gw", broker.url)
+    env = {"LOCKERGW_MQTT__HMAC_KEY_FILE": str(key_file)}
+    async with Worker(settings, engine) as worker, SimulatedSite(gateway_settings) as site, running(config, env) as gw:
+        await devices_online_all(gw)
+        opened = await worker.request(
+            SITE, GATEWAY, "lockers/open", {"locker": "A-03", "operator": "ops", "reason": "t"}
+        )
+        assert opened["status"] == "ok", opened
+        await site.wait_until(lambda: any(f[2] == 0x31 for f in site.frames_received("board-a")))
+        last = (await gw.wait_for("access.granted", reason="remote_open"))["seq"]
+        await async_wait_until(lambda: len(stored_seqs(engine, SITE, GATEWAY)) >= last, what="events stored")
+        replays_before = metrics.REPLAYS_SENT._value.get()
+        forget(engine, [2, 3])  # as if central had lost them
+        await async_wait_until(lambda: stored_seqs(engine, SITE, GATEWAY)[:4] == [1, 2, 3, 4], what="replayed")
+        await async_wait_until(lambda: gateway_row(engine, SITE, GATEWAY).chain == "ok", what="chain ok")
+        assert metrics.REPLAYS_SENT._value.get() > replays_before  # signed; the gateway answered it
+    engine.dispose()
+
+
+def forget(engine: Engine, seqs: list[int]) -> None:
+    """Delete stored events and rewind verification to just below them: a gap central must repair."""
+    with engine.begin() as connection:
+        for table in (events, event_chain):
+            connection.execute(delete(table).where(table.c.gateway == GATEWAY, table.c.seq.in_(seqs)))
+        below = connection.execute(
+            select(event_chain.c.hash).where(event_chain.c.gateway == GATEWAY, event_chain.c.seq == min(seqs) - 1)
+        ).scalar_one()
+        connection.execute(
+            update(gateways)
+            .where(gateways.c.gateway == GATEWAY)
+            .values(verified_seq=min(seqs) - 1, verified_hash=below, chain="gap")
+        )
