@@ -13,6 +13,7 @@ from sqlalchemy import Engine, func, select
 
 from central import metrics
 from central.config import load_central_config
+from central.context import GatewayUnavailable
 from central.database import open_database
 from central.schema import event_conflicts, events
 from central.worker import Worker
@@ -189,3 +190,33 @@ async def test_a_gateway_offline_too_long_is_alerted_and_its_return_resolves_it(
     gateway.publish_state("online")
     await async_wait_until(lambda: alert_rows(engine, "gateway.offline")[0].state == "resolved", what="resolved")
     assert len(alert_rows(engine, "gateway.offline")) == 1
+
+
+async def test_text_the_database_cannot_index_is_escaped_and_never_fails_its_batch(
+    worker: Worker, engine: Engine, gateway_factory: Callable[..., ChainedGateway]
+) -> None:
+    gateway = gateway_factory()
+    first = gateway.events(2)
+    odd = gateway.event("door.opened", locker="A\u000001")  # a NUL: PostgreSQL text cannot hold it
+    gateway.publish_all([*first, odd, *gateway.events(2)])
+    # An unpaired surrogate cannot even be hashed: stored, its chain broken, the batch unharmed.
+    other = gateway_factory("north-school", "gw-02")
+    forged = {**other.event(), "reader": "bank\ud800"}
+    other.client.publish(other.topics.event("door.opened"), json.dumps(forged), qos=1).wait_for_publish(10)
+    await async_wait_until(lambda: chain_of(engine, "north-school", "gw-01") == ("ok", 5, 5), what="all stored")
+    await async_wait_until(lambda: chain_of(engine, "north-school", "gw-02")[0] == "broken", what="gw-02 broken")
+    with engine.connect() as connection:
+        query = select(events.c.locker, events.c.envelope).where(events.c.gateway == "gw-01", events.c.seq == 3)
+        row = connection.execute(query).one()
+        reader = connection.execute(select(events.c.reader).where(events.c.gateway == "gw-02")).scalar_one()
+    assert row.locker == "A\\u000001" and reader == "bank\\ud800"
+    assert json.loads(row.envelope) == odd  # the envelope as published, still re-hashable
+
+
+async def test_requests_need_a_key_for_signed_commands_and_an_answer_in_time(worker: Worker) -> None:
+    with pytest.raises(ValueError, match="no signing key for site 'north-school'"):
+        await worker.request(
+            "north-school", "gw-01", "lockers/open", {"locker": "A-01", "operator": "o", "reason": "r"}
+        )
+    with pytest.raises(GatewayUnavailable, match="did not answer health_check"):
+        await worker.request("north-school", "gw-nobody", "health_check", {}, timeout_s=0.3)
