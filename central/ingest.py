@@ -126,7 +126,7 @@ def parse_event(where: GatewayTopic, payload: bytes) -> IncomingEvent:
 
 def _hash_recomputes(envelope: dict[str, Any]) -> bool:
     try:
-        return event_hash(envelope) == envelope["hash"]
+        return bool(event_hash(envelope) == envelope["hash"])
     except UnicodeEncodeError:  # an unpaired surrogate (\ud800) in the JSON: no gateway hashed this
         return False
 
