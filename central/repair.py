@@ -18,7 +18,7 @@ from sqlalchemy import Connection, delete, select, update
 from central.alerts import open_alert, resolve_alerts
 from central.schema import event_chain, replays
 from central.sql import utc
-from central.verify import ChainState, missing_ranges
+from central.verify import ChainState, first_missing_range
 
 EVENTS_MISSING = "events.missing"
 #: Longest wait between two requests for the same range.
@@ -47,8 +47,8 @@ def plan_repair(connection: Connection, chain: ChainState, policy: RepairPolicy,
     where = (replays.c.site == site, replays.c.gateway == gateway)
     pending = connection.execute(select(replays).where(*where)).first()
     above = chain.checked_up_to
-    first = missing_ranges(connection, site, gateway, above, limit=1) if chain.chain == "gap" else []
-    if pending is not None and (not first or first[0][0] > pending.to_seq):
+    first = first_missing_range(connection, site, gateway, above) if chain.chain == "gap" else None
+    if pending is not None and (first is None or first[0] > pending.to_seq):
         connection.execute(delete(replays).where(*where))
         resolve_alerts(
             connection,
@@ -59,9 +59,9 @@ def plan_repair(connection: Connection, chain: ChainState, policy: RepairPolicy,
             resolution=f"seq {pending.from_seq}-{pending.to_seq} repaired",
         )
         pending = None
-    if not first:
+    if first is None:
         return None
-    start, end = first[0]
+    start, end = first
     if pending is None:
         stored_at = connection.execute(
             select(event_chain.c.stored_at).where(

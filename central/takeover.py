@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 
 from central.mqtt_session import Delivery, MqttSession
 from central.schema import workers
@@ -56,6 +56,19 @@ def heartbeat(connection: Connection, worker_id: str, started_at: datetime, at: 
 
 def mark_stopped(connection: Connection, worker_id: str, at: datetime) -> None:
     connection.execute(update(workers).where(workers.c.id == worker_id).values(stopped_at=at, heartbeat_at=at))
+
+
+def other_live_workers(connection: Connection, me: str, takeover_s: float, at: datetime) -> int:
+    """Workers other than `me` with a fresh heartbeat that have not stopped."""
+    return int(
+        connection.execute(
+            select(func.count()).where(
+                workers.c.id != me,
+                workers.c.stopped_at.is_(None),
+                workers.c.heartbeat_at >= at - timedelta(seconds=takeover_s),
+            )
+        ).scalar_one()
+    )
 
 
 def claim_dead_worker(connection: Connection, me: str, takeover_s: float, at: datetime) -> Any:

@@ -144,6 +144,19 @@ def _walk(
             return verified_seq, verified_hash, None, ""
 
 
+def first_missing_range(connection: Connection, site: str, gateway: str, above: int | None) -> tuple[int, int] | None:
+    """The lowest missing range above `above` (the verified seq, so `above + 1` is missing when anything
+    is stored beyond it): one index lookup, whatever the history."""
+    if above is None:
+        return None
+    after = connection.execute(
+        select(func.min(event_chain.c.seq)).where(_same_gateway(site, gateway), event_chain.c.seq > above)
+    ).scalar()
+    if after is None or after == above + 1:
+        return None
+    return (above + 1, int(after) - 1)
+
+
 def missing_ranges(
     connection: Connection, site: str, gateway: str, above: int | None, limit: int = 100
 ) -> list[tuple[int, int]]:

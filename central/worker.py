@@ -35,7 +35,14 @@ from central.registry import raise_offline_alerts
 from central.repair import RepairPolicy, ReplayRequest, plan_repair
 from central.schema import gateways
 from central.sql import now
-from central.takeover import client_id_of, drain_session, heartbeat, mark_stopped, take_over
+from central.takeover import (
+    client_id_of,
+    drain_session,
+    heartbeat,
+    mark_stopped,
+    other_live_workers,
+    take_over,
+)
 from central.topics import parse_topic, subscriptions
 from central.verify import gateways_to_check, verify_gateway
 from gateway.events import uuid7
@@ -284,8 +291,13 @@ class Worker:
                 log.error("take-over failed: %s", str(exc).splitlines()[0])
 
     async def stop(self) -> None:
-        """Graceful stop (SIGTERM): leave the shared subscription, store and acknowledge everything held,
-        record the stop, disconnect (the session is kept, so a straggler is redelivered on restart)."""
+        """Graceful stop (SIGTERM): store and acknowledge everything held, then disconnect keeping the
+        session (a straggler is redelivered when it resumes).
+
+        While another worker is alive, this one first leaves the shared subscription and drains until
+        quiet, and records `stopped_at`: the others carry the stream. The last worker standing keeps its
+        subscription instead, so the broker queues the estate's events in its session for its restart —
+        or for a worker started later, which takes the session over (leaving would drop them)."""
         if self._stopping:
             return
         self._stopping = True
@@ -298,12 +310,23 @@ class Worker:
             await asyncio.gather(self._batches, return_exceptions=True)
         if self._held:
             await self._commit_held()
-        if self.session.connected:
+        leave = bool(await self._guarded(self._others_alive))
+        if self.session.connected and leave:
             drained = await drain_session(self.session, [self.shared], lambda batch: self.commit(self.session, batch))
             log.info("stopping: %d messages drained after leaving the shared subscription", drained)
-        await self._guarded(lambda: self._mark_stopped())
+        elif self.session.connected:
+            queue = self.session.deliveries
+            held = [queue.get_nowait() for _ in range(queue.qsize())]
+            await self.commit(self.session, held)
+            log.info("stopping as the last worker: the broker keeps this session's share of events for its return")
+        if leave:
+            await self._guarded(self._mark_stopped)
         await self.session.close(end_session=False)
         metrics.MQTT_CONNECTED.set(0)
+
+    def _others_alive(self) -> int:
+        with self.engine.connect() as connection:
+            return other_live_workers(connection, self.settings.central.id, self.settings.central.takeover_s, now())
 
     def _mark_stopped(self) -> None:
         with self.engine.begin() as connection:
