@@ -77,6 +77,7 @@ class Worker:
         self._held: list[Delivery] = []
         self._committing = False
         self._stopping = False
+        self._stop_requested = asyncio.Event()
         self.session = self.open_session(client_id_of(settings.central.id), [self.shared, *self.own])
 
     def open_session(self, client_id: str, filters: list[str] | None = None) -> MqttSession:
@@ -198,7 +199,11 @@ class Worker:
                 break
             except DatabaseUnavailable as exc:
                 log.error("database unavailable, %d messages held unacknowledged: %s", len(batch), exc)
-                await asyncio.sleep(delay)
+                if self._stop_requested.is_set():
+                    return  # unacknowledged: the broker redelivers them when this session resumes
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._stop_requested.wait()
                 delay = min(delay * 2, MAX_DB_RETRY_S)
         session.ack(batch)
         if result.gateways:
@@ -301,6 +306,7 @@ class Worker:
         if self._stopping:
             return
         self._stopping = True
+        self._stop_requested.set()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -8,14 +8,25 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from broker.mosquitto import Mosquitto
+from databases.plugin import ADMIN_URL
 from sqlalchemy import Engine, func, select
 
+from central.config import load_central_config
 from central.database import open_database
 from central.schema import events, workers
-from central_tests.kit import CentralProcess, ChainedGateway, gateway_row, wait_until, write_central_config
+from central.worker import Worker
+from central_tests.kit import (
+    CentralProcess,
+    ChainedGateway,
+    async_wait_until,
+    gateway_row,
+    wait_until,
+    write_central_config,
+)
 
 #: What docs/central.md asks of the broker: room for every worker's Receive Maximum, long queues.
 BROKER_SETTINGS = ("max_inflight_messages 1000", "max_queued_messages 100000")
@@ -172,3 +183,33 @@ def test_a_second_worker_on_one_sqlite_database_exits_2(tmp_path: Path, sqlite_u
         assert "SQLite allows one worker" in line and str(first.process.pid if first.process else "") in line
     finally:
         first.stop()
+
+
+async def test_while_the_database_is_unreachable_nothing_is_acknowledged_and_nothing_lost(
+    tmp_path: Path,
+    postgres_url: str,
+    engine: Engine,
+    central_broker: Mosquitto,
+    gateways: list[ChainedGateway],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = load_central_config(write_central_config(tmp_path, postgres_url, central_broker.url))
+    name = postgres_url.rsplit("/", 1)[1]
+    async with Worker(settings, engine) as worker:
+        await worker.session.wait_connected()
+        publish_round(gateways, 20)
+        await async_wait_until(lambda: all_stored_once(engine, gateways), what="the first events")
+        with admin_connection() as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        publish_round(gateways, 30)
+        await async_wait_until(lambda: "database unavailable" in caplog.text, what="the batch held")
+        with admin_connection() as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await async_wait_until(lambda: all_stored_once(engine, gateways), 60, "every event stored once")
+
+
+def admin_connection() -> Any:
+    import psycopg
+
+    return psycopg.connect(ADMIN_URL, autocommit=True)
