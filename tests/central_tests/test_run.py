@@ -44,3 +44,15 @@ def test_an_unreachable_database_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     (line,) = [line for line in result.stderr.strip().splitlines() if "alembic" not in line]
     assert "no_such_central_db" in line and "Traceback" not in result.stderr
+
+
+def test_an_unreadable_broker_password_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "central.toml"
+    config.write_text(
+        f'[central]\ndatabase = "sqlite:///{tmp_path}/c.db"\n[mqtt]\nusername = "central"\n'
+        f'password_file = "{tmp_path}/missing"\n'
+    )
+    result = central(config)
+    assert result.returncode == 2
+    (line,) = [line for line in result.stderr.strip().splitlines() if "alembic" not in line]
+    assert "mqtt.password_file" in line and "Traceback" not in result.stderr
