@@ -165,19 +165,32 @@ def alert_payload(row: Any) -> dict[str, Any]:
 
 def publish_pending(engine: Engine, publish: Callable[[str, bytes], bool], prefix: str) -> int:
     """Publish alerts not yet published (the outbox); `publish(topic, payload)` returns True once the broker
-    has acknowledged. Rows are claimed with SKIP LOCKED on PostgreSQL, so two workers never send one twice."""
+    has acknowledged. On PostgreSQL the rows are claimed with SKIP LOCKED, so two workers never send one
+    twice; SQLite has one worker, and its write lock is not held while waiting for the broker."""
+    query = select(alerts).where(alerts.c.published.is_(False)).order_by(alerts.c.id).limit(PUBLISH_BATCH)
+    if engine.dialect.name != "postgresql":
+        with engine.connect() as connection:
+            rows = connection.execute(query).all()
+        sent = 0
+        for row in rows:
+            if not publish(*_message(row, prefix)):
+                break
+            with engine.begin() as connection:
+                connection.execute(update(alerts).where(alerts.c.id == row.id).values(published=True))
+            sent += 1
+        return sent
     sent = 0
     with engine.begin() as connection:
-        query = select(alerts).where(alerts.c.published.is_(False)).order_by(alerts.c.id).limit(PUBLISH_BATCH)
-        if connection.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        for row in connection.execute(query).all():
-            topic = f"{prefix}/central/alerts/{row.kind}"
-            if not publish(topic, json.dumps(alert_payload(row), sort_keys=True).encode()):
+        for row in connection.execute(query.with_for_update(skip_locked=True)).all():
+            if not publish(*_message(row, prefix)):
                 break
             connection.execute(update(alerts).where(alerts.c.id == row.id).values(published=True))
             sent += 1
     return sent
+
+
+def _message(row: Any, prefix: str) -> tuple[str, bytes]:
+    return f"{prefix}/central/alerts/{row.kind}", json.dumps(alert_payload(row), sort_keys=True).encode()
 
 
 def refresh_open_gauge(connection: Connection) -> None:

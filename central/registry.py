@@ -10,10 +10,10 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, case, select
+from sqlalchemy import Connection, case, exists, select
 
 from central.alerts import open_alert, resolve_alerts
-from central.schema import gateways, lockers
+from central.schema import alerts, gateways, lockers
 from central.sql import storable, upsert
 
 GATEWAY_OFFLINE = "gateway.offline"
@@ -115,9 +115,17 @@ def apply_locker(
 
 def raise_offline_alerts(connection: Connection, at: datetime, offline_s: float) -> int:
     """Open `gateway.offline` for every gateway offline for longer than `offline_s` (idempotent)."""
+    alerted = exists().where(
+        alerts.c.site == gateways.c.site,
+        alerts.c.gateway == gateways.c.gateway,
+        alerts.c.kind == GATEWAY_OFFLINE,
+        alerts.c.state != "resolved",
+    )
     rows = connection.execute(
         select(gateways.c.site, gateways.c.gateway, gateways.c.state_changed_at).where(
-            gateways.c.state == "offline", gateways.c.state_changed_at < at - timedelta(seconds=offline_s)
+            gateways.c.state == "offline",
+            gateways.c.state_changed_at < at - timedelta(seconds=offline_s),
+            ~alerted,
         )
     ).all()
     opened = 0
