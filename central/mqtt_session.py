@@ -74,6 +74,7 @@ class MqttSession:
         self._connected_async = asyncio.Event()
         self._acks: dict[int, asyncio.Future[None]] = {}
         self._closed = False
+        self._subscribe_mid: int | None = None
         self._lock = threading.Lock()
         self.client = self._make_client()
 
@@ -122,11 +123,14 @@ class MqttSession:
             return
         with self._lock:
             self._connection += 1
-        if self._subscriptions:
-            client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in self._subscriptions])
         log.info("MQTT %s: connected (session %s)", self.client_id, "resumed" if flags.session_present else "new")
         self._connected.set()
-        self._loop.call_soon_threadsafe(self._connected_async.set)
+        if self._subscriptions:  # ready once the broker has acknowledged the subscriptions
+            _result, self._subscribe_mid = client.subscribe(
+                [(topic, SubscribeOptions(qos=1)) for topic in self._subscriptions]
+            )
+        else:
+            self._loop.call_soon_threadsafe(self._connected_async.set)
         if self._on_connected is not None:
             self._loop.call_soon_threadsafe(self._on_connected, True)
 
@@ -153,6 +157,9 @@ class MqttSession:
         refused = [str(reason) for reason in reasons if reason.is_failure]
         if refused:
             log.error("MQTT %s: subscription refused by the broker: %s", self.client_id, ", ".join(refused))
+        if mid == self._subscribe_mid:
+            log.info("MQTT %s: subscribed", self.client_id)
+            self._loop.call_soon_threadsafe(self._connected_async.set)
 
     def _handle_unsubscribe(self, _client: Client, _userdata: Any, mid: int, _reasons: Any, _p: Any) -> None:
         with self._lock:
@@ -167,6 +174,7 @@ class MqttSession:
         return self._connected.is_set()
 
     async def wait_connected(self) -> None:
+        """Until connected and, for a session that subscribes, until the broker has acknowledged that."""
         await self._connected_async.wait()
 
     def ack(self, deliveries: Sequence[Delivery]) -> int:

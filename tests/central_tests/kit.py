@@ -174,7 +174,7 @@ class CentralProcess:
             stderr=subprocess.STDOUT,
             env=env,
         )
-        wait_until(lambda: "connected (session" in self.log() or process.poll() is not None, 30, "central to connect")
+        wait_until(lambda: ": subscribed" in self.log() or process.poll() is not None, 30, "central to subscribe")
         assert process.poll() is None, self.log()
         return self
 
