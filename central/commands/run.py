@@ -42,6 +42,7 @@ class AlreadyRunning(Exception):
 def main(args: argparse.Namespace) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: every thread's stack to the log
     setup_logging(getattr(args, "log_format", "text"), getattr(args, "log_level", "info"))
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # not a line per migration step at every start
     try:
         settings = load_central_config(args.config)
     except ConfigError as exc:
