@@ -152,10 +152,11 @@ def test_the_last_worker_stopped_with_sigterm_keeps_the_stream_queued_for_whoeve
 def test_a_worker_killed_mid_batch_and_restarted_loses_and_doubles_nothing(
     engine: Engine, start_worker: Callable[..., CentralProcess], gateways: list[ChainedGateway]
 ) -> None:
-    worker = start_worker("central-1", batch_ms=2000)  # a long batch: the kill lands before its commit
+    worker = start_worker("central-1", batch_ms=10_000)  # a long batch: the kill lands before its commit
     publish_round(gateways, 100)
     worker.signal(signal.SIGKILL)
     assert worker.wait(10) == -signal.SIGKILL
+    assert stored_counts(engine) == {}  # killed holding an uncommitted (and unacknowledged) batch
     publish_round(gateways, 50)  # queued in the dead worker's session meanwhile
     start_worker("central-1")
     wait_until(lambda: all_stored_once(engine, gateways), 60, "every event stored once")
