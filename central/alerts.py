@@ -101,7 +101,7 @@ def alerts_from_events(connection: Connection, stored: Iterable[dict[str, Any]],
             open_alert(
                 connection, site=site, gateway=gateway, kind=kind, at=at, subject=str(seq), seq=seq, detail=detail
             )
-        elif kind == DOOR_LEFT_OPEN and locker:
+        elif kind == DOOR_LEFT_OPEN and locker and not _closed_after(connection, site, gateway, locker, seq):
             open_alert(
                 connection,
                 site=site,
@@ -123,6 +123,22 @@ def alerts_from_events(connection: Connection, stored: Iterable[dict[str, Any]],
                 at=at,
                 resolution=f"door closed (seq {seq})",
             )
+
+
+def _closed_after(connection: Connection, site: str, gateway: str, locker: str, seq: int) -> bool:
+    """Is a later `door.closed` of this locker already stored (an event delivered out of order)?"""
+    closed = connection.execute(
+        select(events.c.seq)
+        .where(
+            events.c.site == site,
+            events.c.gateway == gateway,
+            events.c.locker == locker,
+            events.c.kind == DOOR_CLOSED,
+            events.c.seq > seq,
+        )
+        .limit(1)
+    ).first()
+    return closed is not None
 
 
 def resolve_closed_doors(connection: Connection, at: datetime) -> int:

@@ -220,3 +220,19 @@ async def test_requests_need_a_key_for_signed_commands_and_an_answer_in_time(wor
         )
     with pytest.raises(GatewayUnavailable, match="did not answer health_check"):
         await worker.request("north-school", "gw-nobody", "health_check", {}, timeout_s=0.3)
+
+
+async def test_a_door_left_open_delivered_after_its_closing_opens_no_alert(
+    worker: Worker, engine: Engine, gateway_factory: Callable[..., ChainedGateway]
+) -> None:
+    gateway = gateway_factory()
+    left_open, closed, later = (
+        gateway.event("door.left_open", locker="A-01"),
+        gateway.event("door.closed", locker="A-01"),
+        gateway.event(),
+    )
+    gateway.publish_all([closed, later])
+    await async_wait_until(lambda: stored_seqs(engine, "north-school", "gw-01") == [2, 3], what="the later events")
+    gateway.publish(left_open)
+    await async_wait_until(lambda: chain_of(engine, "north-school", "gw-01") == ("ok", 3, 3), what="all stored")
+    assert alert_rows(engine, "door.left_open") == []
