@@ -2,20 +2,20 @@
 
     async with Worker(settings, engine) as worker:
         ...                       # worker.mqtt_connected, await worker.request(...)
-        await worker.stop()       # graceful: unsubscribe the shared subscription, drain, commit, ack
+        await worker.stop()       # graceful: store and acknowledge what is held (see `stop`)
 
 Received messages are stored in batches (`central.batch`, one transaction, committed within `batch_ms`)
 and acknowledged only after the commit. After a batch, and every second, the gateways with new rows are
 verified and their gaps planned (`central.verify`, `central.repair`); every second the offline gateways,
 closed doors and the alert outbox are looked at; every few seconds a heartbeat is written and, on
-PostgreSQL, a dead worker's session taken over (`central.takeover`).
+PostgreSQL, a dead worker's session taken over (`central.takeover`). Requests to gateways (a remote opening,
+gap repair's `events/replay`) go out through `central.requests`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -28,11 +28,11 @@ from central import metrics
 from central.alerts import publish_pending, refresh_open_gauge, resolve_closed_doors
 from central.batch import DatabaseUnavailable, apply_batch
 from central.config import CentralSettings
-from central.context import GatewayUnavailable
 from central.database import is_sqlite
 from central.mqtt_session import Delivery, MqttSession
 from central.registry import raise_offline_alerts
 from central.repair import RepairPolicy, ReplayRequest, plan_repair
+from central.requests import GatewayRequestSender
 from central.schema import gateways
 from central.sql import now
 from central.takeover import (
@@ -43,11 +43,8 @@ from central.takeover import (
     other_live_workers,
     take_over,
 )
-from central.topics import parse_topic, subscriptions
+from central.topics import subscriptions
 from central.verify import gateways_to_check, verify_gateway
-from gateway.events import uuid7
-from gateway.mqtt.signing import SIGNED_COMMANDS, sign
-from gateway.mqtt.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +67,6 @@ class Worker:
         self.shared, self.own = subscriptions(self.prefix, settings.mqtt.share_group)
         self.policy = RepairPolicy(settings.central.gap_grace_s, settings.central.repair_timeout_s)
         self.started_at = now()
-        self._pending: dict[tuple[str, str, str], asyncio.Future[dict[str, Any]]] = {}
         self._chain_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._batches: asyncio.Task[None] | None = None
@@ -79,6 +75,7 @@ class Worker:
         self._stopping = False
         self._stop_requested = asyncio.Event()
         self.session = self.open_session(client_id_of(settings.central.id), [self.shared, *self.own])
+        self.requests = GatewayRequestSender(self.session, settings.signing, self.prefix)
 
     def open_session(self, client_id: str, filters: list[str] | None = None) -> MqttSession:
         return MqttSession(
@@ -113,49 +110,8 @@ class Worker:
     async def request(
         self, site: str, gateway: str, command: str, body: dict[str, Any], *, timeout_s: float = 10.0
     ) -> dict[str, Any]:
-        """Send a §7 request (signed with the site's key) and await the gateway's response."""
-        if not self.mqtt_connected:
-            raise GatewayUnavailable("central is not connected to the broker")
-        topic = Topics.of(self.prefix, site, gateway).request(command)
-        transaction = body.get("transaction") or f"central-{uuid7()}"
-        payload = self._signed(site, topic, {**body, "transaction": transaction})
-        if command in SIGNED_COMMANDS and "hmac" not in payload:
-            raise ValueError(f"no signing key for site {site!r}: set [signing] hmac_key_file")
-        key = (site, gateway, json.dumps(transaction, sort_keys=True))
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[key] = future
-        try:
-            self.session.publish(topic, json.dumps(payload).encode())
-            async with asyncio.timeout(timeout_s):
-                return await future
-        except TimeoutError:
-            raise GatewayUnavailable(f"{site}/{gateway} did not answer {command} within {timeout_s:g} s") from None
-        finally:
-            self._pending.pop(key, None)
-
-    def _signed(self, site: str, topic: str, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            key = self.settings.signing.key_for(site)
-        except OSError as exc:
-            log.error("cannot read the signing key for site %s: %s", site, exc.strerror)
-            return body
-        return sign(body, key, topic=topic) if key else body
-
-    def _answer(self, delivery: Delivery) -> bool:
-        """A response to one of our requests: hand it to the waiting caller. True for any response topic."""
-        where = parse_topic(self.prefix, delivery.topic)
-        if where is None or where.channel != "response":
-            return False
-        try:
-            payload = json.loads(delivery.payload)
-        except ValueError:
-            return True
-        if isinstance(payload, dict):
-            key = (where.site, where.gateway, json.dumps(payload.get("transaction"), sort_keys=True))
-            future = self._pending.get(key)
-            if future is not None and not future.done():
-                future.set_result(payload)
-        return True
+        """`central.context.GatewayRequests`: see `central.requests.GatewayRequestSender.request`."""
+        return await self.requests.request(site, gateway, command, body, timeout_s=timeout_s)
 
     # ---- the stream in ---------------------------------------------------------------------------
 
@@ -191,7 +147,7 @@ class Worker:
 
     async def commit(self, session: MqttSession, batch: list[Delivery]) -> None:
         """Store a batch (retrying while the database is unreachable), then acknowledge it."""
-        events = [delivery for delivery in batch if not self._answer(delivery)]
+        events = [delivery for delivery in batch if not self.requests.answer(delivery)]
         delay = 1.0
         while True:
             try:
@@ -219,7 +175,7 @@ class Worker:
             self._chain_wake.clear()
             requests = await self._guarded(self.chain_pass)
             for request in requests or []:
-                self._send_replay(request)
+                self.requests.replay(request.site, request.gateway, request.from_seq)
 
     def chain_pass(self) -> list[ReplayRequest]:
         """Verify every gateway with new rows, and plan their repairs (one transaction per gateway)."""
@@ -239,15 +195,6 @@ class Worker:
             gaps = connection.execute(select(func.count()).where(gateways.c.chain == "gap")).scalar_one()
         metrics.GAPS_OPEN.set(gaps)
         return requests
-
-    def _send_replay(self, request: ReplayRequest) -> None:
-        topic = Topics.of(self.prefix, request.site, request.gateway).request("events/replay")
-        body = self._signed(
-            request.site, topic, {"transaction": f"central-replay-{uuid7()}", "from_seq": request.from_seq}
-        )
-        self.session.publish(topic, json.dumps(body).encode())
-        metrics.REPLAYS_SENT.inc()
-        log.info("asked %s/%s to replay from seq %d", request.site, request.gateway, request.from_seq)
 
     async def _housekeeping_loop(self) -> None:
         while True:
