@@ -66,6 +66,7 @@ def chain_of(engine: Engine, site: str, gateway: str) -> tuple[str, int | None, 
 async def test_duplicates_reordering_and_drops_end_with_chain_ok_after_repair(
     worker: Worker, engine: Engine, gateway_factory: Callable[..., ChainedGateway]
 ) -> None:
+    duplicates_before = metrics.DUPLICATES._value.get()
     gateway = gateway_factory()
     envelopes = gateway.events(60)
     shuffled = [e for e in envelopes if e["seq"] not in (7, 8, 30)]  # dropped: the gateway will replay them
@@ -78,6 +79,7 @@ async def test_duplicates_reordering_and_drops_end_with_chain_ok_after_repair(
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(events)).scalar_one() == 60
     assert alert_rows(engine, "chain.conflict") == []
+    assert metrics.DUPLICATES._value.get() - duplicates_before >= 15  # replays may add more
 
 
 async def test_a_tampered_event_breaks_the_chain_at_its_seq(

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, delete, select, update
 from central import metrics
 from central.config import SigningSection, load_central_config
 from central.database import open_database
-from central.schema import event_chain, events, gateways
+from central.schema import event_chain, events, gateways, lockers
 from central.worker import Worker
 from central_tests.kit import alert_rows, async_wait_until, gateway_row, stored_seqs, write_central_config
 from simulators.site import SimulatedSite
@@ -32,6 +32,12 @@ async def central(tmp_path: Path, sqlite_url: str, broker: Mosquitto) -> AsyncIt
         await worker.session.wait_connected()
         yield worker, engine
     engine.dispose()
+
+
+def locker_door(engine: Engine, locker: str) -> str | None:
+    with engine.connect() as connection:
+        query = select(lockers.c.door).where(lockers.c.gateway == GATEWAY, lockers.c.locker == locker)
+        return connection.execute(query).scalar()  # type: ignore[no-any-return]
 
 
 def state_of(engine: Engine) -> str | None:
@@ -72,8 +78,10 @@ async def test_a_door_left_open_on_the_simulator_is_alerted_and_closing_it_resol
         await gw.wait_for("door.left_open", locker="A-01")
         await async_wait_until(lambda: alert_rows(engine, "door.left_open"), what="door.left_open")
         assert alert_rows(engine, "door.forced_open")[0].state == "open"
+        await async_wait_until(lambda: locker_door(engine, "A-01") == "open", what="the locker's state: open")
         await site.close("A-01")
         await gw.wait_for("door.closed", locker="A-01")
+        await async_wait_until(lambda: locker_door(engine, "A-01") == "closed", what="the locker's state: closed")
         await async_wait_until(lambda: alert_rows(engine, "door.left_open")[0].state == "resolved", what="resolved")
         await async_wait_until(lambda: alert_rows(engine, "door.left_open")[0].published, what="published")
 
