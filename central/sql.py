@@ -29,7 +29,7 @@ def now() -> datetime:
 
 
 def storable(value: Any) -> str | None:
-    """`value` as text any database can index: NUL and unpaired surrogates escaped, non-text as JSON-ish str."""
+    """`value` as text any database can index: NUL and unpaired surrogates escaped; a non-text value by str()."""
     if value is None:
         return None
     text_ = value if isinstance(value, str) else str(value)
