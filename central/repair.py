@@ -44,6 +44,8 @@ class RepairPolicy:
 def plan_repair(connection: Connection, chain: ChainState, policy: RepairPolicy, at: datetime) -> ReplayRequest | None:
     """What to send for this gateway now (or None); updates `replays` and the `events.missing` alert."""
     site, gateway = chain.site, chain.gateway
+    if chain.chain == "broken":
+        return None  # verification has stopped at the break; a replay cannot mend it (chain.broken says so)
     where = (replays.c.site == site, replays.c.gateway == gateway)
     pending = connection.execute(select(replays).where(*where)).first()
     above = chain.checked_up_to
