@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from gateway.commands.common import fail, load_or_report
@@ -18,6 +20,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--config", default=None, metavar="FILE", help="default: config/demo.toml")
     parser.add_argument("--speed", type=float, default=1.0, help="run the scenario this many times faster")
     parser.add_argument("--plain", action="store_true", help="plain lines instead of the live picture")
+    parser.add_argument(
+        "--no-estate",
+        action="store_true",
+        help="without the estate view (otherwise, with mosquitto installed: a private broker, central's console "
+        "and a few simulated gateways beside this bank)",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -30,7 +38,33 @@ def handle(args: argparse.Namespace) -> int:
         return 2
     # A private directory per run (config/demo.toml names /tmp/lockergw-demo): no collision between users.
     with tempfile.TemporaryDirectory(prefix="lockergw-demo-") as private:
-        return _run(args, _relocate(settings, Path(private)))
+        settings = _relocate(settings, Path(private))
+        if args.no_estate:
+            return _run(args, settings)
+        return _with_estate(args, settings, Path(private))
+
+
+def _with_estate(args: argparse.Namespace, settings: Settings, root: Path) -> int:
+    """The demo beside central's console, when this machine can run it; as before otherwise."""
+    from simulators.demo_estate import estate_view, missing
+
+    why = missing()
+    if why is not None:
+        print(f"(estate view off: {why})", flush=True)
+        return _run(args, settings)
+    try:
+        with estate_view(settings, root) as view:
+            sign_in = f"console: {view.console}  sign in as {view.user} / {view.password}"
+            print(sign_in, flush=True)
+            code = _run(args, view.settings)
+            if code == 0 and not args.plain and sys.stdout.isatty():
+                print(f"{sign_in}\nThe estate keeps running for the console; Ctrl-C stops it.", flush=True)
+                with contextlib.suppress(KeyboardInterrupt):
+                    while True:
+                        time.sleep(3600)
+            return code
+    except RuntimeError as exc:
+        return fail(f"estate view: {exc} (lockergw demo --no-estate runs without it)")
 
 
 def _default_config_path() -> Path:
