@@ -9,10 +9,15 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from central.cli import add_central_config_option, open_central_database
 from gateway.commands.common import fail
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 ROLES = ("viewer", "operator", "admin")
 #: How the audit log names a change made at the command line.
@@ -54,65 +59,62 @@ def read_password() -> str | None:
     return sys.stdin.readline().rstrip("\r\n")
 
 
+def _changed(config: str, change: Callable[[Connection, datetime], str]) -> int:
+    """Run `change` in one transaction of the configured database; print its line, or one plain line of
+    what was wrong (exit 2)."""
+    from central.services.errors import ServiceError
+
+    engine = open_central_database(config)
+    if isinstance(engine, int):
+        return engine
+    try:
+        with engine.begin() as connection:
+            done = change(connection, datetime.now(UTC))
+    except ServiceError as exc:
+        return fail(str(exc))
+    finally:
+        engine.dispose()
+    print(done)
+    return 0
+
+
 def _add(args: argparse.Namespace) -> int:
     from central.services import users
-    from central.services.errors import ServiceError
     from central.tokens import Role
 
     password = read_password()
     if password is None:
         return fail("the two passwords differ")
-    engine = open_central_database(args.config)
-    if isinstance(engine, int):
-        return engine
-    try:
-        with engine.begin() as connection:
-            user = users.add(connection, args.name, Role[args.role], password, actor=CLI_ACTOR, now=datetime.now(UTC))
-    except ServiceError as exc:
-        return fail(str(exc))
-    finally:
-        engine.dispose()
-    print(f"user {user.name} ({user.role.name}) added")
-    return 0
+
+    def add(connection: Connection, now: datetime) -> str:
+        user = users.add(connection, args.name, Role[args.role], password, actor=CLI_ACTOR, now=now)
+        return f"user {user.name} ({user.role.name}) added"
+
+    return _changed(args.config, add)
 
 
 def _remove(args: argparse.Namespace) -> int:
     from central.services import users
-    from central.services.errors import ServiceError
 
-    engine = open_central_database(args.config)
-    if isinstance(engine, int):
-        return engine
-    try:
-        with engine.begin() as connection:
-            users.remove(connection, args.name, actor=CLI_ACTOR, now=datetime.now(UTC))
-    except ServiceError as exc:
-        return fail(str(exc))
-    finally:
-        engine.dispose()
-    print(f"user {args.name} removed")
-    return 0
+    def remove(connection: Connection, now: datetime) -> str:
+        users.remove(connection, args.name, actor=CLI_ACTOR, now=now)
+        return f"user {args.name} removed"
+
+    return _changed(args.config, remove)
 
 
 def _passwd(args: argparse.Namespace) -> int:
     from central.services import users
-    from central.services.errors import ServiceError
 
     password = read_password()
     if password is None:
         return fail("the two passwords differ")
-    engine = open_central_database(args.config)
-    if isinstance(engine, int):
-        return engine
-    try:
-        with engine.begin() as connection:
-            users.set_password(connection, args.name, password, actor=CLI_ACTOR, now=datetime.now(UTC))
-    except ServiceError as exc:
-        return fail(str(exc))
-    finally:
-        engine.dispose()
-    print(f"password of {args.name} changed; their sessions have ended")
-    return 0
+
+    def passwd(connection: Connection, now: datetime) -> str:
+        users.set_password(connection, args.name, password, actor=CLI_ACTOR, now=now)
+        return f"password of {args.name} changed; their sessions have ended"
+
+    return _changed(args.config, passwd)
 
 
 def _list(args: argparse.Namespace) -> int:
