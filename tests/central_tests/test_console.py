@@ -196,3 +196,9 @@ def test_audit_detail_names_who_and_what(console: TestClient, engine: Engine) ->
         row = connection.execute(select(audit_log).where(audit_log.c.action == "signin")).one()
     assert row.actor == "user:viewer-1" and row.at is not None and json.loads(row.detail) == {}
     assert hidden_token(console.get("/console/").text)
+
+
+def test_over_https_the_session_cookie_is_secure(engine: Engine, console: TestClient) -> None:
+    with TestClient(console.app, base_url="https://testserver") as secure:
+        cookie = sign_in(secure, "operator-1").headers["set-cookie"]
+    assert "lockergw_session=" in cookie and "Secure" in cookie and "HttpOnly" in cookie
