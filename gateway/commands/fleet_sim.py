@@ -1,0 +1,141 @@
+"""`lockergw fleet-sim`: an estate of simulated gateways on a broker, for central's tests, benchmark and demos."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from gateway.commands.common import fail
+from gateway.config import read_secret
+
+if TYPE_CHECKING:
+    from simulators.fleet_faults import Faults
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "fleet-sim",
+        help="publish the MQTT contract of N simulated gateways (for central)",
+        description=(
+            "Simulate N gateways (gw-001… over sites site-1…) publishing state, info, lockers and chained events "
+            "with plausible taps and doors; inject delivery faults; answer events/replay and credential requests. "
+            "Stops after --events or --duration, or on Ctrl-C / SIGTERM, and prints one summary line. "
+            "See docs/simulators.md."
+        ),
+    )
+    parser.add_argument("--gateways", type=int, required=True, metavar="N", help="how many gateways")
+    parser.add_argument(
+        "--rate", type=float, required=True, metavar="EVENTS_PER_S", help="events per second, whole fleet"
+    )
+    parser.add_argument("--mqtt", required=True, metavar="URL", help="broker, mqtt://host[:port]")
+    parser.add_argument(
+        "--sites", type=int, default=1, metavar="S", help="sites the gateways are spread over (default 1)"
+    )
+    parser.add_argument(
+        "--faults",
+        default="",
+        metavar="LIST",
+        help="delivery faults as rates, e.g. drop=0.01,dup=0.01,reorder=0.05,tamper=0 (default none)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, metavar="N", help="random seed: the same faults at the same seqs"
+    )
+    stop = parser.add_mutually_exclusive_group()
+    stop.add_argument("--events", type=int, default=None, metavar="TOTAL", help="stop after this many events")
+    stop.add_argument("--duration", type=float, default=None, metavar="S", help="stop after this many seconds")
+    parser.add_argument(
+        "--linger",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="after the last event, keep answering requests (replays) this long before stopping (default 0)",
+    )
+    parser.add_argument(
+        "--hmac-key-file",
+        default="",
+        metavar="FILE",
+        help="verify signed requests with this key, as the gateways would",
+    )
+    parser.add_argument("--no-replay", action="store_true", help="ignore events/replay requests (never answer them)")
+    parser.add_argument("--prefix", default="lockers", metavar="PREFIX", help="topic prefix (default lockers)")
+    parser.set_defaults(handler=run)
+
+
+def _check(args: argparse.Namespace) -> str | None:
+    """The first fault of the command line's values, as one line; None if they are usable."""
+    if args.gateways < 1:
+        return "--gateways: must be at least 1"
+    if not 1 <= args.sites <= args.gateways:
+        return f"--sites: must be between 1 and --gateways ({args.gateways})"
+    if not args.rate > 0 or args.rate == float("inf"):
+        return "--rate: must be a number of events per second above 0"
+    if args.events is not None and args.events < 0:
+        return "--events: must be 0 or more"
+    if args.duration is not None and not args.duration >= 0:
+        return "--duration: must be 0 or more seconds"
+    if not args.linger >= 0:
+        return "--linger: must be 0 or more seconds"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from simulators.fleet import FleetError
+    from simulators.fleet_faults import Faults, FaultsError
+
+    problem = _check(args)
+    if problem is not None:
+        return fail(f"fleet-sim: {problem}")
+    try:
+        faults = Faults.parse(args.faults)
+    except FaultsError as exc:
+        return fail(f"fleet-sim: {exc}")
+    key: bytes | None = None
+    if args.hmac_key_file:
+        try:
+            key = read_secret(args.hmac_key_file).encode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            return fail(f"fleet-sim: --hmac-key-file: cannot read {args.hmac_key_file}: {exc}")
+        if not key:
+            return fail(f"fleet-sim: --hmac-key-file: {args.hmac_key_file} is empty")
+    try:
+        return asyncio.run(_simulate(args, faults, key))
+    except FleetError as exc:
+        return fail(f"fleet-sim: {exc}")
+
+
+async def _simulate(args: argparse.Namespace, faults: Faults, key: bytes | None) -> int:
+    from simulators.fleet import Fleet
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        fleet = Fleet(
+            args.mqtt,
+            gateways=args.gateways,
+            sites=args.sites,
+            faults=faults,
+            seed=args.seed,
+            prefix=args.prefix,
+            hmac_key=key,
+            replay=not args.no_replay,
+        )
+        async with fleet:
+            until = time.monotonic() + args.duration if args.duration is not None else None
+            count = args.events if args.events is not None else sys.maxsize
+            await fleet.publish(count, rate=args.rate, stop=stop, until=until)
+            await fleet.flush()
+            if args.linger and not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), args.linger)
+        print(fleet.summary(), flush=True)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    return 0
