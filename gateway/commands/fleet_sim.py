@@ -10,8 +10,11 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from gateway.commands.common import fail
-from gateway.config import read_secret
+from gateway.config import MqttSection, read_secret
+from gateway.mqtt.link import LinkError, parse_url
 
 if TYPE_CHECKING:
     from simulators.fleet_faults import Faults
@@ -80,6 +83,14 @@ def _check(args: argparse.Namespace) -> str | None:
         return "--duration: must be 0 or more seconds"
     if not args.linger >= 0:
         return "--linger: must be 0 or more seconds"
+    try:
+        parse_url(args.mqtt)
+    except LinkError as exc:
+        return f"--mqtt: {str(exc).removeprefix('mqtt.url: ')}"
+    try:
+        MqttSection(topic_prefix=args.prefix)
+    except ValidationError:
+        return f"--prefix: {args.prefix!r} is not a topic prefix (no spaces, no + or #)"
     return None
 
 

@@ -1,0 +1,374 @@
+"""`lockergw fleet-sim` and its `Fleet` against a private Mosquitto: the §7 contract for N gateways, chains
+that verify, faults at their configured rates, replays that fill exactly what was dropped, credentials
+pushed and answered, and the command line (stops by itself, on SIGTERM; bad input is one line, exit 2)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from broker.contract import Contract
+from broker.kit import Capture, Received, events_of, is_event
+from broker.mosquitto import Mosquitto
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway.events import GENESIS_HASH, event_hash, verify_chain
+from gateway.mqtt.signing import sign
+from gateway.store import set_digest
+from simulators.fleet import Fleet
+from simulators.fleet_faults import Fault, Faults
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = b"fleet-test-signing-key-0123456789abcdef"
+
+
+@pytest.fixture
+def roomy_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A private broker that queues enough for a subscriber to keep every message of a fast fleet
+    (Mosquitto's default `max_queued_messages` of 1000 would drop QoS 1 messages, as docs/ explains)."""
+    broker = Mosquitto(tmp_path / "mosquitto")
+    with broker.conf.open("a", encoding="utf-8") as conf:
+        conf.write("max_queued_messages 100000\n")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+async def capture(roomy_broker: Mosquitto) -> AsyncIterator[Capture]:
+    async with Capture(roomy_broker.url, "lockers/#") as subscriber:
+        yield subscriber
+
+
+def by_gateway(messages: list[Received]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    found: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for event in events_of(messages):
+        found[(event["site"], event["gateway"])].append(event)
+    return found
+
+
+async def wait_events(capture: Capture, count: int, timeout: float = 30.0) -> None:
+    await capture.wait_until(lambda messages: sum(1 for m in messages if is_event(m)) >= count, timeout)
+
+
+async def test_gateways_publish_the_contract_with_chains_that_verify(roomy_broker: Mosquitto, capture: Capture) -> None:
+    async with Fleet(roomy_broker.url, gateways=4, sites=2, seed=1) as fleet:
+        assert await fleet.publish(400) == 400
+        await fleet.drain()
+        await wait_events(capture, 400)
+    # Leaving the fleet says goodbye: every gateway's retained state goes offline.
+    await capture.wait_count(lambda m: m.topic.endswith("/state") and m.json()["state"] == "offline", 4)
+    retained = {m.topic: m.json() for m in capture.messages if not is_event(m)}
+
+    names = sorted((g.site, g.gateway) for g in fleet.gateways)
+    assert names == [("site-1", "gw-001"), ("site-1", "gw-003"), ("site-2", "gw-002"), ("site-2", "gw-004")]
+    chains = by_gateway(capture.messages)
+    assert sorted(chains) == names
+    contract = Contract.load()
+    for events in chains.values():
+        assert [e["seq"] for e in events] == list(range(1, 101))  # no faults: in order, each once
+        assert verify_chain(events, GENESIS_HASH) is None
+        assert all(e["historical"] is False for e in events)
+    for message in capture.messages:
+        contract.validate(message.topic, message.json())
+    kinds = Counter(e["kind"] for events in chains.values() for e in events)
+    assert {"access.granted", "access.denied", "door.opened", "door.closed"} <= set(kinds)
+    for event in (e for events in chains.values() for e in events if e["credential"]):
+        assert set(event["credential"]) == {"id", "holder", "role", "uid_hash"}  # never a raw uid
+    info = retained["lockers/site-1/gw-001/info"]
+    assert [r["id"] for r in info["readers"]] == ["bank-a", "bank-s"]
+    assert info["credentials"] == {"version": 0, "digest": "0" * 64}
+    assert retained["lockers/site-1/gw-001/lockers/A-01"]["door"] in ("open", "closed")
+
+
+async def test_faults_happen_at_the_configured_rates_and_a_seed_repeats_them(
+    roomy_broker: Mosquitto, capture: Capture
+) -> None:
+    faults = Faults.parse("drop=0.05,dup=0.05,reorder=0.1,tamper=0.02")
+    async with Fleet(roomy_broker.url, gateways=2, faults=faults, seed=7) as fleet:
+        await fleet.publish(2000)
+        await fleet.flush()
+        counts = fleet.stats.faults()
+        expected = 2000 - counts[Fault.DROP] + counts[Fault.DUP]
+        await wait_events(capture, expected)
+    for fault, rate in ((Fault.DROP, 0.05), (Fault.DUP, 0.05), (Fault.REORDER, 0.1), (Fault.TAMPER, 0.02)):
+        assert 0.5 * rate * 2000 <= counts[fault] <= 1.5 * rate * 2000, (fault, counts[fault])
+
+    received = by_gateway(capture.messages)
+    for fault, entries in fleet.stats.faulted.items():
+        for site, gateway, seq in entries:
+            copies = [e for e in received[(site, gateway)] if e["seq"] == seq]
+            if fault is Fault.DROP:
+                assert copies == []
+            elif fault is Fault.DUP:
+                assert len(copies) == 2 and copies[0] == copies[1]
+            elif fault is Fault.TAMPER:
+                assert event_hash(copies[0]) != copies[0]["hash"]
+            else:  # reordered: arrives after a later seq of its gateway
+                arrival = [e["seq"] for e in received[(site, gateway)]]
+                assert any(later > seq for later in arrival[: arrival.index(seq)])
+
+    async with Fleet(roomy_broker.url, gateways=2, faults=faults, seed=7) as again:
+        await again.publish(2000)
+        await again.flush()
+    assert again.stats.faulted == fleet.stats.faulted
+
+
+async def test_a_replay_fills_exactly_the_dropped_seqs(roomy_broker: Mosquitto, capture: Capture) -> None:
+    async with Fleet(roomy_broker.url, gateways=2, faults=Faults(drop=0.1), seed=3) as fleet:
+        first, second = fleet.gateways
+        await fleet.publish(300)
+        fleet.inject_gap(second, 2)
+        await fleet.publish(2, gateways=[second])
+        await fleet.drain()
+        dropped = {(site, gw, seq) for site, gw, seq in fleet.stats.faulted[Fault.DROP]}
+        await wait_events(capture, 302 - len(dropped))
+        live = by_gateway(capture.messages)
+        for gateway in (first, second):
+            seen = {e["seq"] for e in live[(gateway.site, gateway.gateway)]}
+            missing = set(range(1, gateway.seq + 1)) - seen
+            assert missing == {seq for site, gw, seq in dropped if gw == gateway.gateway}
+        assert {second.seq - 1, second.seq} <= {seq for _, gw, seq in dropped if gw == second.gateway}
+
+        gap_start = min(seq for _, gw, seq in dropped if gw == first.gateway)
+        response = await capture.request(first.topics.base, "events/replay", {"from_seq": gap_start})
+        assert response["status"] == "ok"
+        assert response["data"] == {"from_seq": gap_start, "to_seq": first.seq, "count": first.seq - gap_start + 1}
+        await wait_events(capture, 302 - len(dropped) + response["data"]["count"])
+
+    events = by_gateway(capture.messages)[(first.site, first.gateway)]
+    replayed = [e for e in events if e["historical"]]
+    assert [e["seq"] for e in replayed] == list(range(gap_start, first.seq + 1))
+    whole = {e["seq"]: e for e in events}
+    assert sorted(whole) == list(range(1, first.seq + 1))
+    assert verify_chain([whole[seq] for seq in sorted(whole)], GENESIS_HASH) is None
+
+
+async def test_a_fleet_without_replay_never_answers_one(roomy_broker: Mosquitto, capture: Capture) -> None:
+    async with Fleet(roomy_broker.url, gateways=1, replay=False, seed=1) as fleet:
+        (gateway,) = fleet.gateways
+        fleet.inject_gap(gateway)
+        await fleet.publish(5)
+        await fleet.drain()
+        await capture.publish(f"{gateway.topics.base}/request/events/replay", {"from_seq": 1, "transaction": "r"})
+        # Requests are handled in order: once the health check is answered, the replay was passed over.
+        health = await capture.request(gateway.topics.base, "health_check", {})
+        assert health["status"] == "ok" and health["data"]["journal"]["last_seq"] == 5
+    assert capture.on("/response/events/replay") == []
+    assert all(not e["historical"] for e in events_of(capture.messages))
+    assert fleet.stats.replays_ignored == 1
+
+
+def signed(base: str, command: str, request: dict[str, Any]) -> dict[str, Any]:
+    return sign(request, KEY, topic=f"{base}/request/{command}")
+
+
+async def signed_request(capture: Capture, base: str, command: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Sign (the transaction included), send, and wait for the response on `{base}/response/{command}`."""
+    transaction = uuid.uuid4().hex
+    await capture.publish(f"{base}/request/{command}", signed(base, command, {**request, "transaction": transaction}))
+    found = await capture.wait_for(
+        lambda m: m.topic == f"{base}/response/{command}" and m.json().get("transaction") == transaction
+    )
+    response: dict[str, Any] = found.json()
+    return response
+
+
+async def test_credentials_pushed_are_answered_and_change_the_digest(roomy_broker: Mosquitto, capture: Capture) -> None:
+    credential = {"id": "C-1", "uid": "3C00CE754C", "holder": "u-1", "role": "user", "scope": ["A-01"]}
+    async with Fleet(roomy_broker.url, gateways=2, hmac_key=KEY, seed=1) as fleet:
+        gateway = fleet.gateways[0]
+        base = gateway.topics.base
+
+        unsigned = await capture.request(base, "credentials/upsert", {"credentials": [credential]})
+        assert unsigned["status"] == "error" and "signing is required" in unsigned["error"]
+
+        response = await signed_request(capture, base, "credentials/upsert", {"credentials": [credential]})
+        assert response["status"] == "ok", response
+        record = {
+            **credential,
+            "kind": "card",
+            "status": "active",
+            "valid_from": None,
+            "valid_until": None,
+            "schedule": None,
+            "key_code": None,
+            "deposit": None,
+            "approved_by": None,
+        }
+        assert response["data"]["digest"] == set_digest([record]) != "0" * 64
+        info = await capture.wait_for(
+            lambda m: m.topic == f"{base}/info" and m.json()["credentials"]["digest"] == response["data"]["digest"]
+        )
+        assert info.retain or info.json()["credentials"]["version"] == response["data"]["version"]
+        assert "3C00CE754C" not in json.dumps(
+            [m.json() for m in capture.messages if not m.topic.endswith("/request/credentials/upsert")]
+        )
+
+        # An MQTT 5 response topic and correlation data are honoured.
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.ResponseTopic = f"{base}/response/mine"
+        properties.CorrelationData = b"corr-1"
+        request = signed(base, "credentials/set_status", {"id": "C-1", "status": "suspended", "transaction": "t-2"})
+        await capture.publish(f"{base}/request/credentials/set_status", request, properties=properties)
+        answer = await capture.wait_for(lambda m: m.topic == f"{base}/response/mine")
+        assert answer.correlation_data == b"corr-1" and answer.json()["status"] == "ok"
+        assert answer.json()["data"]["digest"] == set_digest([{**record, "status": "suspended"}])
+
+        snapshot = {"version": "s-1", "page": 1, "pages": 1, "credentials": [credential]}
+        replaced = await signed_request(capture, base, "credentials/snapshot", snapshot)
+        assert replaced["status"] == "ok" and replaced["data"]["digest"] == set_digest([record])
+
+        # Taps now come from the credential pushed to it.
+        await fleet.publish(40, gateways=[gateway])
+        await fleet.drain()
+        await capture.wait_for(
+            lambda m: (
+                is_event(m)
+                and m.json()["gateway"] == gateway.gateway
+                and (m.json()["credential"] or {}).get("id") == "C-1"
+            )
+        )
+        other = fleet.gateways[1]
+        assert other.info()["credentials"]["digest"] == "0" * 64  # only the gateway it was pushed to
+
+
+async def test_a_gateway_stops_and_comes_back_with_its_chain_intact(roomy_broker: Mosquitto, capture: Capture) -> None:
+    async with Fleet(roomy_broker.url, gateways=2, seed=2) as fleet:
+        gateway = fleet.gateways[0]
+        await fleet.publish(10, gateways=[gateway])
+        first_boot = gateway.boot_id
+        await fleet.stop_gateway(gateway)
+        await capture.wait_for(lambda m: m.topic == gateway.topics.state and m.json()["state"] == "offline")
+        assert [g.gateway for g in fleet.running] == ["gw-002"]
+        await fleet.publish(5)  # only the running gateway publishes
+        await fleet.start_gateway(gateway)
+        online = await capture.wait_for(
+            lambda m: (
+                m.topic == gateway.topics.state and m.json()["state"] == "online" and m.json()["boot_id"] != first_boot
+            )
+        )
+        await fleet.publish(5, gateways=[gateway])
+        await fleet.drain()
+        await wait_events(capture, 10 + 1 + 5 + 1 + 5)
+
+    events = by_gateway(capture.messages)[(gateway.site, gateway.gateway)]
+    assert [e["kind"] for e in events if e["kind"].startswith("gateway.")] == ["gateway.stopped", "gateway.started"]
+    assert [e["seq"] for e in events] == list(range(1, 18))
+    assert verify_chain(events, GENESIS_HASH) is None
+    assert {e["boot_id"] for e in events[11:]} == {online.json()["boot_id"]}
+
+
+# ---- the command ------------------------------------------------------------------------------------
+
+
+def lockergw() -> list[str]:
+    script = Path(sys.executable).with_name("lockergw")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+
+
+def run_fleet_sim(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*lockergw(), "fleet-sim", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False
+    )
+
+
+async def test_the_command_stops_after_its_events_with_one_summary_line(
+    roomy_broker: Mosquitto, capture: Capture
+) -> None:
+    args = (
+        "--gateways",
+        "3",
+        "--sites",
+        "2",
+        "--rate",
+        "400",
+        "--events",
+        "90",
+        "--seed",
+        "5",
+        "--mqtt",
+        roomy_broker.url,
+    )
+    done = await asyncio.to_thread(run_fleet_sim, *args, "--faults", "dup=0.1")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fleet-sim: 90 events from 3 gateways on 2 sites (30 per gateway)")
+    assert "dup " in lines[0]
+    await wait_events(capture, 90)
+    for events in by_gateway(capture.messages).values():
+        unique = {e["seq"]: e for e in events}
+        assert sorted(unique) == list(range(1, 31))
+        assert verify_chain([unique[s] for s in sorted(unique)], GENESIS_HASH) is None
+
+
+async def stop_fleet_sim(capture: Capture, url: str, how: signal.Signals) -> tuple[int, str, str]:
+    """Start `lockergw fleet-sim` (no end of its own), wait for its events, stop it with `how`; then wait
+    for both gateways' retained state to say offline."""
+    command = [*lockergw(), "fleet-sim", "--gateways", "2", "--rate", "20", "--mqtt", url]
+    start = len(capture.messages)
+
+    def since_start(message: Received) -> bool:
+        return capture.messages.index(message) >= start
+
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        await capture.wait_count(lambda m: is_event(m) and since_start(m), 4, timeout=20)
+        os.kill(process.pid, how)
+        stdout, stderr = await asyncio.to_thread(process.communicate, timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    offline = await capture.wait_count(
+        lambda m: m.topic.endswith("/state") and m.json()["state"] == "offline" and since_start(m), 2
+    )
+    assert {m.topic for m in offline} == {"lockers/site-1/gw-001/state", "lockers/site-1/gw-002/state"}
+    return process.returncode, stdout, stderr
+
+
+async def test_the_command_stops_on_sigterm_with_its_summary(roomy_broker: Mosquitto, capture: Capture) -> None:
+    code, stdout, stderr = await stop_fleet_sim(capture, roomy_broker.url, signal.SIGTERM)
+    assert code == 0, stderr
+    assert stdout.startswith("fleet-sim: ") and len(stdout.splitlines()) == 1
+
+
+async def test_a_killed_fleet_leaves_its_wills_saying_offline(roomy_broker: Mosquitto, capture: Capture) -> None:
+    code, _, _ = await stop_fleet_sim(capture, roomy_broker.url, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--gateways", "0"), "--gateways: must be at least 1"),
+        (("--sites", "5"), "--sites: must be between 1 and --gateways (2)"),
+        (("--rate", "0"), "--rate: must be a number of events per second above 0"),
+        (("--faults", "drop=2"), "--faults: drop=2 must be between 0 and 1"),
+        (("--faults", "lose=0.1"), "--faults: unknown fault 'lose' (one of: drop, dup, reorder, tamper)"),
+        (("--faults", "drop"), "--faults: 'drop' is not name=rate (e.g. drop=0.01)"),
+        (("--mqtt", "http://127.0.0.1"), "--mqtt: must start with mqtt:// or mqtts://"),
+        (("--hmac-key-file", "/nonexistent/key"), "--hmac-key-file: cannot read /nonexistent/key"),
+        (("--mqtt", "mqtt://127.0.0.1:1"), "cannot connect to the broker at mqtt://127.0.0.1:1"),
+    ],
+)
+def test_bad_input_gets_one_plain_line_and_exit_2(args: tuple[str, ...], message: str) -> None:
+    defaults = {"--gateways": "2", "--rate": "10", "--mqtt": "mqtt://127.0.0.1:1", "--events": "1"}
+    given = dict(zip(args[::2], args[1::2], strict=True))
+    argv = [item for key, value in {**defaults, **given}.items() for item in (key, value)]
+    done = run_fleet_sim(*argv)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"lockergw: fleet-sim: {message}"), line
