@@ -469,7 +469,8 @@ def render(runs: list[Run], gateways: int, seconds: float, pg_version: str) -> s
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
         *rows,
         "",
-        f"With {best.workers} workers central lands **{best.landed_rate / best.baseline_rate:.2f}×** the bare "
+        f"With {best.workers} worker{'s' if best.workers > 1 else ''} central lands "
+        f"**{best.landed_rate / best.baseline_rate:.2f}×** the bare "
         f"subscriber's receive rate — it {verdict} the target of issue 11 (≥ 0.7× with 2 workers, 0 lost, 0 stored "
         "twice). "
         + (

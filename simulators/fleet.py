@@ -138,6 +138,7 @@ class Fleet:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._turn = 0
+        self._running_pool: list[SimulatedGateway] | None = None  # self.running, until one stops or starts
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -279,6 +280,7 @@ class Fleet:
         await self._send(gateway.topics.state, canonical_json(gateway.state("offline")), retain=True)
         await self.drain()
         gateway.running = False
+        self._running_pool = None
         presence = self._presence.pop(gateway, None)
         if presence is not None:
             with contextlib.suppress(aiomqtt.MqttError):
@@ -290,6 +292,7 @@ class Fleet:
             return
         gateway.restart()
         gateway.running = True
+        self._running_pool = None
         await self._come_online(gateway)
         await self._emit(gateway, gateway.journal({"kind": "gateway.started", "reason": None}), faults=False)
 
@@ -395,7 +398,12 @@ class Fleet:
         await self._send(gateway.topics.state, canonical_json(gateway.state("online")), retain=True)
 
     def _next_gateway(self, chosen: list[SimulatedGateway] | None) -> SimulatedGateway:
-        pool = [gateway for gateway in (chosen if chosen is not None else self.gateways) if gateway.running]
+        if chosen is None:
+            if self._running_pool is None:
+                self._running_pool = self.running
+            pool = self._running_pool
+        else:
+            pool = [gateway for gateway in chosen if gateway.running]
         if not pool:
             raise FleetError("no gateway of the fleet is running")
         self._turn += 1

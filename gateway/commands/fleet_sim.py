@@ -10,6 +10,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+import aiomqtt
 from pydantic import ValidationError
 
 from gateway.commands.common import fail
@@ -117,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(_simulate(args, faults, key))
     except FleetError as exc:
         return fail(f"fleet-sim: {exc}")
+    except aiomqtt.MqttError as exc:
+        print(f"lockergw: fleet-sim: lost the broker at {args.mqtt}: {exc}", file=sys.stderr)
+        return 1
 
 
 async def _simulate(args: argparse.Namespace, faults: Faults, key: bytes | None) -> int:
