@@ -243,6 +243,28 @@ async def test_credentials_pushed_are_answered_and_change_the_digest(roomy_broke
         other = fleet.gateways[1]
         assert other.info()["credentials"]["digest"] == "0" * 64  # only the gateway it was pushed to
 
+        # A remote open is journaled as the gateway does it, and the door then opens.
+        opened = await signed_request(
+            capture, base, "lockers/open", {"locker": "A-07", "operator": "op", "reason": "test"}
+        )
+        assert opened["status"] == "ok" and opened["data"]["locker"] == "A-07"
+        grant = await capture.wait_for(lambda m: is_event(m) and m.json()["seq"] == opened["data"]["seq"])
+        assert grant.json()["reason"] == "remote_open" and grant.json()["override"] is True
+        unknown = await signed_request(
+            capture, base, "lockers/open", {"locker": "Z-99", "operator": "op", "reason": "t"}
+        )
+        assert unknown["status"] == "error" and unknown["error"] == "unknown locker 'Z-99'"
+        await fleet.publish(12, gateways=[gateway])
+        await fleet.drain()
+        await capture.wait_for(
+            lambda m: is_event(m) and m.json()["kind"] == "door.opened" and m.json()["locker"] == "A-07"
+        )
+
+    contract = Contract.load()
+    for message in capture.messages:
+        if not message.topic.endswith("/response/mine"):  # the contract reads "mine" as an unknown command
+            contract.validate(message.topic, message.json())
+
 
 async def test_a_gateway_stops_and_comes_back_with_its_chain_intact(roomy_broker: Mosquitto, capture: Capture) -> None:
     async with Fleet(roomy_broker.url, gateways=2, seed=2) as fleet:
@@ -311,6 +333,13 @@ async def test_the_command_stops_after_its_events_with_one_summary_line(
         unique = {e["seq"]: e for e in events}
         assert sorted(unique) == list(range(1, 31))
         assert verify_chain([unique[s] for s in sorted(unique)], GENESIS_HASH) is None
+
+
+def test_the_command_stops_after_its_duration(roomy_broker: Mosquitto) -> None:
+    done = run_fleet_sim("--gateways", "2", "--rate", "50", "--duration", "0.5", "--mqtt", roomy_broker.url)
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stdout.splitlines()
+    assert line.startswith("fleet-sim: ") and " from 2 gateways on 1 site " in line
 
 
 async def stop_fleet_sim(capture: Capture, url: str, how: signal.Signals) -> tuple[int, str, str]:
