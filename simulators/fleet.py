@@ -164,17 +164,15 @@ class Fleet:
             self.gateways.append(gateway)
             self._by_base[gateway.topics.base] = gateway
         try:
-            self._client = make_client(
-                self._mqtt,
-                identifier=f"lockergw-fleet-sim-{self._rng.getrandbits(32):08x}",
-                max_inflight=self._window_size,
-            )
-            await self._client.__aenter__()
-        except LinkError as exc:
-            raise FleetError(str(exc)) from None
-        except aiomqtt.MqttError as exc:
-            raise FleetError(f"cannot connect to the broker at {self.url}: {exc}") from None
-        try:
+            identifier = f"lockergw-fleet-sim-{self._rng.getrandbits(32):08x}"
+            try:
+                client = make_client(self._mqtt, identifier=identifier, max_inflight=self._window_size)
+                await client.__aenter__()
+            except LinkError as exc:
+                raise FleetError(str(exc)) from None
+            except aiomqtt.MqttError as exc:
+                raise FleetError(f"cannot connect to the broker at {self.url}: {exc}") from None
+            self._client = client
             await self._client.subscribe(f"{self.prefix}/+/+/request/#", qos=1)
             self._tasks = [
                 asyncio.create_task(self._receive(), name="fleet requests"),

@@ -11,6 +11,7 @@ responses and the credential-set digest in `info` are the gateway's, not an imit
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections import deque
@@ -123,7 +124,7 @@ class SimulatedGateway:
         """Journaled envelopes from_seq…to_seq (those still kept)."""
         first = self.first_kept_seq
         start, stop = max(from_seq, first) - first, min(to_seq, self.seq) - first + 1
-        return [json.loads(self._journal[index]) for index in range(start, max(start, stop))]
+        return [json.loads(line) for line in itertools.islice(self._journal, start, max(start, stop))]
 
     # ---- retained topics ---------------------------------------------------------------------
 
