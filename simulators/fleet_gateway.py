@@ -28,7 +28,7 @@ from gateway.mqtt.ops import RequestError
 from gateway.mqtt.requests import RequestHandler
 from gateway.mqtt.signing import RequestVerifier
 from gateway.mqtt.topics import Topics
-from gateway.records import credential_summary
+from gateway.records import credential_summary, remote_open_record
 from gateway.sitekey import uid_hash
 from gateway.store import Store, set_digest
 from simulators.fleet_story import (
@@ -206,18 +206,7 @@ class SimulatedGateway:
         self, locker: str, operator: str, reason: str, authorizers: list[dict[str, Any]]
     ) -> dict[str, Any]:
         self._locker(locker)
-        record = {
-            "kind": "access.granted",
-            "reader": None,
-            "locker": locker,
-            "credential": None,
-            "reason": "remote_open",
-            "override": True,
-            "unlock": "sent",
-            "operator": operator,
-            "note": reason,
-            "authorizers": authorizers,
-        }
+        record = remote_open_record(locker, operator, reason, authorizers, "sent")
         envelope = self._journal_now(record)
         self.story.open_door_later(locker)
         return {"locker": locker, "unlock": "sent", "seq": envelope["seq"]}
@@ -242,12 +231,7 @@ class SimulatedGateway:
             return {"locker": locker, "occupant": credential_id}
         if state.occupant is not None:
             raise RequestError(f"locker {locker!r} is held by another credential; release it first")
-        self._journal_now(
-            {"kind": "locker.allocated", "locker": locker, "credential": None, "reason": "remote", "by": by}
-        )
-        state.occupant = credential_id
-        self.story.changed.add(locker)
-        return {"locker": locker, "occupant": credential_id}
+        return self._set_occupant(locker, credential_id, "locker.allocated", by)
 
     async def release_locker(self, locker: str, by: str) -> dict[str, Any]:
         state = self._locker(locker)
@@ -255,12 +239,13 @@ class SimulatedGateway:
             raise RequestError(f"locker {locker!r} is not a shared locker")
         if state.occupant is None:
             raise RequestError(f"locker {locker!r} is not held by anyone")
-        self._journal_now(
-            {"kind": "locker.released", "locker": locker, "credential": None, "reason": "remote", "by": by}
-        )
-        state.occupant = None
+        return self._set_occupant(locker, None, "locker.released", by)
+
+    def _set_occupant(self, locker: str, occupant: str | None, kind: str, by: str) -> dict[str, Any]:
+        self._journal_now({"kind": kind, "locker": locker, "credential": None, "reason": "remote", "by": by})
+        self.story.lockers[locker].occupant = occupant
         self.story.changed.add(locker)
-        return {"locker": locker, "occupant": None}
+        return {"locker": locker, "occupant": occupant}
 
     # Replayer -----------------------------------------------------------------------------------
 
