@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import resource
 import tempfile
 import time
 from collections import Counter
@@ -50,6 +51,8 @@ DEFAULT_WINDOW = 200
 REPLAY_CHUNK = 500
 #: How long saying goodbye (state offline, the last acknowledgements) may take when the fleet stops.
 GOODBYE_TIMEOUT_S = 5.0
+#: Open files needed besides one connection per gateway (the fleet's own connection, stores, the rest).
+SPARE_FILES = 256
 
 
 class FleetError(Exception):
@@ -69,6 +72,21 @@ class FleetStats:
 
     def faults(self) -> Counter[Fault]:
         return Counter({fault: len(seqs) for fault, seqs in self.faulted.items()})
+
+
+def _room_for_connections(gateways: int) -> None:
+    """Each gateway's will needs a connection, so a file descriptor, of its own: raise the soft limit on
+    open files if it is too low for them (up to the hard limit), else say so."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = gateways + SPARE_FILES
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise FleetError(
+            f"{gateways} gateways with wills need {needed} open files, more than this process may have ({hard}); "
+            "simulate fewer gateways or leave out the wills"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 @dataclass(slots=True)
@@ -143,6 +161,8 @@ class Fleet:
     # ---- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Fleet:
+        if self._wills:
+            _room_for_connections(self._count)
         root = self._scratch_given
         if root is None:
             self._scratch = tempfile.TemporaryDirectory(prefix="lockergw-fleet-")

@@ -66,6 +66,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="verify signed requests with this key, as the gateways would",
     )
     parser.add_argument("--no-replay", action="store_true", help="ignore events/replay requests (never answer them)")
+    parser.add_argument(
+        "--no-wills",
+        action="store_true",
+        help="no connection of its own per gateway: one connection in all, but no will saying offline if killed",
+    )
     parser.add_argument("--prefix", default="lockers", metavar="PREFIX", help="topic prefix (default lockers)")
     parser.set_defaults(handler=run)
 
@@ -140,6 +145,7 @@ async def _simulate(args: argparse.Namespace, faults: Faults, key: bytes | None)
             prefix=args.prefix,
             hmac_key=key,
             replay=not args.no_replay,
+            wills=not args.no_wills,
         )
         async with fleet:
             until = time.monotonic() + args.duration if args.duration is not None else None

@@ -323,7 +323,7 @@ async def test_the_command_stops_after_its_events_with_one_summary_line(
         "--mqtt",
         roomy_broker.url,
     )
-    done = await asyncio.to_thread(run_fleet_sim, *args, "--faults", "dup=0.1")
+    done = await asyncio.to_thread(run_fleet_sim, *args, "--faults", "dup=0.1", "--no-wills")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 1 and lines[0].startswith("fleet-sim: 90 events from 3 gateways on 2 sites (30 per gateway)")
