@@ -112,10 +112,16 @@ class Fleet:
         window: int = DEFAULT_WINDOW,
         keep: int = DEFAULT_KEEP,
         scratch: Path | None = None,
+        username: str = "",
+        password_file: str = "",
+        ca_file: str = "",
+        cert_file: str = "",
+        key_file: str = "",
     ) -> None:
         """`hmac_key`: verify signed requests as a gateway with that `hmac_key_file` does (None: unsigned
         requests are accepted). `wills=False` leaves out each gateway's own connection (and its will).
-        `scratch`: where the gateways' credential stores go (default: a temporary directory)."""
+        `scratch`: where the gateways' credential stores go (default: a temporary directory).
+        `username` … `key_file`: as the gateway's [mqtt] keys of the same names (SPEC §3)."""
         if gateways < 1:
             raise FleetError("a fleet needs at least one gateway")
         if not 1 <= sites <= gateways:
@@ -123,7 +129,15 @@ class Fleet:
         if window < 1:
             raise FleetError("window must be at least 1")
         try:
-            self._mqtt = MqttSection(url=url, topic_prefix=prefix)
+            self._mqtt = MqttSection(
+                url=url,
+                topic_prefix=prefix,
+                username=username,
+                password_file=password_file,
+                ca_file=ca_file,
+                cert_file=cert_file,
+                key_file=key_file,
+            )
         except ValidationError as exc:
             raise FleetError(
                 error_message(exc).replace("url:", "--mqtt:").replace("topic_prefix:", "--prefix:")

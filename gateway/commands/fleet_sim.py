@@ -15,7 +15,8 @@ from pydantic import ValidationError
 
 from gateway.commands.common import fail
 from gateway.config import MqttSection, read_secret
-from gateway.mqtt.link import LinkError, parse_url
+from gateway.mqtt import link
+from gateway.mqtt.link import LinkError
 
 if TYPE_CHECKING:
     from simulators.fleet_faults import Faults
@@ -72,6 +73,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="no connection of its own per gateway: one connection in all, but no will saying offline if killed",
     )
     parser.add_argument("--prefix", default="lockers", metavar="PREFIX", help="topic prefix (default lockers)")
+    broker = parser.add_argument_group("broker login and TLS (as the gateway's [mqtt] keys)")
+    broker.add_argument("--username", default="", metavar="NAME")
+    broker.add_argument("--password-file", default="", metavar="FILE")
+    broker.add_argument(
+        "--ca-file", default="", metavar="FILE", help="CA to verify an mqtts:// broker (default: system)"
+    )
+    broker.add_argument("--cert-file", default="", metavar="FILE", help="client certificate")
+    broker.add_argument("--key-file", default="", metavar="FILE", help="its private key")
     parser.set_defaults(handler=run)
 
 
@@ -90,14 +99,27 @@ def _check(args: argparse.Namespace) -> str | None:
     if not args.linger >= 0:
         return "--linger: must be 0 or more seconds"
     try:
-        parse_url(args.mqtt)
-    except LinkError as exc:
-        return f"--mqtt: {str(exc).removeprefix('mqtt.url: ')}"
-    try:
         MqttSection(topic_prefix=args.prefix)
     except ValidationError:
         return f"--prefix: {args.prefix!r} is not a topic prefix (no spaces, no + or #)"
+    try:
+        link.check(broker_section(args))
+    except LinkError as exc:
+        message = str(exc).replace("mqtt.url:", "--mqtt:").replace("mqtt.password_file:", "--password-file:")
+        return message.replace("mqtt: cannot load TLS files:", "--ca-file/--cert-file/--key-file: cannot load:")
     return None
+
+
+def broker_section(args: argparse.Namespace) -> MqttSection:
+    """The command line's broker options as the gateway's [mqtt] section."""
+    return MqttSection.model_construct(
+        url=args.mqtt,
+        username=args.username,
+        password_file=args.password_file,
+        ca_file=args.ca_file,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -146,6 +168,11 @@ async def _simulate(args: argparse.Namespace, faults: Faults, key: bytes | None)
             hmac_key=key,
             replay=not args.no_replay,
             wills=not args.no_wills,
+            username=args.username,
+            password_file=args.password_file,
+            ca_file=args.ca_file,
+            cert_file=args.cert_file,
+            key_file=args.key_file,
         )
         async with fleet:
             until = time.monotonic() + args.duration if args.duration is not None else None

@@ -12,21 +12,21 @@ import subprocess
 import sys
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from broker.contract import Contract
 from broker.kit import Capture, Received, events_of, is_event
-from broker.mosquitto import Mosquitto
+from broker.mosquitto import Mosquitto, TlsFiles
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.events import GENESIS_HASH, event_hash, verify_chain
 from gateway.mqtt.signing import sign
 from gateway.store import set_digest
-from simulators.fleet import Fleet
+from simulators.fleet import Fleet, FleetError
 from simulators.fleet_faults import Fault, Faults
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -292,6 +292,33 @@ async def test_a_gateway_stops_and_comes_back_with_its_chain_intact(roomy_broker
     assert {e["boot_id"] for e in events[11:]} == {online.json()["boot_id"]}
 
 
+async def test_a_fleet_logs_in_over_tls_with_a_password(
+    mosquitto_factory: Callable[..., Mosquitto], test_pki: TlsFiles, tmp_path: Path
+) -> None:
+    broker = mosquitto_factory(tls=test_pki, passwords={"fleet": "pw-fleet", "central": "pw-central"})
+    password_file = tmp_path / "fleet.password"
+    password_file.write_text("pw-fleet\n")
+    login = {
+        "username": "fleet",
+        "password_file": str(password_file),
+        "ca_file": str(test_pki.ca_cert),
+        "cert_file": str(test_pki.client_cert),
+        "key_file": str(test_pki.client_key),
+    }
+    async with (
+        Capture(broker.url, "lockers/#", username="central", password="pw-central", tls=test_pki) as central,
+        Fleet(broker.url, gateways=2, seed=1, **login) as fleet,
+    ):
+        await fleet.publish(10)
+        await fleet.drain()
+        await wait_events(central, 10)
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text("nope")
+    with pytest.raises(FleetError, match=r"^cannot connect to the broker at mqtts://127\.0\.0\.1:\d+: "):
+        async with Fleet(broker.url, gateways=1, **{**login, "password_file": str(wrong)}):
+            pass
+
+
 # ---- the command ------------------------------------------------------------------------------------
 
 
@@ -389,6 +416,8 @@ async def test_a_killed_fleet_leaves_its_wills_saying_offline(roomy_broker: Mosq
         (("--faults", "drop"), "--faults: 'drop' is not name=rate (e.g. drop=0.01)"),
         (("--mqtt", "http://127.0.0.1"), "--mqtt: must start with mqtt:// or mqtts://"),
         (("--hmac-key-file", "/nonexistent/key"), "--hmac-key-file: cannot read /nonexistent/key"),
+        (("--password-file", "/nonexistent/pw"), "--password-file: cannot read /nonexistent/pw"),
+        (("--prefix", "a+b"), "--prefix: 'a+b' is not a topic prefix"),
         (("--mqtt", "mqtt://127.0.0.1:1"), "cannot connect to the broker at mqtt://127.0.0.1:1"),
     ],
 )
