@@ -75,6 +75,8 @@ class MqttSection(Section):
     keepalive: int = Field(default=30, ge=5, le=3600)
     max_request_bytes: int = Field(default=4_194_304, ge=1024)
     hmac_key_file: str = ""
+    #: Demo only: accept requests that carry no signature when no hmac_key_file is set (SPEC §7).
+    allow_unsigned_requests: bool = False
     inflight: int = Field(default=20, ge=1, le=1000)
 
     @field_validator("url")

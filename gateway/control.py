@@ -51,8 +51,12 @@ class ControlServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        with contextlib.suppress(FileNotFoundError):
+        try:
             self.path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # e.g. a state_dir that became read-only: stopping still succeeds
+            log.warning("stopping: could not remove %s (%s); the next start replaces it", self.path, exc.strerror)
 
     def take_card(self, reader: str, uid: str) -> bool:
         """True if an enrolment was waiting at this reader: the tap is the operator's, not a decision."""

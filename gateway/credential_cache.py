@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from gateway.model import Credential
-from gateway.store import ROW_ID, ROW_UID, ChangeLogEntry, RawChanges, Store, credential_from_row
+from gateway.store import ROW_FORM, ROW_ID, ROW_UID, ChangeLogEntry, RawChanges, Store, credential_from_row
 from gateway.uid import CredentialIndex
 
 Row = tuple[Any, ...]
@@ -39,7 +39,7 @@ class _ByUid(Mapping[str, Credential]):
         if isinstance(entry, Credential):
             return entry
         credential = credential_from_row(entry)
-        self._index.put(credential.uid, credential)
+        self._index.put(credential.uid, credential, credential.uid_form)
         return credential
 
     def __iter__(self) -> Iterator[str]:
@@ -94,7 +94,7 @@ class CredentialCache:
             self._drop(credential_id)
             self._ids[credential_id] = row
             if row[ROW_UID]:
-                self._uids.put(row[ROW_UID], row)
+                self._uids.put(row[ROW_UID], row, row[ROW_FORM])
         self.rev = changes.rev
         return list(changes.log)
 

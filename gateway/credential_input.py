@@ -20,7 +20,7 @@ from typing import Any, TypedDict, TypeVar
 
 from gateway.model import ID_MAX_LEN, Kind, Role, Status, check_text_id
 from gateway.schedule import parse_schedule
-from gateway.uid import UidError, mask_uid, normalise_uid
+from gateway.uid import UID_FORMS, UidError, mask_uid, parse_uid
 
 #: The fields an upsert (MQTT request, `credentials add`, a CSV column) may carry.
 UPSERT_FIELDS = (
@@ -45,7 +45,10 @@ SCOPE_SEPARATOR = ";"
 
 E = TypeVar("E", Role, Kind, Status)
 
-_FIELD_SET = frozenset(UPSERT_FIELDS)
+#: Fields a parsed item carries when it is checked again (the store re-checks what the handlers parsed):
+#: the form a uid was written in, which its canonical text no longer shows.
+_CARRIED_FIELDS = frozenset({"uid_form"})
+_FIELD_SET = frozenset(UPSERT_FIELDS) | _CARRIED_FIELDS
 _ROLES = {member.value: member for member in Role}
 _KINDS = {member.value: member for member in Kind}
 _STATUSES = {member.value: member for member in Status}
@@ -71,6 +74,7 @@ class CredentialFields(TypedDict):
     key_code: str | None
     deposit: str | None
     approved_by: str | None
+    uid_form: str
 
 
 class FieldError(ValueError):
@@ -120,13 +124,16 @@ def parse_credential_fields(raw: Mapping[str, Any], zone: tzinfo) -> CredentialF
             raise FieldError("uid", "a physical_key has no uid (it is never read by a reader); give its key_code")
         if key_code is None:
             raise FieldError("key_code", "missing (a physical_key needs the code it is cut to)")
-        uid = ""
+        uid, uid_form = "", ""
     else:
         if "uid" not in given:
             raise FieldError("uid", f"missing (required for a {kind.value})")
         if key_code is not None:
             raise FieldError("key_code", f"only a physical_key has a key code, not a {kind.value}")
-        uid = _uid(given["uid"])
+        uid, uid_form = _uid(given["uid"])
+        carried = given.get("uid_form")
+        if carried in UID_FORMS and uid_form == "" and _CANONICAL_UID.match(str(given["uid"])):
+            uid_form = str(carried)
 
     valid_from = _instant(given.get("valid_from"), zone, "valid_from", end_of_day=False)
     valid_until = _instant(given.get("valid_until"), zone, "valid_until", end_of_day=True)
@@ -147,6 +154,7 @@ def parse_credential_fields(raw: Mapping[str, Any], zone: tzinfo) -> CredentialF
         key_code=key_code,
         deposit=_optional_text(given.get("deposit"), "deposit", numbers=True),
         approved_by=_optional_text(given.get("approved_by"), "approved_by"),
+        uid_form=uid_form,
     )
 
 
@@ -224,12 +232,12 @@ def _scope_items(value: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _uid(value: Any) -> str:
+def _uid(value: Any) -> tuple[str, str]:
     text = _text(value, "uid")
     if _CANONICAL_UID.match(text):
-        return text  # already canonical: the usual case in an import
+        return text, ""  # already canonical: the usual case in an import
     try:
-        return normalise_uid(text)
+        return parse_uid(text)
     except UidError as exc:
         # normalise_uid quotes what it was given; the CLI must never show a whole card number.
         message = str(exc).replace(repr(text), repr(mask_uid(text)))

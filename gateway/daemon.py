@@ -14,9 +14,10 @@ import contextlib
 import gc
 import logging
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,17 +52,60 @@ from gateway.records import (
     remote_open_record,
 )
 from gateway.sitekey import load_or_create_site_key, uid_hash
+from gateway.storage import JournalUnavailable, StateDirLock, describe_storage_error, prepare_state_dir
 from gateway.store import ChangeLogEntry, Store
 from gateway.systemd_notify import Notifier
+from gateway.uid import EM4100, EM4100_HEX
 
 log = logging.getLogger("lockergw")
 
 TICK_S = 0.1  # door timers, store changes (a CLI change is in force within a second), watchdog
 STOP_BUDGET_S = 4.0
+PROBE_EVERY_S = 1.0  # while the journal fails: how often a commit is tried without a tap
+RETENTION_EVERY_S = 3600.0  # with no broker: how often retention runs
+
+
+@dataclass(slots=True)
+class JournalFault:
+    """An episode of the journal failing to commit."""
+
+    since: datetime
+    cause: str
+    refused_taps: int = 0
+
+    def record(self, until: datetime) -> dict[str, Any]:
+        return {
+            "kind": "journal.unavailable",
+            "reason": "commit_failed",
+            "cause": self.cause,
+            "unavailable_from": format_ts(self.since),
+            "unavailable_until": format_ts(until),
+            "refused_taps": self.refused_taps,
+        }
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class Clock:
+    """The daemon's two clocks. `wall()` (UTC) is for validity, schedules and timestamps; `timer()` never
+    steps — it is the monotonic clock shown as an instant (the wall time at start plus the monotonic
+    time since) — and every duration runs on it: lockout, repeat gap, two-person and keypad windows,
+    door left open, unlock deadline. Tests pass a clock of their own."""
+
+    def __init__(self) -> None:
+        self._origin_wall = datetime.now(UTC)
+        self._origin_mono = time.monotonic()
+
+    def wall(self) -> datetime:
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def timer(self) -> datetime:
+        return self._origin_wall + timedelta(seconds=self.monotonic() - self._origin_mono)
 
 
 def policy_settings(settings: Settings) -> PolicySettings:
@@ -79,14 +123,17 @@ def policy_settings(settings: Settings) -> PolicySettings:
 class Gateway:
     """One running gateway. `await Gateway(settings).run()` until SIGTERM/SIGINT or `stop()`."""
 
-    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
+    def __init__(self, settings: Settings, config_path: Path | None = None, clock: Clock | None = None) -> None:
         self.settings = settings
         self.config_path = config_path
+        self.clock = clock or Clock()
         self.boot_id = uuid7()
-        self.started_monotonic = time.monotonic()
+        self.started_monotonic = self.clock.monotonic()
+        self._last_probe = 0.0
         self.zone = settings.gateway.zone()
         self.policy = policy_settings(settings)
         self.reader_lockers = {r.id: tuple(r.lockers) for r in settings.readers}
+        self.reader_drivers = {r.id: r.driver for r in settings.readers}
         self.board_settings = {b.id: b for b in settings.boards}
         self.credentials = CredentialCache()
         self.lockers: dict[str, Locker] = {}
@@ -105,7 +152,7 @@ class Gateway:
         self._follow_store_db: Store | None = None
         self._follower: asyncio.Task[None] | None = None
         self._follow_lock = asyncio.Lock()
-        self._journal_failing = False
+        self._journal_fault: JournalFault | None = None
         self._retries: list[tuple[list[dict[str, Any]], datetime, list[StateWrite]]] = []
         self._journal: Journal | None = None
         self._site_key = b""
@@ -141,7 +188,7 @@ class Gateway:
 
     def _open_state(self) -> None:
         state_dir = self.settings.gateway.state_dir
-        state_dir.mkdir(parents=True, exist_ok=True)
+        prepare_state_dir(state_dir)
         self._site_key = load_or_create_site_key(state_dir)
         self._store = Store.open(state_dir, zone=self.zone)
         self._follow_store_db = Store.open(state_dir, zone=self.zone)
@@ -168,13 +215,18 @@ class Gateway:
             if section.board is not None and section.lock is not None:
                 board = self.board_settings[section.board]
                 self.doors.add_locker(section.id, section.board, section.lock, board.unlock_ms)
+        timer, lockout = self.clock.timer(), timedelta(seconds=self.policy.lockout_s)
         for key, value in self.journal.get_state("reader:").items():
             reader_id = key.removeprefix("reader:")
             if reader_id in self.reader_lockers:
-                self.reader_states[reader_id] = reader_state_from_json(value)
+                state = reader_state_from_json(value)
+                # Saved on the last run's timer; a lockout in force goes on, but never for more than lockout_s.
+                if state.locked_until is not None and state.locked_until > timer + lockout:
+                    state = replace(state, locked_until=timer + lockout)
+                self.reader_states[reader_id] = state
 
     def _journal_startup(self) -> None:
-        now = utcnow()
+        now = self.clock.wall()
         self._append([{"kind": "gateway.started", "reason": None, "version": __version__}], now)
         self._journal_credential_changes(now, startup=True)
 
@@ -193,8 +245,8 @@ class Gateway:
         journal cannot take them now, they wait in memory and go in, in order, at the next commit."""
         try:
             self._append(records, at, state)
-        except Exception:
-            log.exception("journal commit failed; %d record(s) will be retried", len(records))
+        except JournalUnavailable:
+            log.debug("journal unavailable; %d record(s) will be retried", len(records))
             self._retries.append((records, at, state))
 
     def _flush_retries(self) -> None:
@@ -204,13 +256,22 @@ class Gateway:
             self._retries.pop(0)
 
     def _commit(self, records: list[dict[str, Any]], at: datetime, state: list[StateWrite]) -> list[dict[str, Any]]:
-        """Durably journal records; then log them, tell listeners and wake the publisher."""
+        """Durably journal records; then log them, tell listeners and wake the publisher.
+
+        Raises JournalUnavailable when the journal cannot commit. The first failure of an episode is
+        logged (one ERROR line naming the cause) and shown on health_check, `{base}/state` and the
+        metrics; the first commit that succeeds afterwards carries a `journal.unavailable` record
+        saying from when to when, and how many taps were refused meanwhile."""
+        fault = self._journal_fault
+        if fault is not None:
+            records = [fault.record(self.clock.wall()), *records]
         try:
             envelopes = self.journal.append(records, at, state)
-        except Exception:
-            self._journal_failing = True
-            raise
-        self._journal_failing = False
+        except (sqlite3.Error, OSError) as exc:
+            self._journal_failed(exc)
+            raise JournalUnavailable(f"the journal cannot commit: {self._journal_fault_cause()}") from None
+        if fault is not None:
+            self._journal_recovered(fault)
         for envelope in envelopes:
             log.info("%s", _describe(envelope), extra={"fields": {"event": envelope}})
             for listener in self.listeners:
@@ -218,6 +279,41 @@ class Gateway:
         if self.mqtt is not None:
             self.mqtt.notify()
         return envelopes
+
+    def _journal_failed(self, exc: BaseException) -> None:
+        if self._journal_fault is not None:
+            log.debug("journal still cannot commit: %s", exc)
+            return
+        cause = describe_storage_error(exc, self.settings.gateway.state_dir)
+        self._journal_fault = JournalFault(since=self.clock.wall(), cause=cause)
+        self.metrics.journal_failing.set(1)
+        log.error("journal cannot commit (%s): taps are refused and nothing opens until it can", cause)
+        self.notifier.status(f"journal failing: {cause}")
+        if self.mqtt is not None:
+            self.mqtt.state_changed()
+
+    def _journal_fault_cause(self) -> str:
+        return self._journal_fault.cause if self._journal_fault is not None else "unknown"
+
+    def _journal_recovered(self, fault: JournalFault) -> None:
+        self._journal_fault = None
+        self.metrics.journal_failing.set(0)
+        log.info(
+            "journal commits again after %.0f s unavailable (%s); %d tap(s) were refused meanwhile",
+            (self.clock.wall() - fault.since).total_seconds(),
+            fault.cause,
+            fault.refused_taps,
+        )
+        self.notifier.status("journal ok")
+        if self.mqtt is not None:
+            self.mqtt.state_changed()
+
+    def journal_status(self) -> dict[str, Any]:
+        """`ok`, or `failing` with since when and why (health_check and `{base}/state` carry it)."""
+        fault = self._journal_fault
+        if fault is None:
+            return {"status": "ok"}
+        return {"status": "failing", "since": format_ts(fault.since), "cause": fault.cause}
 
     def _journal_credential_changes(self, now: datetime, startup: bool = False) -> None:
         """Bring the cache up to date now (MQTT ok, SIGHUP, start-up) and journal what changed."""
@@ -240,7 +336,7 @@ class Gateway:
                     raise
                 entries = self.credentials.apply(changes, from_rev)
                 if entries is not None:  # None: the cache moved meanwhile; read again
-                    self._journal_entries(entries, utcnow())
+                    self._journal_entries(entries, self.clock.wall())
 
     def _journal_entries(self, entries: list[ChangeLogEntry], now: datetime, startup: bool = False) -> None:
         seen = self.journal.get_state("meta:credentials_rev").get("meta:credentials_rev", 0)
@@ -292,9 +388,10 @@ class Gateway:
         """Decide, journal (durably), then energise. Returns the journaled envelopes."""
         if read.device not in self.reader_lockers:
             return []
-        now = read.at
+        now = self.clock.wall()
         started = time.perf_counter()
-        decision = decide(self.snapshot(), Tap(read.device, read.uid, now), now)
+        tap = Tap(read.device, read.uid, now, family=tap_family(self.reader_drivers[read.device], read.uid))
+        decision = decide(self.snapshot(), tap, now, self.clock.timer())
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
         self.metrics.taps.labels(read.device).inc()
         if decision.granted:
@@ -319,7 +416,14 @@ class Gateway:
             new_lockers[locker_id] = _with(old, occupant=occupant)
             writes.append(StateWrite(f"locker:{locker_id}", _locker_json(new_lockers[locker_id])))
         committing = time.perf_counter()
-        envelopes = self._append(records, now, writes)
+        try:
+            envelopes = self._append(records, now, writes)
+        except JournalUnavailable:
+            if self._journal_fault is not None:
+                self._journal_fault.refused_taps += 1
+            log.debug("reader %s: tap refused: the journal cannot commit", read.device)
+            self.metrics.refused_taps.inc()
+            return []
         self.metrics.journal_seconds.observe(time.perf_counter() - committing)
         # Durable: now the in-memory state and the locks may follow.
         self.reader_states[read.device] = decision.reader_state
@@ -335,7 +439,8 @@ class Gateway:
         if entry.device not in self.reader_lockers:
             return
         state = self.reader_states.get(entry.device, ReaderState())
-        self.reader_states[entry.device] = with_keypad(state, KeypadEntry(entry.device, entry.digits, entry.at))
+        entry_at = self.clock.timer()  # the keypad window is a duration
+        self.reader_states[entry.device] = with_keypad(state, KeypadEntry(entry.device, entry.digits, entry_at))
 
     def _board_of(self, locker_id: str) -> str | None:
         locker = self.lockers.get(locker_id)
@@ -350,7 +455,7 @@ class Gateway:
         if locker.board is None or locker.lock is None:
             return
         board = self.boards[locker.board]
-        self.doors.unlock_sent(locker_id, utcnow())  # now, not the tap's time: the deadline runs from here
+        self.doors.unlock_sent(locker_id, self.clock.timer())  # now, not the tap's time: the deadline runs from here
         task = asyncio.get_running_loop().create_task(board.unlock(locker.lock), name=f"unlock {locker_id}")
         self._unlocks.add(task)
         task.add_done_callback(self._unlocks.discard)
@@ -371,8 +476,8 @@ class Gateway:
             self.handle_keypad(event)
         elif isinstance(event, BoardStatus):
             self.devices_seen.add(event.device)
-            records = self.doors.observe(event.device, event.closed, event.at)
-            self._journal_door_records(records, event.at)
+            records = self.doors.observe(event.device, event.closed, self.clock.timer())
+            self._journal_door_records(records, self.clock.wall())
             for locker_id in self.doors.take_changed():
                 self._locker_changed(locker_id)
         elif isinstance(event, DeviceOnline):
@@ -416,7 +521,7 @@ class Gateway:
             "door": self.doors.door(locker_id),
             "service": str(locker.service),
             "occupied": locker.occupant is not None,
-            "ts": format_ts(utcnow()),
+            "ts": format_ts(self.clock.wall()),
         }
 
     def _locker_changed(self, locker_id: str) -> None:
@@ -447,25 +552,50 @@ class Gateway:
         while True:
             await asyncio.sleep(TICK_S)
             try:
-                self._periodic_checks(utcnow())
+                self._periodic_checks(self.clock.wall())
             except Exception:  # a failing check must not stop the others for good
                 log.exception("periodic checks failed; retrying")
-            # A journal that cannot commit means no decision can be made: let systemd restart us.
+            # A journal that cannot commit is reported (health_check, state, metrics, log), not a reason
+            # for systemd to restart us: a restart would not free the disk, and taps are refused meanwhile.
             due = watchdog_every is not None and time.monotonic() - last_watchdog >= watchdog_every
-            if due and not self._journal_failing:
+            if due:
                 self.notifier.watchdog()
                 last_watchdog = time.monotonic()
 
     def _periodic_checks(self, now: datetime) -> None:
-        if self._retries:
-            with contextlib.suppress(Exception):  # the failure was logged when the records were queued
+        if self._retries or self._journal_fault is not None:
+            # Also with nothing waiting: committing the journal.unavailable record is the probe that
+            # notices the journal works again, without waiting for the next tap.
+            with contextlib.suppress(JournalUnavailable):  # the fault was logged when it began
                 self._flush_retries()
-        self._journal_door_records(self.doors.tick(now), now)
+                if self._journal_fault is not None and self.clock.monotonic() - self._last_probe >= PROBE_EVERY_S:
+                    self._last_probe = self.clock.monotonic()
+                    self._commit([], now, [])
+        self._journal_door_records(self.doors.tick(self.clock.timer()), now)
         if self.store.rev != self.credentials.rev and (self._follower is None or self._follower.done()):
             self._follower = asyncio.get_running_loop().create_task(self.catch_up_credentials(), name="store changes")
             self._follower.add_done_callback(_log_task_failure)
         if not self._ready and self._all_devices_seen():
             self._become_ready()
+
+    async def _prune_without_broker(self) -> None:
+        """With no broker (`url = ""`) nothing waits to be sent: retention applies to every event, or the
+        journal would grow for ever (with a broker, MqttService prunes sent events)."""
+        g = self.settings.gateway
+        while True:
+            try:
+                deleted = self.journal.prune(
+                    self.clock.wall(), g.journal_retention_days, g.journal_max_mb * 1024 * 1024, unsent_too=True
+                )
+                if deleted:
+                    log.info(
+                        "journal retention (no broker): %d events older than %d days pruned",
+                        deleted,
+                        g.journal_retention_days,
+                    )
+            except (sqlite3.Error, OSError) as exc:
+                log.error("journal retention failed: %s", exc)
+            await asyncio.sleep(RETENTION_EVERY_S)
 
     def _all_devices_seen(self) -> bool:
         expected = set(self.readers) | set(self.boards)
@@ -497,7 +627,35 @@ class Gateway:
 
     # ---- run ---------------------------------------------------------------------------------
 
+    def _warn_about_settings(self) -> None:
+        """Settings that run but leave a door open to someone: said at every start (doctor fails them)."""
+        mqtt = self.settings.mqtt
+        if mqtt.allow_unsigned_requests:
+            log.warning(
+                "mqtt.allow_unsigned_requests is on: without a key anyone who can publish on the broker can open "
+                "lockers and issue credentials (demo only; set mqtt.hmac_key_file)"
+            )
+        elif mqtt.url and not mqtt.hmac_key_file:
+            log.warning(
+                "no mqtt.hmac_key_file: every request except health_check and events/replay will be refused "
+                "(make a key with: lockergw keygen --out FILE)"
+            )
+        for reader in self.settings.readers:
+            if reader.driver == "osdp" and not reader.scbk_file:
+                log.warning(
+                    "reader %s: OSDP without a secure-channel key (scbk_file): card numbers cross the wire in "
+                    "plain text (see docs/security.md)",
+                    reader.id,
+                )
+
     async def run(self) -> int:
+        # One gateway per state directory: the lock comes before any port, the journal, the broker or
+        # the control socket is touched (StateDirBusy names the pid that holds it).
+        prepare_state_dir(self.settings.gateway.state_dir)
+        with StateDirLock(self.settings.gateway.state_dir):
+            return await self._run_locked()
+
+    async def _run_locked(self) -> int:
         from drivers.registry import build_devices
 
         loop = asyncio.get_running_loop()
@@ -508,6 +666,7 @@ class Gateway:
             from gateway.mqtt.link import check
 
             check(self.settings.mqtt)
+        self._warn_about_settings()
         self._open_state()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop)
@@ -539,6 +698,8 @@ class Gateway:
                     loop.create_task(self._consume_device_events(), name="device events"),
                     loop.create_task(self._tick(), name="tick"),
                 ]
+                if not self.settings.mqtt.url:
+                    own_tasks.append(loop.create_task(self._prune_without_broker(), name="journal retention"))
                 for task in [*device_tasks, *own_tasks]:
                     task.add_done_callback(_log_task_failure)
                 await self._stop.wait()
@@ -558,7 +719,10 @@ class Gateway:
                     await asyncio.wait({self._follower}, timeout=2.0)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._follow_lock.acquire(), 2.0)
-                self._append([{"kind": "gateway.stopped", "reason": "stopped"}], utcnow())
+                try:
+                    self._append([{"kind": "gateway.stopped", "reason": "stopped"}], self.clock.wall())
+                except JournalUnavailable as exc:
+                    log.warning("stopping: gateway.stopped could not be journaled (%s)", exc)
                 if self.mqtt is not None:
                     await self.mqtt.flush(timeout=STOP_BUDGET_S - 1)
             if metrics_server is not None:
@@ -576,14 +740,16 @@ class Gateway:
 
     def health(self) -> dict[str, Any]:
         version, digest = self.store.version_and_digest()
+        journal = self.journal_status()
         return {
             "state": "online",
+            "status": "ok" if journal["status"] == "ok" else "degraded",
             "boot_id": self.boot_id,
             "version": __version__,
             "uptime_s": int(time.monotonic() - self.started_monotonic),
             "readers": {r.id: "online" if r.online else "offline" for r in self.readers.values()},
             "boards": {b.id: "online" if b.online else "offline" for b in self.boards.values()},
-            "journal": {"last_seq": self.journal.last_seq, "backlog": self.journal.backlog()},
+            "journal": {"last_seq": self.journal.last_seq, "backlog": self.journal.backlog(), **journal},
             "credentials": {"version": version, "digest": digest, "count": len(self.credentials.by_id)},
         }
 
@@ -624,12 +790,12 @@ class Gateway:
         # Any outstanding key counts: a lost or suspended key's holder still has belongings inside.
         in_use = target.occupant is not None or bool(self.store.keys_for_locker(locker))
         if self.policy.emergency_two_person and in_use:
-            people = {str(a.get("holder") or a.get("id")) for a in authorizers}
+            people = {str(a.get("holder") or a.get("id")).strip().casefold() for a in authorizers}
             if len(authorizers) < 2 or len(people) < 2:
                 raise RequestError(
                     f"locker {locker!r} is assigned or occupied: opening it needs two distinct authorizers"
                 )
-        now = utcnow()
+        now = self.clock.wall()
         unlock = "sent" if self._board_online(target.board) else "failed"
         envelopes = self._append([remote_open_record(locker, operator, reason, authorizers, unlock)], now)
         if unlock == "sent":
@@ -646,7 +812,7 @@ class Gateway:
         if updated == target:
             return {"locker": locker, "service": str(new_service)}
         record = {"kind": "locker.service", "locker": locker, "service": str(new_service), "by": by}
-        self._append([record], utcnow(), [StateWrite(f"locker:{locker}", _locker_json(updated))])
+        self._append([record], self.clock.wall(), [StateWrite(f"locker:{locker}", _locker_json(updated))])
         self.lockers = {**self.lockers, locker: updated}
         self._locker_changed(locker)
         return {"locker": locker, "service": str(new_service)}
@@ -690,10 +856,18 @@ class Gateway:
             "reason": "remote",
             "by": by,
         }
-        self._append([record], utcnow(), [StateWrite(f"locker:{target.id}", _locker_json(updated))])
+        self._append([record], self.clock.wall(), [StateWrite(f"locker:{target.id}", _locker_json(updated))])
         self.lockers = {**self.lockers, target.id: updated}
         self._locker_changed(target.id)
         return {"locker": target.id, "occupant": occupant}
+
+
+def tap_family(driver: str, uid: str) -> str:
+    """ "em4100" for a 10-hex uid from a 125 kHz reader (RDM6300, or an ASCII reader reporting hex): the
+    only taps a credential enrolled from a printed fob form may match by its low bits (SPEC §4)."""
+    if driver in ("rdm6300", "serial-ascii") and len(uid) == EM4100_HEX:
+        return EM4100
+    return ""
 
 
 def _with(locker: Locker, **changes: Any) -> Locker:

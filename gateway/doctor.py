@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import ssl
 import stat
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from gateway.config import Settings, read_secret
+from gateway.mqtt.signing import MIN_KEY_BYTES
+from gateway.storage import LOW_SPACE_BYTES, describe_storage_error, filesystem_problem, free_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,15 +52,140 @@ def check_state_dir(settings: Settings) -> Iterator[Finding]:
         yield Finding(False, subject, f"is readable by other users (mode {mode:o})", f"chmod 0700 {state_dir}")
     else:
         yield Finding(True, subject, "writable")
-    key = state_dir / "site.key"
-    if key.exists():
-        key_mode = stat.S_IMODE(key.stat().st_mode)
-        if key_mode & 0o077:
-            yield Finding(
-                False, str(key), f"the uid-hash key is readable by others (mode {key_mode:o})", f"chmod 0600 {key}"
-            )
+    for name, what in (
+        ("site.key", "the uid-hash key"),
+        ("credentials.db", "the card numbers"),
+        ("journal.db", "the journal"),
+    ):
+        path = state_dir / name
+        if not path.exists():
+            continue
+        file_mode = stat.S_IMODE(path.stat().st_mode)
+        if file_mode & 0o077:
+            yield Finding(False, str(path), f"{what} is readable by others (mode {file_mode:o})", f"chmod 0600 {path}")
         else:
-            yield Finding(True, str(key), "present, mode 0600")
+            yield Finding(True, str(path), "present, mode 0600")
+    yield from check_storage(state_dir)
+    yield from check_journal(settings)
+
+
+def check_storage(state_dir: Path) -> Iterator[Finding]:
+    """Can the journal commit? A read-only or full file system stops every tap."""
+    subject = f"storage {state_dir}"
+    problem = filesystem_problem(state_dir)
+    if problem is None:
+        try:
+            with tempfile.NamedTemporaryFile(dir=state_dir, prefix=".doctor-") as probe:
+                probe.write(b"x" * 4096)
+                probe.flush()
+                os.fsync(probe.fileno())
+        except OSError as exc:
+            problem = describe_storage_error(exc, state_dir)
+    if problem is not None:
+        yield Finding(
+            False,
+            subject,
+            f"cannot write: {problem}; the journal cannot commit, so every tap is refused",
+            "free space or remount the file system read-write (df -h, mount); the gateway recovers by itself",
+        )
+        return
+    free = free_bytes(state_dir)
+    if free is not None and free < LOW_SPACE_BYTES:
+        yield Finding(
+            False,
+            subject,
+            f"only {free // 1024} KiB free: the journal will soon be unable to commit",
+            "free space, or lower gateway.journal_max_mb",
+        )
+        return
+    yield Finding(True, subject, "writable" + (f", {free // (1024 * 1024)} MiB free" if free is not None else ""))
+
+
+def check_journal(settings: Settings) -> Iterator[Finding]:
+    """The local journal's hash chain, recomputed (as `lockergw journal verify` does)."""
+    from gateway.journal import DATABASE_FILE, Journal, JournalError
+
+    state_dir = settings.gateway.state_dir
+    if not (state_dir / DATABASE_FILE).exists():
+        return
+    subject = f"journal {state_dir / DATABASE_FILE}"
+    try:
+        with Journal.open(
+            state_dir, site=settings.gateway.site, gateway=settings.gateway.id, boot_id="doctor"
+        ) as journal:
+            fault = journal.verify()
+            last = journal.last_seq
+    except (JournalError, OSError) as exc:
+        yield Finding(False, subject, f"cannot be read: {exc}", "lockergw journal verify; restore from a backup")
+        return
+    if fault is not None:
+        yield Finding(False, subject, f"chain broken: {fault}", "keep the file for investigation; see docs/security.md")
+    else:
+        yield Finding(True, subject, f"chain intact up to seq {last}")
+
+
+def check_signing(settings: Settings) -> Iterator[Finding]:
+    """Signed requests are the default (SPEC §7): a key of at least 32 bytes, unsigned requests refused."""
+    mqtt = settings.mqtt
+    fix = "lockergw keygen --out /etc/lockergw/requests.key, then hmac_key_file = that path in [mqtt]"
+    if mqtt.allow_unsigned_requests:
+        yield Finding(
+            False,
+            "mqtt.allow_unsigned_requests",
+            "on: anyone who can publish on the broker can open lockers and issue credentials (demo only)",
+            f"remove it; {fix}",
+        )
+    if not mqtt.url:
+        return
+    if not mqtt.hmac_key_file:
+        if not mqtt.allow_unsigned_requests:
+            yield Finding(False, "mqtt.hmac_key_file", "not set: every request but health_check is refused", fix)
+        return
+    path = Path(mqtt.hmac_key_file)
+    if path.is_file() and os.access(path, os.R_OK):
+        size = len(read_secret(mqtt.hmac_key_file).encode("utf-8"))
+        if size < MIN_KEY_BYTES:
+            yield Finding(False, "mqtt.hmac_key_file", f"{path} holds {size} bytes, fewer than {MIN_KEY_BYTES}", fix)
+            return
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            yield Finding(
+                False, "mqtt.hmac_key_file", f"{path} is readable by others (mode {mode:o})", f"chmod 0600 {path}"
+            )
+            return
+    yield from check_secret_file("mqtt.hmac_key_file", mqtt.hmac_key_file)
+
+
+def check_osdp_keys(settings: Settings) -> Iterator[Finding]:
+    """OSDP readers: a secure-channel key file (16 bytes as 32 hex characters, mode 0600), else card
+    numbers cross the RS-485 wire in plain text."""
+    for reader in settings.readers:
+        if reader.driver != "osdp":
+            continue
+        subject = f"reader {reader.id} scbk_file"
+        if not reader.scbk_file:
+            yield Finding(
+                False,
+                subject,
+                "not set: OSDP runs without a secure channel (card numbers in plain text on the wire)",
+                "put a key into the reader in install mode and set scbk_file (docs/security.md, OSDP keys)",
+            )
+            continue
+        path = Path(reader.scbk_file)
+        if not path.is_file():
+            yield Finding(False, subject, f"{path} does not exist", "create it (32 hex characters), mode 0600")
+            continue
+        mode = stat.S_IMODE(path.stat().st_mode)
+        try:
+            key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+        except (OSError, UnicodeDecodeError, ValueError):
+            key = b""
+        if len(key) != 16:
+            yield Finding(False, subject, f"{path} does not hold 16 bytes as 32 hex characters", "write the key again")
+        elif mode & 0o077:
+            yield Finding(False, subject, f"{path} is readable by others (mode {mode:o})", f"chmod 0600 {path}")
+        else:
+            yield Finding(True, subject, f"{path}: 16 bytes, mode 0600")
 
 
 def check_port(subject: str, port: str) -> Finding:
@@ -119,7 +247,6 @@ def check_broker(settings: Settings, timeout_s: float = 5.0) -> Iterator[Finding
         yield Finding(True, "mqtt", "no broker configured: events stay in the journal")
         return
     yield from check_secret_file("mqtt.password_file", mqtt.password_file)
-    yield from check_secret_file("mqtt.hmac_key_file", mqtt.hmac_key_file)
     for name in ("ca_file", "cert_file", "key_file"):
         value = getattr(mqtt, name)
         if value and not Path(value).is_file():
@@ -177,7 +304,9 @@ def check_broker(settings: Settings, timeout_s: float = 5.0) -> Iterator[Finding
 def run_checks(settings: Settings, broker: bool = True) -> list[Finding]:
     findings = [Finding(True, "configuration", "valid")]
     findings += check_state_dir(settings)
+    findings += check_signing(settings)
     findings += check_devices(settings)
+    findings += check_osdp_keys(settings)
     if broker:
         findings += check_broker(settings)
     return findings

@@ -38,6 +38,7 @@ EVENT_KINDS = (
     "credentials.changed",
     "gateway.started",
     "gateway.stopped",
+    "journal.unavailable",
 )
 
 

@@ -158,6 +158,12 @@ class Journal:
     def last_seq(self) -> int:
         return self._last_seq
 
+    @property
+    def first_seq(self) -> int:
+        """The first kept seq (1, or the chain anchor after retention pruned earlier ones)."""
+        row = self._db.execute("SELECT min(seq) FROM events").fetchone()
+        return int(row[0]) if row and row[0] is not None else self._last_seq + 1
+
     def read(self, from_seq: int, limit: int = 500) -> list[dict[str, Any]]:
         """Envelopes with seq >= from_seq, in order (without `historical`)."""
         rows = self._db.execute(
@@ -191,10 +197,11 @@ class Journal:
         count: int = self._db.execute("SELECT count(*) FROM events WHERE sent = 0").fetchone()[0]
         return count
 
-    def prune(self, now: datetime, retention_days: int, max_bytes: int) -> int:
+    def prune(self, now: datetime, retention_days: int, max_bytes: int, *, unsent_too: bool = False) -> int:
         """Delete sent events older than the retention period (and the oldest sent ones beyond max_bytes).
-        Never deletes an unsent event. Returns how many were deleted. The chain stays verifiable from
-        the first kept event (its prev_hash is kept)."""
+        Never deletes an unsent event — unless `unsent_too`: a gateway with no broker configured has
+        nobody to send to, so nothing is waiting and the same rules apply to every event. Returns how
+        many were deleted. The chain stays verifiable from the first kept event (its prev_hash is kept)."""
         with write_transaction(self._db):
             first = self._db.execute("SELECT min(seq) FROM events").fetchone()[0]
             if first is None or first >= self._last_seq:
@@ -202,7 +209,7 @@ class Journal:
             # Only a prefix goes, and never the newest event: the chain and seq carry on from it.
             limit = self._last_seq
             first_unsent = self._db.execute("SELECT min(seq) FROM events WHERE sent = 0").fetchone()[0]
-            if first_unsent is not None:
+            if first_unsent is not None and not unsent_too:
                 limit = min(limit, first_unsent)
             expiry = format_ts(now - timedelta(days=retention_days))
             keep_from = self._db.execute(

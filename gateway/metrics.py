@@ -31,6 +31,12 @@ class Metrics:
         self.broker_connected = Gauge(
             "lockergw_broker_connected", "1 when connected to the broker", registry=self.registry
         )
+        self.journal_failing = Gauge(
+            "lockergw_journal_failing", "1 while the journal cannot commit (taps are refused)", registry=self.registry
+        )
+        self.refused_taps = Counter(
+            "lockergw_taps_refused_journal", "Taps refused because the journal could not commit", registry=self.registry
+        )
         self.devices_online = Gauge(
             "lockergw_device_online", "1 when a device is online", ["device"], registry=self.registry
         )

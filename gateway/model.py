@@ -53,6 +53,11 @@ ID_MAX_LEN = 128
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+def has_control_character(value: str) -> bool:
+    """Free text from outside (operators, reasons, holders) must not carry terminal escapes or newlines."""
+    return _CONTROL.search(value) is not None
+
+
 def check_text_id(value: str, what: str) -> str:
     """Validate an `id` or `holder`: non-empty, at most 128 characters, no control characters."""
     if not value:
@@ -89,6 +94,9 @@ class Credential:
     issue_no: int = 1
     issued_at: datetime | None = None
     issued_by: str | None = None
+    #: "" for a uid as read or typed in hex; "dec" / "fc" when enrolled from what is printed on a fob
+    #: (the 10-digit number / facility,card): only such a credential matches an EM4100 tap by its low bits.
+    uid_form: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +125,9 @@ class Tap:
     reader: str
     uid: str
     at: datetime
+    #: The reader family when the match rule needs it: "em4100" for a 10-hex uid from a 125 kHz reader
+    #: (the only taps a credential enrolled from a printed fob form may match by its low bits).
+    family: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,12 @@ No I/O, no clock, no globals: everything the rules need is in the `Snapshot`, an
 rules change (lockout counters, pending two-person overrides, shared allocations) comes back in the
 `Decision` for the caller to apply. The same tap in the same snapshot always gives the same decision.
 
-`now` is the only clock the rules read (validity, schedule, lockout and the keypad/two-person windows);
+Two clocks come in as arguments, nothing else is read: `now`, the wall clock, for validity, schedules and
+the times written into events; `timer`, a clock that never steps (the daemon's monotonic clock, shown
+as an instant), for every duration — the lockout window and lockout, the two-person and keypad windows.
+A wall clock stepped back an hour (a Raspberry Pi without an RTC boots in 1970 and steps when NTP
+arrives) must neither stretch a 120 s lockout to an hour nor end it at once. `timer` defaults to `now`.
+The reader state (denials, lockout, pending override, keypad entry) holds `timer` instants.
 `tap.at` is the device's own timestamp and is not consulted. Windows are inclusive: an entry exactly
 `keypad_window_s` old still counts, as does a denial exactly `lockout_window_s` old.
 
@@ -36,6 +41,7 @@ from functools import lru_cache
 from gateway.events import format_ts
 from gateway.model import Credential, KeypadEntry, Kind, Locker, LockerMode, PolicyEvent, Role, Service, Status, Tap
 from gateway.schedule import parse_schedule
+from gateway.uid import EM4100, printed_form_keys
 
 GRANTED = "access.granted"
 DENIED = "access.denied"
@@ -147,14 +153,29 @@ class Decision:
 # ---- the rulebook ------------------------------------------------------------------------------
 
 
-def decide(snapshot: Snapshot, tap: Tap, now: datetime) -> Decision:
+def decide(snapshot: Snapshot, tap: Tap, now: datetime, timer: datetime | None = None) -> Decision:
     """Apply SPEC §5 in order; the first rule that applies gives the result."""
-    credential = snapshot.credentials.get(tap.uid)
-    state = _current_state(snapshot, tap.reader, now)
-    if state.locked_until is not None:  # row 2 (an expired lockout was already cleared)
+    timer = now if timer is None else timer
+    credential = find_credential(snapshot.credentials, tap)
+    state = _current_state(snapshot, tap.reader, timer)
+    # Exempt by role, whatever the status: a lost emergency card is then still reported as presented.
+    exempt = credential is not None and credential.role in _LOCKOUT_EXEMPT
+    if state.locked_until is not None and not exempt:  # row 2 (an expired lockout was already cleared)
         return Decision(DENIED, Reason.READER_LOCKED_OUT.value, tap.reader, credential, reader_state=state)
-    outcome = _rules(snapshot, tap.reader, credential, state, now)
-    return _settle(outcome, tap.reader, credential, snapshot.settings, now)
+    outcome = _rules(snapshot, tap.reader, credential, state, now, timer)
+    return _settle(outcome, tap.reader, credential, snapshot.settings, now, timer)
+
+
+def find_credential(credentials: Mapping[str, Credential], tap: Tap) -> Credential | None:
+    """The credential of a tap: its exact uid; for an EM4100 tap (`tap.family`), also a credential
+    enrolled from what is printed on such a fob, by the low 32 or 24 bits (see gateway.uid)."""
+    found = credentials.get(tap.uid)
+    if found is None and tap.family == EM4100:
+        for key in printed_form_keys(tap.uid):
+            found = credentials.get(key)
+            if found is not None:
+                break
+    return found
 
 
 def with_keypad(state: ReaderState, entry: KeypadEntry) -> ReaderState:
@@ -166,13 +187,15 @@ def with_keypad(state: ReaderState, entry: KeypadEntry) -> ReaderState:
 # and the rules below run on every tap.
 _ACTIVE, _LOST = Status.ACTIVE, Status.LOST
 _USER, _EMERGENCY, _SITE_MASTER = Role.USER, Role.EMERGENCY, Role.SITE_MASTER
+#: Decided by the other rules at a locked-out reader, so that a lockout never blocks an emergency.
+_LOCKOUT_EXEMPT = frozenset({Role.EMERGENCY, Role.SITE_MASTER})
 _SHARED = LockerMode.SHARED
 _IN_SERVICE = Service.IN_SERVICE
 _PHYSICAL_KEY = Kind.PHYSICAL_KEY
 
 
 def _rules(
-    snapshot: Snapshot, reader: str, credential: Credential | None, state: ReaderState, now: datetime
+    snapshot: Snapshot, reader: str, credential: Credential | None, state: ReaderState, now: datetime, timer: datetime
 ) -> _Outcome:
     if credential is None or credential.kind == _PHYSICAL_KEY:  # row 3
         return _Outcome(DENIED, Reason.UNKNOWN_CREDENTIAL, state)
@@ -189,7 +212,7 @@ def _rules(
     if role == _EMERGENCY or (
         role == _SITE_MASTER and state.pending is not None and snapshot.settings.emergency_two_person
     ):
-        return _emergency(snapshot, credential, served, state, now)  # row 11
+        return _emergency(snapshot, credential, served, state, timer)  # row 11
     if role == _USER:
         return _user(snapshot, credential, served, state)  # rows 7-9
     return _master(snapshot, credential, served, state)  # row 10
@@ -319,10 +342,15 @@ def _emergency(
             override=True,
             authorizers=(credential,),
         )
-    if pending.credential.holder == credential.holder:
+    if same_person(pending.credential.holder, credential.holder):
         lockers = (pending.target,) if pending.target else ()
         return _Outcome(DENIED, Reason.OVERRIDE_NEEDS_SECOND_PERSON, state, lockers=lockers)
     return _open_in_emergency(snapshot, served, state, pending.target, (pending.credential, credential))
+
+
+def same_person(first: str, second: str) -> bool:
+    """Holder ids are compared without regard to case (`nurse-1` and `NURSE-1` are one person)."""
+    return first.strip().casefold() == second.strip().casefold()
 
 
 def _open_in_emergency(
@@ -475,21 +503,26 @@ def _still_active(snapshot: Snapshot, pending: PendingOverride) -> bool:
 
 
 def _settle(
-    outcome: _Outcome, reader: str, credential: Credential | None, settings: PolicySettings, now: datetime
+    outcome: _Outcome,
+    reader: str,
+    credential: Credential | None,
+    settings: PolicySettings,
+    now: datetime,
+    timer: datetime,
 ) -> Decision:
-    """Lockout accounting: a grant clears the denial count, a denial adds to it and may lock the reader."""
+    """Lockout accounting: denials count in a sliding window (a grant does not reset them, or guesses
+    interleaved with one's own card would never lock the reader); the one that reaches `lockout_after`
+    locks the reader. A denial of an exempt (emergency, site master) credential at a reader that is
+    already locked out does not extend the lockout."""
     state, events = outcome.state, outcome.events
-    if outcome.kind == GRANTED:
-        if state.denials:
-            state = ReaderState(locked_until=state.locked_until, pending=state.pending, keypad=state.keypad)
-    elif outcome.kind == DENIED:
-        denials = (*state.denials, now)
+    if outcome.kind == DENIED and state.locked_until is None:
+        denials = (*state.denials, timer)
         if len(denials) >= settings.lockout_after:
-            until = now + timedelta(seconds=settings.lockout_s)
-            state = ReaderState(locked_until=until, pending=state.pending, keypad=state.keypad)
+            lockout_s = timedelta(seconds=settings.lockout_s)
+            state = ReaderState(locked_until=timer + lockout_s, pending=state.pending, keypad=state.keypad)
             lockout = PolicyEvent(
                 "reader.lockout",
-                data=(("locked_until", format_ts(until)), ("denials", str(len(denials)))),
+                data=(("locked_until", format_ts(now + lockout_s)), ("denials", str(len(denials)))),
             )
             events = (*events, lockout)
         else:

@@ -1,12 +1,13 @@
 """Reports for facilities staff (SPEC §10): who holds what, what is unreturned or lost, who overrode.
 
-Each report is a header and rows of strings, printed as a table or CSV by `lockergw report`.
+Each report is a header and rows of strings, printed as a table or CSV by `lockergw report`. Times
+are written by the `when` the command passes: the terminal's form or the CSV form (README, "Dates").
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from gateway.config import Settings
@@ -15,14 +16,15 @@ from gateway.model import OUTSTANDING_STATUSES, Status
 from gateway.store import Store
 
 Report = tuple[list[str], list[list[str]]]
+When = Callable[[datetime | None], str]
 REPORTS = ("holders", "unreturned", "lost", "overrides", "lockers")
 
 
-def _when(value: datetime | None) -> str:
+def _utc_text(value: datetime | None) -> str:
     return value.isoformat(timespec="minutes") if value else ""
 
 
-def holders(store: Store) -> Report:
+def holders(store: Store, when: When = _utc_text) -> Report:
     header = ["holder", "credential", "kind", "role", "scope", "status", "issue_no", "valid_until", "deposit"]
     rows = [
         [
@@ -33,7 +35,7 @@ def holders(store: Store) -> Report:
             ";".join(c.scope),
             str(c.status),
             str(c.issue_no),
-            _when(c.valid_until),
+            when(c.valid_until),
             c.deposit or "",
         ]
         for c in sorted(store.all(), key=lambda c: (c.holder, c.id))
@@ -41,11 +43,11 @@ def holders(store: Store) -> Report:
     return header, rows
 
 
-def unreturned(store: Store, now: datetime) -> Report:
+def unreturned(store: Store, now: datetime, when: When = _utc_text) -> Report:
     """Keys still out in the world whose validity has ended, or that were reported lost."""
     header = ["holder", "credential", "kind", "key_code", "status", "valid_until", "deposit"]
     rows = [
-        [c.holder, c.id, str(c.kind), c.key_code or "", str(c.status), _when(c.valid_until), c.deposit or ""]
+        [c.holder, c.id, str(c.kind), c.key_code or "", str(c.status), when(c.valid_until), c.deposit or ""]
         for c in sorted(store.all(), key=lambda c: (c.holder, c.id))
         if c.status in OUTSTANDING_STATUSES
         and (c.status == Status.LOST or (c.valid_until is not None and c.valid_until <= now))
@@ -78,7 +80,7 @@ def lost(store: Store, journal: Journal) -> Report:
     return header, rows
 
 
-def overrides(journal: Journal) -> Report:
+def overrides(journal: Journal, when: When = _utc_text) -> Report:
     header = ["seq", "ts", "locker", "reader", "reason", "credential", "holder", "authorizers"]
     rows: list[list[str]] = []
     for event in journal_events(journal):
@@ -92,7 +94,7 @@ def overrides(journal: Journal) -> Report:
         rows.append(
             [
                 str(event["seq"]),
-                str(event["ts"]),
+                when(_instant(str(event["ts"]))),
                 str(event.get("locker") or ""),
                 str(event.get("reader") or ""),
                 str(event.get("reason")),
@@ -125,3 +127,10 @@ def lockers(settings: Settings, store: Store, journal: Journal) -> Report:
             ]
         )
     return header, rows
+
+
+def _instant(ts: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None

@@ -29,7 +29,7 @@ def load_or_create_site_key(state_dir: Path) -> bytes:
         return _read(path)
     except FileNotFoundError:
         pass
-    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    Path(state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     temporary = path.with_name(f".{SITE_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from gateway.storage import describe_storage_error, private_umask, secure_files
+
 BUSY_TIMEOUT_MS = 15_000
 
 #: One migration step: an SQL statement, or a function for work SQL alone cannot do.
@@ -24,23 +26,28 @@ def open_database(
 ) -> sqlite3.Connection:
     """Open (creating) a WAL database with synchronous=FULL and bring its schema up to date.
 
-    Every failure becomes `error` with one line naming the file; the connection is closed then.
+    Every failure becomes `error` with one line naming the file and the cause (read-only, no space);
+    the connection is closed then. The database (and its -wal and -shm files, which SQLite creates with
+    the database's mode) is made 0600 and its directory 0700 whatever the umask: it holds card numbers.
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+        with private_umask():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
     except (OSError, sqlite3.Error) as exc:
-        raise error(f"cannot open {path}: {exc}") from None
+        raise error(f"cannot open {path}: {describe_storage_error(exc, path.parent)}") from None
     try:
-        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = FULL")
-        for pragma in pragmas:
-            db.execute(f"PRAGMA {pragma}")
-        migrate(db, path, migrations, error)
-    except sqlite3.Error as exc:
+        with private_umask():
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")
+            for pragma in pragmas:
+                db.execute(f"PRAGMA {pragma}")
+            migrate(db, path, migrations, error)
+        secure_files(path.parent, (path.name,))
+    except (sqlite3.Error, OSError) as exc:
         db.close()
-        raise error(f"cannot open {path}: {exc}") from None
+        raise error(f"cannot open {path}: {describe_storage_error(exc, path.parent)}") from None
     except BaseException:
         db.close()
         raise

@@ -22,7 +22,9 @@ canonical — and its SHA-256 as a 256-bit integer; the digest is the sum of tho
 2**256, as 64 lower-case hex digits (64 zeros for an empty set). A sum does not depend on order, so
 the store keeps it up to date with each change instead of rereading 100,000 rows, and the
 gateway-set fields (issue_no, issued_at, issued_by) are left out so the sender can compute it over
-what it sent. It detects any accidental difference; it is a consistency check, not a signature.
+what it sent. It detects any accidental difference; it is a consistency check, not a signature. A uid's form
+(`uid_form`: enrolled from a printed fob number) is kept beside it and is not part of the digest:
+the sender computes the digest over the canonical uid its printed form normalises to.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from typing import Any
 from gateway.credential_input import CredentialFields, FieldError, parse_credential_fields
 from gateway.model import OUTSTANDING_STATUSES, Credential, Kind, Role, Status, check_text_id
 from gateway.sqlite import Step, open_database, write_transaction
-from gateway.uid import UidError, mask_uid, normalise_uid
+from gateway.uid import UidError, answer_keys, mask_uid, own_keys, parse_uid
 
 DATABASE_FILE = "credentials.db"
 #: Page cache per connection: a 100,000-row import touches a few tens of MB of table and index pages.
@@ -108,8 +110,8 @@ class RawChanges:
 
 #: Rows a change must touch before `changed_rows` scans the table instead of walking the rev index.
 BULK_ROWS = 5000
-#: Where the id and the uid are in a raw row.
-ROW_ID, ROW_UID = 0, 1
+#: Where the id, the uid and its form are in a raw row.
+ROW_ID, ROW_UID, ROW_FORM = 0, 1, 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +144,8 @@ class UpsertResult:
 
 def _backfill_record_hashes(db: sqlite3.Connection) -> None:
     total = 0
-    rows = db.execute(f"{_SELECT}").fetchall()
+    # The columns of schema 2 (later migrations add more; the digest reads only these).
+    rows = db.execute(f"SELECT {', '.join(_COLUMNS[:16])} FROM credentials").fetchall()
     for row in rows:
         value = _record_hash(_digest_record(row))
         total += value
@@ -201,6 +204,11 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
         "CREATE TABLE set_digest (id INTEGER PRIMARY KEY CHECK (id = 1), value TEXT NOT NULL)",
         _backfill_record_hashes,
     ),
+    (
+        # 3: the form a uid was enrolled in ("" hex, "dec" / "fc" printed on a fob): only a printed form
+        # matches an EM4100 tap by its low bits (SPEC §4). Existing short uids become exact-only.
+        "ALTER TABLE credentials ADD COLUMN uid_form TEXT NOT NULL DEFAULT ''",
+    ),
 )
 
 _COLUMNS = (
@@ -220,6 +228,7 @@ _COLUMNS = (
     "issue_no",
     "issued_at",
     "issued_by",
+    "uid_form",
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM credentials"
 _WRITTEN = (*_COLUMNS, "record_hash", "rev")
@@ -279,6 +288,7 @@ def _row(credential: Credential) -> tuple[Any, ...]:
         credential.issue_no,
         _time_text(credential.issued_at),
         credential.issued_by,
+        credential.uid_form,
     )
 
 
@@ -316,6 +326,7 @@ class _RowReader:
             issue_no=row[13],
             issued_at=self._time(row[14]),
             issued_by=row[15],
+            uid_form=row[16],
         )
 
     def _time(self, text: str | None) -> datetime | None:
@@ -387,11 +398,19 @@ class _World:
     holders, every physical key cut to the batch's codes, and the owners of the batch's uids.
     """
 
-    def __init__(self, credentials: Iterable[Credential], uid_owners: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        credentials: Iterable[Credential],
+        uid_owners: Mapping[str, str],
+        answer_owners: Mapping[str, str] | None = None,
+    ) -> None:
         self.by_id: dict[str, Credential] = {}
         self.by_holder: dict[str, set[str]] = {}
         self.by_code: dict[str, set[str]] = {}
+        #: uid or printed-form key → the credential found under it
         self.uid_owner: dict[str, str] = dict(uid_owners)
+        #: printed-form key → a credential whose card also answers to it (the same card in another form)
+        self.answer_owner: dict[str, str] = dict(answer_owners or {})
         for credential in credentials:
             self.put(credential)
 
@@ -401,14 +420,36 @@ class _World:
             self.by_holder.get(old.holder, set()).discard(old.id)
             if old.key_code is not None:
                 self.by_code.get(old.key_code, set()).discard(old.id)
-            if old.uid and self.uid_owner.get(old.uid) == old.id:
-                del self.uid_owner[old.uid]
+            for owners, keys in self._keys(old):
+                for key in keys:
+                    if owners.get(key) == old.id:
+                        del owners[key]
         self.by_id[credential.id] = credential
         self.by_holder.setdefault(credential.holder, set()).add(credential.id)
         if credential.key_code is not None:
             self.by_code.setdefault(credential.key_code, set()).add(credential.id)
-        if credential.uid:
-            self.uid_owner[credential.uid] = credential.id
+        for owners, keys in self._keys(credential):
+            for key in keys:
+                owners[key] = credential.id
+
+    def _keys(self, credential: Credential) -> tuple[tuple[dict[str, str], tuple[str, ...]], ...]:
+        return (
+            (self.uid_owner, own_keys(credential.uid, credential.uid_form)),
+            (self.answer_owner, answer_keys(credential.uid, credential.uid_form)),
+        )
+
+    def same_card(self, credential: Credential) -> str | None:
+        """Another credential for this credential's card (its uid, or the same card in another form)."""
+        for key in own_keys(credential.uid, credential.uid_form):
+            for owners in (self.uid_owner, self.answer_owner):
+                owner = owners.get(key)
+                if owner is not None and owner != credential.id:
+                    return owner
+        for key in answer_keys(credential.uid, credential.uid_form):
+            owner = self.uid_owner.get(key)
+            if owner is not None and owner != credential.id:
+                return owner
+        return None
 
     def same_holder(self, holder: str, other_than: str) -> list[Credential]:
         """The holder's other credentials, by id (most holders have one: that case costs one lookup)."""
@@ -695,7 +736,7 @@ class Store:
             if self.get(successor_id) is not None:
                 hint = "" if new_id else " (choose another with new_id)"
                 raise StoreError(f"{successor_id} already exists{hint}")
-            uid = _replacement_uid(old, new_uid)
+            uid, uid_form = _replacement_uid(old, new_uid)
             if uid:
                 owner = self._db.execute("SELECT id FROM credentials WHERE uid = ?", (uid,)).fetchone()
                 if owner is not None:
@@ -715,6 +756,7 @@ class Store:
                 issue_no=issue_no,
                 issued_at=moment,
                 issued_by=by,
+                uid_form=uid_form,
             )
             rev = _next_rev(self._db)
             self._write([replace(old, status=Status.REPLACED), successor], rev, existing={old.id})
@@ -762,14 +804,36 @@ class Store:
             found += [read(row) for row in rows if row[0] not in skip]
         return found
 
-    def _uid_owners(self, uids: Iterable[str]) -> dict[str, str]:
-        wanted = sorted(set(uids))
-        owners: dict[str, str] = {}
-        for chunk in _chunks(wanted):
-            marks = ", ".join("?" * len(chunk))
-            query = f"SELECT uid, id FROM credentials WHERE uid IN ({marks}) AND uid != ''"
-            owners.update(self._db.execute(query, chunk))
-        return owners
+    def _same_card_candidates(
+        self, items: Iterable[CredentialFields], skip: Mapping[str, Credential]
+    ) -> list[Credential]:
+        """Stored credentials that may be the same card as one of `items`: the same uid, a credential
+        enrolled from a printed form that an item's card answers to, and — for items in a printed form —
+        EM4100 uids whose low 32 or 24 bits are the item's number (a table scan; printed forms are rare)."""
+        uids: set[str] = set()
+        dec: set[str] = set()
+        fc: set[str] = set()
+        for fields in items:
+            uid, form = fields["uid"], fields["uid_form"]
+            if not uid:
+                continue
+            uids.add(uid)
+            uids.update(key.split(":", 1)[1] for key in answer_keys(uid, form))
+            if form == "dec":
+                dec.add(uid)
+            elif form == "fc":
+                fc.add(uid)
+        found = self._select_in("uid", uids, skip)
+        seen = {c.id for c in found}
+        for values, start, lengths in ((sorted(dec), 3, (10,)), (sorted(fc), 5, (10,)), (sorted(fc), 3, (8,))):
+            for chunk in _chunks(values):
+                marks = ", ".join("?" * len(chunk))
+                query = f"{_SELECT} WHERE length(uid) = ? AND substr(uid, ?) IN ({marks})"
+                for row in self._db.execute(query, (lengths[0], start, *chunk)):
+                    if row[0] not in skip and row[0] not in seen:
+                        seen.add(row[0])
+                        found.append(_credential(row))
+        return found
 
     def _apply(
         self,
@@ -792,12 +856,13 @@ class Store:
             else:
                 holders = {fields["holder"] for fields in parsed.values()}
                 codes = {fields["key_code"] for fields in parsed.values() if fields["key_code"] is not None}
-                uids = {fields["uid"] for fields in parsed.values() if fields["uid"]}
                 loaded = {credential.id: credential for credential in self._select_in("holder", holders, {})}
                 loaded.update((c.id, c) for c in self._select_in("key_code", codes, loaded))
                 loaded.update((c.id, c) for c in self._select_in("id", ids.values(), loaded))
                 existing = {ident: loaded[ident] for ident in ids.values() if ident in loaded}
-                world = _World(loaded.values(), self._uid_owners(uids))
+                same_card = self._same_card_candidates(parsed.values(), loaded)
+                loaded.update((c.id, c) for c in same_card)
+                world = _World(loaded.values(), {})
             stored: list[Credential] = []
             changed: list[Credential] = []
             for position, (index, fields) in enumerate(parsed.items()):
@@ -881,10 +946,12 @@ class Store:
 
     @staticmethod
     def _check(world: _World, credential: Credential, old: Credential | None) -> tuple[str, str] | None:
-        if credential.uid:
-            owner = world.uid_owner.get(credential.uid)
-            if owner is not None and owner != credential.id:
-                return "uid", f"{mask_uid(credential.uid)} is already on credential {owner}"
+        owner = world.same_card(credential)
+        if owner is not None:
+            other = world.by_id.get(owner)
+            if other is not None and other.uid != credential.uid:
+                return "uid", f"{mask_uid(credential.uid)} is the same card as credential {owner} (in another form)"
+            return "uid", f"{mask_uid(credential.uid)} is already on credential {owner}"
         return _duplicate_problem(world, credential, old)
 
     def _write(
@@ -1007,15 +1074,15 @@ def _checked_id(value: str, what: str) -> str:
         raise StoreError(str(exc)) from None
 
 
-def _replacement_uid(old: Credential, new_uid: str) -> str:
+def _replacement_uid(old: Credential, new_uid: str) -> tuple[str, str]:
     if old.kind is Kind.PHYSICAL_KEY:
         if new_uid.strip():
             raise StoreError(f"{old.id} is a physical key: its replacement has no uid (it is cut to the same code)")
-        return ""
+        return "", ""
     if not new_uid.strip():
         raise StoreError(f"{old.id} is a {old.kind.value}: its replacement needs the new card's uid")
     try:
-        return normalise_uid(new_uid)
+        return parse_uid(new_uid)
     except UidError as exc:
         raise StoreError(
             "new uid: " + str(exc).replace(repr(new_uid.strip()), repr(mask_uid(new_uid.strip())))

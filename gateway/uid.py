@@ -8,10 +8,16 @@ Enrolment also accepts what is printed on fobs: the 10-digit decimal of the last
 written with a `dec:` prefix (`dec:0013530444`), and `FFF,CCCCC` (`206,30028`). The prefix is needed
 because ten bare digits are also a valid EM4100 uid in hex (`1234567890`), and the canonical form —
 what readers report and `lockergw credentials enroll` prints — always wins. The fob forms carry only
-the low 32 or 24 bits of the card, so they are stored as 8 or 6 hex characters and matched by
-**number**: a tap whose uid ends in the same 32 (or 24) bits finds such a credential when no
-credential has its exact uid. That is the one match rule beyond equality, and `CredentialIndex`
-applies it.
+the low 32 or 24 bits of the card, so they are stored as 8 or 6 hex characters with their *form*
+(`dec` or `fc`) beside them.
+
+The one match rule beyond equality (SPEC §4): a credential enrolled from a printed form also matches
+a tap from an EM4100 (125 kHz, 10 hex) reader whose low 32 (`dec`) or 24 (`fc`) bits are its number.
+Nothing else matches on fewer bits: a 6- or 8-character Wiegand or MIFARE credential typed in hex
+never matches the low bits of a longer uid, and a printed form never matches a MIFARE or Wiegand tap
+other than exactly. `CredentialIndex` applies the rule through `printed_form_keys`. The same card in
+two forms (`3C00CE754C`, `dec:0013530444`, `206,30028`) is one card: `card_keys` gives the keys two
+credentials for the same card share, and the store refuses the second as a uid clash.
 """
 
 from __future__ import annotations
@@ -24,8 +30,12 @@ _HEX = re.compile(r"^[0-9A-F]+$")
 _FACILITY_CARD = re.compile(r"^(\d{1,3}),(\d{1,5})$")
 _SEPARATORS = re.compile(r"[\s:.-]")
 
-#: uids of at most this many hex characters were enrolled as a number and match by their low bits.
-SHORT_UID_HEX = 8
+#: The reader family a printed fob form describes: EM4100, 125 kHz, 5 bytes (10 hex characters).
+EM4100 = "em4100"
+EM4100_HEX = 10
+#: Forms of a uid: typed or read in hex (""), the 10-digit number printed on a fob ("dec", low 32 bits),
+#: facility,card printed on a fob ("fc", low 24 bits).
+UID_FORMS = ("", "dec", "fc")
 
 
 class UidError(ValueError):
@@ -33,7 +43,12 @@ class UidError(ValueError):
 
 
 def normalise_uid(text: str) -> str:
-    """Turn what an operator typed or a fob shows into the canonical uid, or raise UidError.
+    """The canonical uid of what an operator typed or a fob shows (see `parse_uid`)."""
+    return parse_uid(text)[0]
+
+
+def parse_uid(text: str) -> tuple[str, str]:
+    """Turn what an operator typed or a fob shows into (canonical uid, form), or raise UidError.
 
     Accepts hex (any case, with ':', '-', '.' or spaces between bytes, optional 0x), `dec:` and the
     decimal number printed on EM4100 fobs (the last 4 bytes; stored as 8 hex), and `FFF,CCCCC`
@@ -47,13 +62,13 @@ def normalise_uid(text: str) -> str:
             raise UidError(f"{shown!r}: dec: takes the number printed on the fob (up to 10 digits)")
         if int(digits) > 0xFFFFFFFF:
             raise UidError(f"{shown!r}: a fob number must be at most 4294967295")
-        return f"{int(digits):08X}"
+        return f"{int(digits):08X}", "dec"
     facility_card = _FACILITY_CARD.match(raw)
     if facility_card:
         facility, card = int(facility_card.group(1)), int(facility_card.group(2))
         if facility > 255 or card > 65535:
             raise UidError(f"{shown!r}: facility code must be 0-255 and card number 0-65535")
-        return f"{facility << 16 | card:06X}"
+        return f"{facility << 16 | card:06X}", "fc"
     compact = _SEPARATORS.sub("", raw)
     upper = compact.upper().removeprefix("0X")
     if not upper or not _HEX.match(upper):
@@ -62,7 +77,7 @@ def normalise_uid(text: str) -> str:
         upper = "0" + upper
     if len(upper) > 32:
         raise UidError(f"card number is longer than 16 bytes ({len(upper) // 2})")
-    return upper
+    return upper, ""
 
 
 def decimal_to_uid(number: int, bit_width: int = 24) -> str:
@@ -72,44 +87,80 @@ def decimal_to_uid(number: int, bit_width: int = 24) -> str:
 
 
 def mask_uid(uid: str) -> str:
-    """How a uid is shown anywhere in the CLI: only the last 4 characters."""
-    return "…" + uid[-4:] if len(uid) > 4 else "…" + uid
+    """How a uid is shown anywhere in the CLI: the last 4 characters of a uid of 10 or more, the last 2
+    of a shorter one (the last 4 of a 6-character Wiegand-26 number are its whole card number)."""
+    return "…" + (uid[-4:] if len(uid) >= 10 else uid[-2:])
+
+
+def printed_form_keys(uid: str) -> tuple[str, ...]:
+    """The index keys under which an EM4100 tap `uid` finds a credential enrolled from a printed form."""
+    if len(uid) != EM4100_HEX or not _HEX.match(uid):
+        return ()
+    value = int(uid, 16)
+    return (f"dec:{value & 0xFFFFFFFF:08X}", f"fc:{value & 0xFFFFFF:06X}")
+
+
+def form_key(uid: str, form: str) -> str | None:
+    """The index key of a credential enrolled from a printed form; None for a plain uid."""
+    return f"{form}:{uid}" if form and uid else None
+
+
+def own_keys(uid: str, form: str) -> tuple[str, ...]:
+    """The keys a credential is found under: its uid, and its form key when enrolled from a printed form."""
+    if not uid:
+        return ()
+    key = form_key(uid, form)
+    return (uid,) if key is None else (uid, key)
+
+
+def answer_keys(uid: str, form: str) -> tuple[str, ...]:
+    """The printed-form keys a card also answers to at an EM4100 reader: a credential found under one
+    of them is the same card written in another form (`3C00CE754C` = `dec:0013530444` = `206,30028`)."""
+    if form == "dec":
+        return (f"fc:{uid[-6:]}",)
+    if form == "fc":
+        return ()
+    return printed_form_keys(uid)
 
 
 V = TypeVar("V")
 
 
 class CredentialIndex(Mapping[str, V]):
-    """uid → value, with the fob-number match rule: exact uid first, then the low 32, then 24 bits
-    against credentials enrolled in a short (number) form. One to three dict lookups per tap."""
+    """uid → value, where a value enrolled from a printed form is also found under its form key
+    (`dec:00CE754C`, `fc:CE754C`) — the keys `printed_form_keys` gives for an EM4100 tap. Iteration and
+    length cover the uids only. One dict lookup per tap; three for an unknown EM4100 card."""
 
     def __init__(self, items: Iterable[tuple[str, V]] = ()) -> None:
         self._exact: dict[str, V] = {}
-        self._short: dict[tuple[int, int], V] = {}
+        self._printed: dict[str, V] = {}
         for uid, value in items:
-            self.put(uid, value)
+            self.put(uid, value, str(getattr(value, "uid_form", "")))
 
-    def put(self, uid: str, value: V) -> None:
+    def put(self, uid: str, value: V, form: str = "") -> None:
         self._exact[uid] = value
-        if uid and len(uid) <= SHORT_UID_HEX:
-            self._short[(len(uid), int(uid, 16))] = value
+        key = form_key(uid, form)
+        if key is not None:
+            self._printed[key] = value
+        else:
+            self._drop_printed(uid)
 
     def discard(self, uid: str) -> None:
         self._exact.pop(uid, None)
-        if uid and len(uid) <= SHORT_UID_HEX:
-            self._short.pop((len(uid), int(uid, 16)), None)
+        self._drop_printed(uid)
 
-    def __getitem__(self, uid: str) -> V:
-        found = self._exact.get(uid)
-        if found is not None:
-            return found
-        if uid and _HEX.match(uid):
-            value = int(uid, 16)
-            for width, mask in ((8, 0xFFFFFFFF), (6, 0xFFFFFF)):
-                found = self._short.get((width, value & mask))
-                if found is not None:
-                    return found
-        raise KeyError(uid)
+    def _drop_printed(self, uid: str) -> None:
+        if uid and len(uid) <= 8:
+            for form in UID_FORMS[1:]:
+                self._printed.pop(f"{form}:{uid}", None)
+
+    def __getitem__(self, key: str) -> V:
+        found = self._exact.get(key)
+        if found is None:
+            found = self._printed.get(key)
+            if found is None:
+                raise KeyError(key)
+        return found
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._exact)

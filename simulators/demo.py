@@ -117,7 +117,7 @@ def seed_credentials(settings: Settings) -> None:
     state_dir = settings.gateway.state_dir
     if state_dir.exists():
         shutil.rmtree(state_dir)
-    state_dir.mkdir(parents=True)
+    state_dir.mkdir(parents=True, mode=0o700)
     now = datetime.now(UTC)
     with Store.open(state_dir) as store:
         store.upsert(
@@ -159,24 +159,60 @@ async def run_demo(
     gateway.listeners.append(lambda envelope: journaled.add(envelope["kind"]))
     async with SimulatedSite(settings) as site:
         runner = asyncio.create_task(gateway.run())
+        story = asyncio.create_task(_tell(settings, site, gateway, journaled, view, show, speed, printer))
         try:
-            await asyncio.wait_for(_until_ready(gateway), timeout=15)
-            for step in scenario():
-                view.narrate(step.narration)
-                if printer is not None:
-                    printer(f"» {step.narration}")
-                await step.action(site)
-                if step.await_kind is not None:
-                    await _wait_for_kind(journaled, step.await_kind, settings.policy.door_left_open_s + 3, view, show)
-                await _pause(step.pause_s / speed, view, show)
-            view.narrate("That was the morning. Every event above is in the journal, hash-chained.")
-            if printer is not None:
-                printer("» That was the morning. Every event above is in the journal, hash-chained.")
-            await _pause(1.0 / speed, view, show)
+            # Ctrl-C stops the gateway (its SIGINT handler): then the story stops too, at once.
+            await asyncio.wait({runner, story}, return_when=asyncio.FIRST_COMPLETED)
+            if story.done():
+                story.result()
         finally:
+            story.cancel()
+            await asyncio.gather(story, return_exceptions=True)
             gateway.stop()
             await asyncio.wait_for(runner, timeout=10)
     return view
+
+
+async def _tell(
+    settings: Settings,
+    site: SimulatedSite,
+    gateway: Gateway,
+    journaled: set[str],
+    view: DemoView,
+    show: Callable[[DemoView], Awaitable[None]] | None,
+    speed: float,
+    printer: Callable[[str], None] | None,
+) -> None:
+    await asyncio.wait_for(_until_ready(gateway), timeout=15)
+    for step in scenario():
+        view.narrate(step.narration)
+        if printer is not None:
+            printer(f"» {step.narration}")
+        await step.action(site)
+        if step.await_kind is not None:
+            await _wait_for_kind(journaled, step.await_kind, settings.policy.door_left_open_s + 3, view, show)
+        await _pause(step.pause_s / speed, view, show)
+    view.narrate("That was the morning. Every event above is in the journal, hash-chained.")
+    if printer is not None:
+        printer("» That was the morning. Every event above is in the journal, hash-chained.")
+    await _pause(1.0 / speed, view, show)
+
+
+def relocate(settings: Settings, old_root: str, new_root: Path) -> Settings:
+    """The settings with every path under `old_root` (state_dir, device ports) moved under `new_root`:
+    `lockergw demo` runs in a private directory of its own, so two users' demos never collide."""
+
+    def moved(path: str) -> str:
+        return str(new_root) + path[len(old_root) :] if path.startswith(old_root + "/") else path
+
+    gateway = settings.gateway.model_copy(update={"state_dir": Path(moved(str(settings.gateway.state_dir)))})
+    readers = [r.model_copy(update={"port": moved(r.port)}) for r in settings.readers]
+    boards = [b.model_copy(update={"port": moved(b.port)}) for b in settings.boards]
+    return settings.model_copy(update={"gateway": gateway, "readers": readers, "boards": boards})
+
+
+#: Where config/demo.toml puts its state and devices; `lockergw demo` moves them to a private directory.
+DEMO_ROOT = "/tmp/lockergw-demo"
 
 
 async def _until_ready(gateway: Gateway) -> None:

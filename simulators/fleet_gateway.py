@@ -129,7 +129,10 @@ class SimulatedGateway:
     # ---- retained topics ---------------------------------------------------------------------
 
     def state(self, state: str) -> dict[str, Any]:
-        return {"state": state, "boot_id": self.boot_id, "version": __version__, "ts": format_ts(datetime.now(UTC))}
+        payload = {"state": state, "boot_id": self.boot_id, "version": __version__, "ts": format_ts(datetime.now(UTC))}
+        if state == "online":
+            payload["journal"] = "ok"  # a simulated journal never fails to commit
+        return payload
 
     def info(self) -> dict[str, Any]:
         version, digest = self._credentials
@@ -167,7 +170,13 @@ class SimulatedGateway:
             self._state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._store = Store.open(self._state_dir, zone=UTC)
             self._handler = RequestHandler(
-                self._settings, self._store, self, self._site_key, self, verifier=self._verifier
+                self._settings,
+                self._store,
+                self,
+                self._site_key,
+                self,
+                verifier=self._verifier,
+                allow_unsigned=self._verifier is None,
             )
         return self._handler
 
@@ -183,11 +192,15 @@ class SimulatedGateway:
         version, digest = self._credentials
         return {
             "state": "online",
+            "status": "ok",
             "boot_id": self.boot_id,
             "version": __version__,
-            "journal": {"last_seq": self.seq, "backlog": 0},
+            "journal": {"last_seq": self.seq, "backlog": 0, **self.journal_status()},
             "credentials": {"version": version, "digest": digest, "count": len(self._people)},
         }
+
+    def journal_status(self) -> dict[str, Any]:
+        return {"status": "ok"}
 
     async def credentials_changed(self) -> None:
         assert self._store is not None

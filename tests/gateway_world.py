@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from broker.kit import write_signing_key
+
 from gateway.config import Settings, load_config
 
 WAIT_S = 8.0
@@ -27,6 +29,7 @@ timezone = "Europe/London"
 [mqtt]
 url = "{mqtt_url}"
 keepalive = 5
+hmac_key_file = "{root}/signing.key"
 
 [policy]
 lockout_after = 3
@@ -83,6 +86,7 @@ mode = "shared"
 
 def write_site(root: Path, mqtt_url: str = "", extra: str = "", repeat_gap: float = 0.5) -> tuple[Path, Settings]:
     root.mkdir(parents=True, exist_ok=True)
+    write_signing_key(root / "signing.key")
     path = root / "gateway.toml"
     path.write_text(SITE_TOML.format(root=root, mqtt_url=mqtt_url, repeat_gap=repeat_gap) + extra, encoding="utf-8")
     return path, load_config(path)

@@ -97,7 +97,7 @@ def test_add_reads_times_in_the_gateway_zone(cli: Cli) -> None:
     assert credential.valid_from == datetime(2026, 8, 31, 23, 0, tzinfo=UTC)  # midnight BST
     assert credential.valid_until == datetime(2027, 7, 23, 23, 0, tzinfo=UTC)  # the whole of 23 July
     assert cli("show", "C-1") == 0
-    assert "2026-09-01 00:00:00+01:00" in cli.out and "2027-07-24 00:00:00+01:00" in cli.out
+    assert "2026-09-01 00:00+01:00" in cli.out and "2027-07-24 00:00+01:00" in cli.out  # the terminal form
 
 
 def test_a_duplicate_without_approval_is_one_line_and_exit_2(cli: Cli) -> None:
@@ -178,7 +178,9 @@ def test_remove_force_takes_out_an_active_credential(cli: Cli) -> None:
 def test_replace_names_the_successor_after_its_issue_number(cli: Cli) -> None:
     assert cli("add", "--id", "C-1", "--uid", UID, "--holder", "u-1", "--role", "user", "--scope", "A-01") == 0
     assert cli("replace", "C-1", "dec:0013530445") == 0
-    assert one_line(cli.out).startswith("C-1 replaced by C-1-2: ") and "issue 2" in cli.out and "…754D" in cli.out
+    assert (
+        one_line(cli.out).startswith("C-1 replaced by C-1-2: ") and "issue 2" in cli.out and "…4D" in cli.out
+    )  # 8 hex characters: the last 2 are shown (SPEC §4)
     assert cli("replace", "C-1-2", "11:22:33:44", "--new-id", "C-1-spare", "--by", "desk") == 0
     assert "C-1-2 replaced by C-1-spare" in cli.out and "issue 3" in cli.out
     assert cli("replace", "C-1", "55667788") == 2
@@ -405,3 +407,9 @@ port = "{tmp_path / "no-such-tty"}"
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("lockergw: reader 'desk': ")
     assert "Traceback" not in done.stderr
+
+
+def test_show_says_when_a_uid_was_enrolled_from_a_printed_fob_form(cli: Cli) -> None:
+    assert cli("add", "--id", "F-1", "--uid", "dec:0013530444", "--holder", "u-1", "--role", "user") == 0
+    assert cli("show", "F-1") == 0
+    assert "…4C (the number printed on a fob: also matches EM4100 readers by its low 32 bits)" in cli.out

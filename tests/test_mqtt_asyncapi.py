@@ -15,7 +15,7 @@ from jsonschema import ValidationError
 
 from gateway.events import EVENT_KINDS
 from gateway.mqtt.requests import COMMANDS
-from gateway.mqtt.signing import SIGNED_COMMANDS
+from gateway.mqtt.signing import UNSIGNED_COMMANDS
 
 BASE = "lockers/test-site/gw-01"
 UID_HASH = "9f2c" + "0" * 60
@@ -52,6 +52,9 @@ SAMPLE_RECORDS: list[dict[str, Any]] = [
     {"kind": "credentials.changed", "reason": None, "action": "upsert", "by": "hr", "ids": ["C-1"], "count": 1,
      "version": 3, "digest": UID_HASH},
     {"kind": "gateway.stopped", "reason": "signal"},
+    {"kind": "journal.unavailable", "reason": "commit_failed", "cause": "no space left on the device",
+     "unavailable_from": "2026-11-28T10:11:12.345Z", "unavailable_until": "2026-11-28T10:12:12.345Z",
+     "refused_taps": 3},
 ]  # fmt: skip
 
 
@@ -77,7 +80,7 @@ def test_the_document_is_complete_and_consistent(contract: Contract) -> None:
     assert contract.document["components"]["schemas"]["EventKind"]["enum"] == list(EVENT_KINDS)
     assert {r["kind"] for r in SAMPLE_RECORDS} == set(EVENT_KINDS)
     addresses = {c.address for c in contract.channels}
-    assert set(COMMANDS) >= SIGNED_COMMANDS
+    assert set(COMMANDS) >= UNSIGNED_COMMANDS
     for command in COMMANDS:
         assert f"lockers/{{site}}/{{gateway}}/request/{command}" in addresses, command
         assert f"lockers/{{site}}/{{gateway}}/response/{command}" in addresses, command

@@ -180,3 +180,18 @@ def test_tail_usage_errors_are_one_line(capsys: Any) -> None:
         "lockergw: events tail: give --mqtt URL or --config FILE",
         "lockergw: mqtt.url: must start with mqtt:// or mqtts:// (got 'http://example.org')",
     ]
+
+
+def test_an_event_claiming_another_gateway_than_its_topic_is_refused_and_the_genuine_one_follows() -> None:
+    genuine = chain(2)
+    follower = EventFollower(1)
+    # Published on gw-02's topic (its own ACL allows that), claiming to be gw-01's seq 1.
+    forged = {**genuine[0], "event_id": uuid7(), "locker": "Z-99"}
+    forged["hash"] = event_hash(forged)
+    refused = follower.receive(forged, "lockers/s/gw-02/events/door.opened")
+    assert len(refused) == 1 and isinstance(refused[0], Fault) and "must match the topic" in refused[0].message
+    outcomes = [o for e in genuine for o in follower.receive(e, "lockers/s/gw-01/events/door.opened")]
+    assert [type(o) for o in outcomes] == [Delivered, Delivered]  # no "seq reused"
+    assert all(isinstance(o, Delivered) and o.fault is None for o in outcomes)
+    wrong_kind = follower.receive({**genuine[1], "event_id": uuid7()}, "lockers/s/gw-01/events/access.granted")
+    assert isinstance(wrong_kind[0], Fault)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from broker.kit import Capture, Received, is_event, running_gateway
+from broker.kit import Capture, Received, is_event, running_gateway, signed
 from broker.mosquitto import Mosquitto
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -179,7 +179,10 @@ async def test_every_bad_request_is_answered_with_an_error_and_changes_nothing(
                 payload = body
             else:
                 transaction = {"case": index, "name": name}  # any JSON value is echoed
-                payload = json.dumps({"transaction": transaction, **body}).encode()
+                request = {"transaction": transaction, **body}
+                if not command.startswith("credentials/explode"):
+                    request = signed(f"{BASE}/request/{command}", request)
+                payload = json.dumps(request).encode()
             response = await raw_request(capture, command, payload, transaction)
             if (
                 response["status"] != "error"
@@ -409,7 +412,8 @@ async def test_a_snapshot_larger_than_the_bound_is_dropped_whole(
     from gateway.mqtt import requests as requests_module
 
     monkeypatch.setattr(requests_module, "MAX_SNAPSHOT_CREDENTIALS", 4)
-    async with running_gateway(tmp_path, "mqtt://127.0.0.1:9", connect=False) as rig:
+    # The handler is called directly, unsigned: what is tested here is the snapshot bound.
+    async with running_gateway(tmp_path, "mqtt://127.0.0.1:9", connect=False, allow_unsigned_requests=True) as rig:
         handler = rig.service.requests
         before = rig.store.version_and_digest()
 
@@ -424,3 +428,30 @@ async def test_a_snapshot_larger_than_the_bound_is_dropped_whole(
         third = await handler.handle("credentials/snapshot", page(3))
         assert third.ok and third.payload["data"]["complete"] is False
         assert rig.store.version_and_digest() == before
+
+
+async def test_a_response_topic_outside_the_response_tree_is_ignored(broker: Mosquitto, tmp_path: Path) -> None:
+    """An attacker-chosen response topic must not make the gateway publish on its own event or state topics."""
+    async with running_gateway(tmp_path, broker.url), Capture(broker.url, f"{BASE}/#") as capture:
+        for target in (f"{BASE}/events/access.granted", f"{BASE}/state", "elsewhere/topic", f"{BASE}/response/"):
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.ResponseTopic = target
+            transaction = f"t-{target}"
+            await capture.publish(f"{BASE}/request/health_check", {"transaction": transaction}, properties=properties)
+            reply = await capture.wait_for(
+                lambda m, t=transaction: m.topic == f"{BASE}/response/health_check" and m.json()["transaction"] == t
+            )
+            assert reply.json()["status"] == "ok"
+        assert not [m for m in capture.messages if m.topic in (f"{BASE}/events/access.granted", "elsewhere/topic")]
+        assert all(m.json().get("transaction") is None for m in capture.on("/state"))
+
+
+async def test_deeply_nested_json_is_bad_input_not_an_internal_error(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, "mqtt://127.0.0.1:9", connect=False, max_request_bytes=1 << 20) as rig:
+        handler = rig.service.requests
+        for command in ("health_check", "credentials/upsert", "lockers/open"):
+            for depth in (40, 1000, 100_000):
+                payload = b'{"transaction": 1, "x": ' + b"[" * depth + b"]" * depth + b"}"
+                response = await handler.handle(command, payload)
+                assert not response.ok, (command, depth)
+                assert "nested more than" in response.payload["error"], (command, depth, response.payload)

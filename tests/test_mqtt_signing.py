@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from broker.kit import Capture, running_gateway
+from broker.kit import TEST_SIGNING_KEY, Capture, running_gateway
 from broker.mosquitto import Mosquitto
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.mqtt.signing import RequestVerifier, SignatureError, sign, signature
 
-KEY = b"correct horse battery staple"
+KEY = b"correct horse battery staple, twice over"  # at least 32 bytes
 BASE = "lockers/test-site/gw-01"
 
 
@@ -135,7 +135,7 @@ async def test_unsigned_stale_or_replayed_door_openings_are_refused_over_mqtt(
     state = tmp_path / "state"
     async with (
         running_gateway(state, broker.url, hmac_key_file=str(key_file)) as rig,
-        Capture(broker.url, f"{BASE}/#") as capture,
+        Capture(broker.url, f"{BASE}/#", signing_key=None) as capture,
     ):
         opening = {"locker": "A-02", "operator": "op-1", "reason": "check"}
         unsigned = await capture.request(BASE, "lockers/open", opening)
@@ -219,3 +219,81 @@ def test_a_non_finite_issued_at_is_refused() -> None:
     request = sign({"locker": "A-01"}, KEY, issued_at=float("nan"), topic="x/request/lockers/open")
     with pytest.raises(SignatureError, match="finite"):
         check.verify(request, "x/request/lockers/open")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: {**r, "hmac": "é" * 64}, "hmac: must be a hex string"),
+        (lambda r: {**r, "hmac": "zz" * 32}, "hmac: must be a hex string"),
+        (lambda r: {**r, "issued_at": 10**400}, "issued_at: out of range"),
+        (lambda r: {**r, "issued_at": -(10**30)}, "issued_at: out of range"),
+        (lambda r: {**r, "issued_at": "9999-12-31T23:59:59-23:59"}, "bad signature|stale"),
+        (lambda r: {**r, "nonce": "\ud800"}, "cannot be encoded"),
+    ],
+)
+def test_malformed_signature_fields_are_refused_with_a_plain_reason(change: Any, message: str) -> None:
+    check, clock = verifier()
+    request = sign({"locker": "A-01", "operator": "op", "reason": "r"}, KEY, issued_at=int(clock.now))
+    with pytest.raises(SignatureError, match=message):
+        check.verify(change(request))
+
+
+async def test_malformed_signatures_over_mqtt_get_an_error_never_an_internal_error(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    async with running_gateway(tmp_path / "state", broker.url) as rig, Capture(broker.url, f"{BASE}/#") as capture:
+        topic = f"{BASE}/request/lockers/open"
+        good = json.dumps(sign({"locker": "A-02", "operator": "op", "reason": "r"}, TEST_SIGNING_KEY, topic=topic))
+        bodies = [
+            good.replace('"hmac": "', '"hmac": "\u00e9'),
+            good.replace('"issued_at": ', '"issued_at": 1' + "0" * 400 + ', "x": '),
+            good.replace('"issued_at": ', '"issued_at": NaN, "x": '),
+            good.replace('"issued_at": ', '"issued_at": Infinity, "x": '),
+        ]
+        for index, body in enumerate(bodies):
+            seen = len(capture.on("/response/lockers/open"))
+            await capture.publish(topic, body.encode())
+            replies = await capture.wait_count(lambda m: m.topic.endswith("/response/lockers/open"), seen + 1)
+            error = replies[seen].json()["error"]
+            assert "internal error" not in error and replies[seen].json()["status"] == "error", (index, error)
+        assert rig.bank.opened == []
+
+
+async def test_without_a_key_every_request_but_health_check_and_replay_is_refused(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    async with (
+        running_gateway(tmp_path / "state", broker.url, hmac_key_file="") as rig,
+        Capture(broker.url, f"{BASE}/#", signing_key=None) as capture,
+    ):
+        refused = await capture.request(BASE, "lockers/open", {"locker": "A-02", "operator": "op", "reason": "r"})
+        assert refused["status"] == "error" and "signing is required" in refused["error"]
+        upsert = {"credentials": [{"id": "C-1", "uid": "0A0B0C0D0E", "holder": "h", "role": "site_master"}]}
+        assert "signing is required" in (await capture.request(BASE, "credentials/upsert", upsert))["error"]
+        assert "signing is required" in (await capture.request(BASE, "credentials/get", {"id": "C-1"}))["error"]
+        assert (await capture.request(BASE, "health_check", {}))["status"] == "ok"
+        assert (await capture.request(BASE, "events/replay", {"from_seq": 1}))["status"] == "ok"
+        assert rig.bank.opened == [] and rig.store.count() == 0
+
+
+async def test_allow_unsigned_requests_accepts_them(broker: Mosquitto, tmp_path: Path) -> None:
+    async with (
+        running_gateway(tmp_path / "state", broker.url, allow_unsigned_requests=True) as rig,
+        Capture(broker.url, f"{BASE}/#", signing_key=None) as capture,
+    ):
+        opened = await capture.request(BASE, "lockers/open", {"locker": "A-02", "operator": "op", "reason": "r"})
+        assert opened["status"] == "ok" and rig.bank.opened == ["A-02"]
+
+
+@pytest.mark.parametrize(("content", "message"), [("short-key", "fewer than 32"), ("", "fewer than 32")])
+def test_a_short_or_empty_key_stops_start_up(tmp_path: Path, content: str, message: str) -> None:
+    from broker.kit import gateway_settings
+
+    from gateway.mqtt.link import LinkError, check
+
+    key_file = tmp_path / "k"
+    key_file.write_text(content)
+    settings = gateway_settings(tmp_path / "state", "mqtt://127.0.0.1:1883", hmac_key_file=str(key_file))
+    with pytest.raises(LinkError, match=message):
+        check(settings.mqtt)

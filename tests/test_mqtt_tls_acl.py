@@ -13,7 +13,13 @@ from broker.mosquitto import Mosquitto, TlsFiles
 ACL = Path(__file__).parents[1] / "docs" / "mosquitto" / "lockergw.acl"
 SITE = "north-school"
 BASE = f"lockers/{SITE}/gw-01"
-PASSWORDS = {"gw-01": "pw-gw-01", "gw-02": "pw-gw-02", "central": "pw-central"}
+PASSWORDS = {
+    "gw-01": "pw-gw-01",
+    "gw-02": "pw-gw-02",
+    "central": "pw-central",
+    "consumer": "pw-consumer",
+    "gw-07": "pw-gw-07",  # a login with a gateway-like name but no gateway block in the ACL
+}
 
 
 @pytest.fixture
@@ -121,3 +127,31 @@ async def test_unusable_mqtt_settings_stop_start_up_with_one_line(
         async with running_gateway(tmp_path, url, connect=False, **options):
             pass
     assert "\n" not in str(raised.value)
+
+
+async def test_the_read_only_consumer_and_central_never_see_requests_and_a_gateway_like_name_publishes_nothing(
+    secure_broker: Mosquitto, test_pki: TlsFiles, tmp_path: Path
+) -> None:
+    url = secure_broker.url
+    options = tls_options(tmp_path, test_pki, "gw-01", PASSWORDS["gw-01"])
+    login = {"tls": test_pki}
+    async with (
+        running_gateway(tmp_path / "gw-01", url, site=SITE, **options) as rig,
+        Capture(url, "lockers/#", username="consumer", password=PASSWORDS["consumer"], **login) as consumer,
+        Capture(url, "lockers/#", username="central", password=PASSWORDS["central"], **login) as central,
+        Capture(url, username="gw-07", password=PASSWORDS["gw-07"], **login) as lookalike,
+    ):
+        await consumer.wait_for(lambda m: m.topic == f"{BASE}/state")
+        upsert = {"credentials": [{"id": "C-1", "uid": "3C00CE754C", "holder": "h", "role": "user"}]}
+        assert (await central.request(BASE, "credentials/upsert", upsert))["status"] == "ok"
+        await consumer.publish(f"{BASE}/request/lockers/open", {"locker": "A-01", "operator": "x", "reason": "x"})
+        await lookalike.publish(f"lockers/{SITE}/gw-07/events/door.opened", {"forged": True})
+        await lookalike.publish(f"lockers/{SITE}/gw-07/state", {"state": "online"}, retain=True)
+        rig.journal_events(1)
+        await consumer.wait_for(is_event)
+        await central.wait_for(is_event)
+        for capture in (consumer, central):
+            assert not [m for m in capture.messages if "/request/" in m.topic], "a request payload was readable"
+            assert not [m for m in capture.messages if "/gw-07/" in m.topic]
+        assert not [m for m in consumer.messages if "/response/" in m.topic]
+        assert rig.bank.opened == []

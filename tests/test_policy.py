@@ -644,15 +644,48 @@ def test_counting_restarts_when_a_lockout_ends() -> None:
     assert [e.kind for e in second_after.events] == ["reader.lockout"]
 
 
-def test_a_grant_resets_the_denial_count() -> None:
+def test_a_grant_does_not_reset_the_denial_count() -> None:
+    """SPEC §5: otherwise an attacker interleaves his own card with guesses and is never locked out."""
     snap = snapshot([USER_A])
-    for n in range(4):
-        _, snap = run(snap, STRANGER, "bank-a", NOW + n * SECOND)
-    granted, snap = run(snap, USER_A, "bank-a", NOW + 5 * SECOND)
-    assert granted.granted and granted.reader_state.denials == ()
-    for n in range(4):
-        denied, snap = run(snap, STRANGER, "bank-a", NOW + (6 + n) * SECOND)
-        assert not denied.events
+    events: list[str] = []
+    for n in range(8):
+        denied, snap = run(snap, STRANGER[:-1] + str(n), "bank-a", NOW + (2 * n) * SECOND)
+        events += [e.kind for e in denied.events]
+        granted, snap = run(snap, USER_A, "bank-a", NOW + (2 * n + 1) * SECOND)
+        if "reader.lockout" in events:
+            assert granted.reason == Reason.READER_LOCKED_OUT
+            break
+        assert granted.granted
+    assert events == ["reader.lockout"]
+
+
+def test_emergency_and_site_master_cards_are_decided_at_a_locked_out_reader() -> None:
+    site_master = credential("C-site", Role.SITE_MASTER, holder="h-head")
+    snap = snapshot([USER_A, EMERGENCY_1, site_master], settings=PolicySettings(emergency_two_person=False))
+    for n in range(5):
+        _, snap = run(snap, STRANGER, "door-a01", NOW + n * SECOND)
+    assert run(snap, USER_A, "door-a01", NOW + 6 * SECOND)[0].reason == Reason.READER_LOCKED_OUT
+    emergency, snap = run(snap, EMERGENCY_1, "door-a01", NOW + 7 * SECOND)
+    assert emergency.granted and emergency.reason == Reason.EMERGENCY_OVERRIDE
+    master, snap = run(snap, site_master, "door-a01", NOW + 8 * SECOND)
+    assert master.granted and master.reason == Reason.MASTER_SITE
+    assert snap.reader_states["door-a01"].locked_until == NOW + 124 * SECOND  # not extended, not lifted
+
+
+def test_durations_run_on_the_timer_not_the_wall_clock() -> None:
+    """The wall clock steps back an hour (NTP on a Pi without an RTC): the lockout keeps its length."""
+    snap = snapshot([USER_A], settings=PolicySettings(lockout_after=2, lockout_s=10))
+    for n in range(2):
+        decision = decide(snap, tap(STRANGER, "door-a01"), NOW + n * SECOND, timer=NOW + n * SECOND)
+        snap = apply(snap, decision)
+    stepped_back = NOW - 3600 * SECOND
+    still = decide(snap, tap(USER_A, "door-a01"), stepped_back + 2 * SECOND, timer=NOW + 5 * SECOND)
+    assert still.reason == Reason.READER_LOCKED_OUT
+    over = decide(snap, tap(USER_A, "door-a01"), stepped_back + 12 * SECOND, timer=NOW + 12 * SECOND)
+    assert over.granted
+    stepped_forward = NOW + 7200 * SECOND
+    early = decide(snap, tap(USER_A, "door-a01"), stepped_forward, timer=NOW + 5 * SECOND)
+    assert early.reason == Reason.READER_LOCKED_OUT
 
 
 def test_denials_older_than_the_window_do_not_count() -> None:
@@ -736,3 +769,12 @@ def test_snapshot_world_is_consistent() -> None:
     assert all(locker_id in LOCKERS for served in READERS.values() for locker_id in served)
     assert all(isinstance(locker, Locker) for locker in LOCKERS.values())
     assert apply(snapshot([]), decide(snapshot([]), tap(STRANGER, "lobby"), NOW)).reader_states["lobby"].denials
+
+
+def test_holder_ids_differing_only_in_case_are_one_person() -> None:
+    shouting = credential("C-em-1c", Role.EMERGENCY, holder="H-NURSE")
+    snap = snapshot([EMERGENCY_1, shouting])
+    first, snap = run(snap, EMERGENCY_1, "door-a01")
+    assert first.kind == "override.pending"
+    second, _ = run(snap, shouting, "door-a01", NOW + SECOND)
+    assert second.reason == Reason.OVERRIDE_NEEDS_SECOND_PERSON

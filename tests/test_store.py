@@ -474,7 +474,7 @@ def test_two_connections_see_each_others_changes(tmp_path: Path) -> None:
 def test_the_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path) -> None:
     Store.open(tmp_path).close()
     db = sqlite3.connect(tmp_path / "credentials.db")
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.execute("PRAGMA user_version = 99")
     db.close()
@@ -563,3 +563,23 @@ def test_any_text_as_a_time_either_parses_or_names_the_field(text: str) -> None:
         parse_credential_fields(card("C-1", "AA01", valid_from=text), UTC)
     except FieldError as exc:
         assert exc.field == "valid_from"
+
+
+def test_the_same_card_in_another_form_is_a_uid_clash(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.upsert([card("C-1", "3C00CE754C")], by="cli", now=NOW)
+        for index, form in enumerate(("dec:0013530444", "206,30028")):
+            with pytest.raises(StoreError, match="same card as credential C-1"):
+                store.upsert([card(f"C-{index + 2}", form, holder=f"other-{index}")], by="cli", now=NOW)
+    with Store.open(tmp_path / "import") as store:  # the three forms of one fob, imported together
+        items = [card(f"F-{n}", text, holder=f"h-{n}") for n, text in enumerate(("3C00CE754C", "dec:0013530444"))]
+        with pytest.raises(StoreError, match="uid"):
+            store.upsert(items, by="cli", now=NOW)
+        store.upsert([card("P-1", "dec:0013530444")], by="cli", now=NOW)
+        with pytest.raises(StoreError, match="same card as credential P-1"):
+            store.upsert([card("P-2", "206,30028", holder="h-2")], by="cli", now=NOW)
+        # a different EM4100 card sharing only its low 24 bits with nothing printed is no clash
+        store.upsert(
+            [card("E-1", "3D11AABBCC", holder="h-3"), card("E-2", "3D22AABBCC", holder="h-4")], by="cli", now=NOW
+        )
+        assert store.get("P-1") is not None and store.get("P-1").uid_form == "dec"  # type: ignore[union-attr]

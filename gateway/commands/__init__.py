@@ -11,7 +11,19 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 
 #: Modules with a `register`, in the order `lockergw --help` lists them: plain names are under
 #: gateway.commands; dotted names are whole module paths (central's commands live with central).
-MODULE_NAMES = ("run", "credentials", "sim", "demo", "events", "doctor", "report", "fleet_sim", "central.cli")
+MODULE_NAMES = (
+    "run",
+    "credentials",
+    "sim",
+    "demo",
+    "events",
+    "doctor",
+    "report",
+    "journal",
+    "keygen",
+    "fleet_sim",
+    "central.cli",
+)
 
 
 def _load() -> list[Register]:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import re
 import sys
+from collections.abc import Iterable, Sequence
+from datetime import datetime, tzinfo
+from typing import TextIO
 
 from gateway.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_config
 
@@ -33,3 +38,49 @@ def load_or_report(path: str) -> Settings | None:
         for fault in exc.faults:
             print(fault, file=sys.stderr)
         return None
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: A spreadsheet treats a cell starting with one of these as a formula (SPEC §4).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def printable(text: str) -> str:
+    """Stored text as it may reach a terminal: control characters (an escape sequence that clears the
+    screen, a newline that forges a line) shown as \\xNN instead of acting."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def csv_cell(value: str) -> str:
+    """A CSV cell that a spreadsheet shows as text: a leading =, +, -, @, tab or CR gets a `'` before it."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def write_csv(out: TextIO, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Every CSV a command writes: formulas neutralised in every cell."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([csv_cell(cell) for cell in row] for row in rows)
+
+
+def print_columns(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A plain table with full values (for pipes and narrow terminals: nothing is cut)."""
+    cells = [[printable(cell) for cell in row] for row in rows]
+    widths = [max(len(name), *(len(row[i]) for row in cells)) if cells else len(name) for i, name in enumerate(header)]
+    for row in (list(header), *cells):
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+# Dates: one form per kind of output (README, "Dates"). A terminal shows the gateway's local time to the
+# minute with its offset; a CSV file carries ISO 8601 with seconds and the offset; MQTT and the journal
+# carry UTC with a Z (the contract, SPEC §7).
+
+
+def terminal_time(moment: datetime | None, zone: tzinfo) -> str:
+    """`2026-07-21 00:00+01:00`: local time in the gateway's zone, as every table and `show` print it."""
+    return "" if moment is None else moment.astimezone(zone).isoformat(sep=" ", timespec="minutes")
+
+
+def csv_time(moment: datetime | None, zone: tzinfo) -> str:
+    """`2026-07-21T00:00:00+01:00`: what every CSV a command writes carries."""
+    return "" if moment is None else moment.astimezone(zone).isoformat(timespec="seconds")

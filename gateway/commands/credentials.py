@@ -21,7 +21,17 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from drivers.base import CardRead, DeviceEvent, DeviceOffline, Reader
-from gateway.commands.common import EXIT_USER_ERROR, add_config_option, fail, load_or_report
+from gateway.commands.common import (
+    EXIT_USER_ERROR,
+    add_config_option,
+    csv_time,
+    fail,
+    load_or_report,
+    print_columns,
+    printable,
+    terminal_time,
+    write_csv,
+)
 from gateway.config import Settings
 from gateway.credential_input import REQUIRED_FIELDS, SCOPE_SEPARATOR, UPSERT_FIELDS
 from gateway.model import OUTSTANDING_STATUSES, Credential, Kind, Role, Status
@@ -94,8 +104,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     enroll = verbs.add_parser(
         "enroll",
         help="show the uid of the next card tapped at a reader",
-        description="Show the uid of the next card tapped at a reader, on this terminal only. The reader's port "
-        "must be free: stop the gateway first, or enrol at a spare reader configured for the purpose.",
+        description="Show the uid of the next card tapped at a reader, on this terminal only. With the gateway "
+        "running, the card is handed over through its control socket (state_dir/control.sock) instead of being "
+        "decided; with the gateway stopped, enroll opens the reader itself.",
     )
     add_config_option(enroll)
     enroll.add_argument("--reader", required=True, metavar="READER", help="reader id from the configuration")
@@ -225,9 +236,7 @@ def _report_bad_rows(path: Path, problems: Sequence[tuple[int, str, str]], rows:
 def _list(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     zone = settings.gateway.zone()
     if args.csv:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(CSV_REPORT_COLUMNS)
-        writer.writerows(_report_row(credential, zone) for credential in store.all())
+        write_csv(sys.stdout, CSV_REPORT_COLUMNS, (_report_row(credential, zone) for credential in store.all()))
         return 0
     _print_table(sys.stdout, (_table_row(credential, zone) for credential in store.all()))
     return 0
@@ -240,27 +249,27 @@ def _show(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     zone = settings.gateway.zone()
     lines = [
         ("id", credential.id),
-        ("uid", mask_uid(credential.uid) if credential.uid else "-"),
+        ("uid", mask_uid(credential.uid) + _FORM_NOTES.get(credential.uid_form, "") if credential.uid else "-"),
         ("holder", credential.holder),
         ("role", credential.role.value),
         ("kind", credential.kind.value),
         ("status", credential.status.value),
         ("scope", ", ".join(credential.scope) or "-"),
-        ("valid from", _local(credential.valid_from, zone, "seconds") or "-"),
+        ("valid from", _local(credential.valid_from, zone) or "-"),
         ("valid until", _until(credential.valid_until, zone)),
         ("schedule", credential.schedule or "-"),
         ("key code", credential.key_code or "-"),
         ("deposit", credential.deposit or "-"),
         ("approved by", credential.approved_by or "-"),
         ("issue no", str(credential.issue_no)),
-        ("issued", f"{_local(credential.issued_at, zone, 'seconds') or '-'} by {credential.issued_by or '-'}"),
+        ("issued", f"{_local(credential.issued_at, zone) or '-'} by {credential.issued_by or '-'}"),
     ]
     if credential.kind is Kind.PHYSICAL_KEY and credential.key_code:
         keys = store.keys_for_code(credential.key_code)
         lines.append(("keys cut", f"{len(keys)} outstanding for code {credential.key_code}"))
     width = max(len(name) for name, _ in lines)
     for name, value in lines:
-        print(f"{name + ':':<{width + 1}} {value}")
+        print(f"{name + ':':<{width + 1}} {printable(str(value))}")
     return 0
 
 
@@ -432,6 +441,13 @@ CSV_REPORT_COLUMNS = (*UPSERT_FIELDS, "issue_no", "issued_at", "issued_by")
 _TABLE_COLUMNS = ("ID", "UID", "HOLDER", "ROLE", "KIND", "STATUS", "SCOPE", "VALID FROM", "VALID UNTIL", "ISSUE")
 
 
+#: How `show` says that a uid was enrolled from what is printed on a fob (SPEC §4 match rule).
+_FORM_NOTES = {
+    "dec": " (the number printed on a fob: also matches EM4100 readers by its low 32 bits)",
+    "fc": " (facility,card printed on a fob: also matches EM4100 readers by its low 24 bits)",
+}
+
+
 def _summary(credential: Credential) -> str:
     card = f"uid {mask_uid(credential.uid)}" if credential.uid else f"key code {credential.key_code}"
     scope = ", ".join(credential.scope) or "no scope"
@@ -441,20 +457,18 @@ def _summary(credential: Credential) -> str:
     )
 
 
-def _local(moment: datetime | None, zone: tzinfo, spec: str = "minutes") -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(zone).isoformat(sep=" ", timespec=spec)
+def _local(moment: datetime | None, zone: tzinfo) -> str | None:
+    return terminal_time(moment, zone) or None
 
 
 def _until(moment: datetime | None, zone: tzinfo) -> str:
-    text = _local(moment, zone, "seconds")
+    text = _local(moment, zone)
     return "-" if text is None else f"{text} (exclusive: valid up to, not including, this moment)"
 
 
 def _report_row(credential: Credential, zone: tzinfo) -> list[str]:
     def iso(moment: datetime | None) -> str:
-        return "" if moment is None else moment.astimezone(zone).isoformat(timespec="seconds")
+        return csv_time(moment, zone)
 
     return [
         credential.id,
@@ -496,6 +510,4 @@ def _print_table(out: TextIO, rows: Iterable[tuple[str, ...]]) -> None:
     if not table:
         print("no credentials", file=out)
         return
-    widths = [max(len(header), *(len(row[i]) for row in table)) for i, header in enumerate(_TABLE_COLUMNS)]
-    for row in (_TABLE_COLUMNS, *table):
-        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n")
+    print_columns(out, _TABLE_COLUMNS, table)

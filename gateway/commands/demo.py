@@ -6,8 +6,11 @@ import argparse
 import asyncio
 import logging
 import sys
+import tempfile
+from pathlib import Path
 
 from gateway.commands.common import fail, load_or_report
+from gateway.config import Settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,15 +22,33 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from simulators.demo import default_config_path, run_demo
-    from simulators.demo_view import DemoView
-
-    path = args.config or str(default_config_path())
+    if args.speed <= 0:
+        return fail("--speed must be more than 0")
+    path = args.config or str(_default_config_path())
     settings = load_or_report(path)
     if settings is None:
         return 2
-    if args.speed <= 0:
-        return fail("--speed must be more than 0")
+    # A private directory per run (config/demo.toml names /tmp/lockergw-demo): no collision between users.
+    with tempfile.TemporaryDirectory(prefix="lockergw-demo-") as private:
+        return _run(args, _relocate(settings, Path(private)))
+
+
+def _default_config_path() -> Path:
+    from simulators.demo import default_config_path
+
+    return default_config_path()
+
+
+def _relocate(settings: Settings, root: Path) -> Settings:
+    from simulators.demo import DEMO_ROOT, relocate
+
+    return relocate(settings, DEMO_ROOT, root)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from simulators.demo import run_demo
+    from simulators.demo_view import DemoView
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("lockergw").setLevel(logging.WARNING)
     plain = args.plain or not sys.stdout.isatty()

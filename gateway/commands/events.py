@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 import aiomqtt
 
-from gateway.commands.common import fail, load_or_report
+from gateway.commands.common import fail, load_or_report, printable
 from gateway.config import MqttSection
 from gateway.mqtt.consumer import Delivered, Duplicate, EventFollower, Fault, Gap
 from gateway.mqtt.link import LinkError, make_client
@@ -156,7 +156,7 @@ class Tail:
             return None
         if not isinstance(envelope, dict):
             return None
-        for outcome in self.follower.receive(envelope):
+        for outcome in self.follower.receive(envelope, str(message.topic)):
             if isinstance(outcome, Duplicate):
                 self.duplicates += 1
             elif isinstance(outcome, Gap):
@@ -168,7 +168,7 @@ class Tail:
                     await self._ask_replay(client, base, outcome.first)
             elif isinstance(outcome, Fault):
                 self.faults += 1
-                self.say(f"FAULT {outcome.site}/{outcome.gateway}: {outcome.message}")
+                self.say(printable(f"FAULT {outcome.site}/{outcome.gateway}: {outcome.message}"))
             elif isinstance(outcome, Delivered) and (self.count is None or self.delivered < self.count):
                 self._print(outcome)
         self.open_gaps = {key for key in self.open_gaps if self.follower.held(*key)}
@@ -211,4 +211,4 @@ def describe(envelope: dict[str, Any], fault: str | None = None) -> str:
         parts.append("(historical)")
     if fault:
         parts.append(f"CHAIN FAULT: {fault}")
-    return " ".join(parts)
+    return printable(" ".join(parts))  # text from the broker never acts on the terminal

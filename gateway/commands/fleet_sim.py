@@ -14,7 +14,7 @@ import aiomqtt
 from pydantic import ValidationError
 
 from gateway.commands.common import fail
-from gateway.config import MqttSection, read_secret
+from gateway.config import MqttSection
 from gateway.mqtt import link
 from gateway.mqtt.link import LinkError
 
@@ -64,7 +64,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--hmac-key-file",
         default="",
         metavar="FILE",
-        help="verify signed requests with this key, as the gateways would",
+        help="verify signed requests with this key (at least 32 bytes), as the gateways would; "
+        "without it unsigned requests are accepted",
     )
     parser.add_argument("--no-replay", action="store_true", help="ignore events/replay requests (never answer them)")
     parser.add_argument(
@@ -106,6 +107,7 @@ def _check(args: argparse.Namespace) -> str | None:
         link.check(broker_section(args))
     except LinkError as exc:
         message = str(exc).replace("mqtt.url:", "--mqtt:").replace("mqtt.password_file:", "--password-file:")
+        message = message.replace("mqtt.hmac_key_file:", "--hmac-key-file:")
         return message.replace("mqtt: cannot load TLS files:", "--ca-file/--cert-file/--key-file: cannot load:")
     return None
 
@@ -119,6 +121,7 @@ def broker_section(args: argparse.Namespace) -> MqttSection:
         ca_file=args.ca_file,
         cert_file=args.cert_file,
         key_file=args.key_file,
+        hmac_key_file=args.hmac_key_file,
     )
 
 
@@ -133,14 +136,7 @@ def run(args: argparse.Namespace) -> int:
         faults = Faults.parse(args.faults)
     except FaultsError as exc:
         return fail(f"fleet-sim: {exc}")
-    key: bytes | None = None
-    if args.hmac_key_file:
-        try:
-            key = read_secret(args.hmac_key_file).encode("utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            return fail(f"fleet-sim: --hmac-key-file: cannot read {args.hmac_key_file}: {exc}")
-        if not key:
-            return fail(f"fleet-sim: --hmac-key-file: {args.hmac_key_file} is empty")
+    key = link.signing_key(broker_section(args))  # readable and long enough: checked above
     try:
         return asyncio.run(_simulate(args, faults, key))
     except FleetError as exc:

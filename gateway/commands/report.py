@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from datetime import UTC, datetime
 
-from gateway.commands.common import add_config_option, fail, load_or_report
+from gateway.commands.common import (
+    add_config_option,
+    csv_time,
+    fail,
+    load_or_report,
+    print_columns,
+    printable,
+    terminal_time,
+    write_csv,
+)
 from gateway.reports import REPORTS
 
 
@@ -35,31 +43,39 @@ def handle(args: argparse.Namespace) -> int:
         Journal.open(state_dir, site=settings.gateway.site, gateway=settings.gateway.id, boot_id="report") as journal,
     ):
         now = datetime.now(UTC)
+        zone = settings.gateway.zone()
+
+        def when(moment: datetime | None) -> str:
+            return csv_time(moment, zone) if args.csv else terminal_time(moment, zone)
+
         match args.name:
             case "holders":
-                header, rows = reports.holders(store)
+                header, rows = reports.holders(store, when)
             case "unreturned":
-                header, rows = reports.unreturned(store, now)
+                header, rows = reports.unreturned(store, now, when)
             case "lost":
                 header, rows = reports.lost(store, journal)
             case "overrides":
-                header, rows = reports.overrides(journal)
+                header, rows = reports.overrides(journal, when)
             case _:
                 header, rows = reports.lockers(settings, store, journal)
     if args.csv:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(header)
-        writer.writerows(rows)
+        write_csv(sys.stdout, header, rows)
+        return 0
+    if not rows:
+        print("(nothing to report)")
+        return 0
+    if not sys.stdout.isatty():  # piped: full values, one row per line, nothing cut
+        print_columns(sys.stdout, header, rows)
         return 0
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"{args.name} — {settings.gateway.site}/{settings.gateway.id}")
     for column in header:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # a narrow terminal wraps values, never cuts them
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(printable(cell)) for cell in row))  # stored text is never markup or escapes
     Console().print(table)
-    if not rows:
-        print("(nothing to report)")
     return 0

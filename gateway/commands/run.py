@@ -26,14 +26,22 @@ def handle(args: argparse.Namespace) -> int:
     setup_logging(args.log_format, args.log_level)
     from drivers.registry import DriverUnavailable
     from gateway.daemon import Gateway
+    from gateway.journal import JournalError
     from gateway.mqtt.link import LinkError
+    from gateway.sitekey import SiteKeyError
+    from gateway.storage import JournalUnavailable, StateDirBusy, describe_storage_error
+    from gateway.store import StoreError
 
+    state_dir = settings.gateway.state_dir
     try:
         return asyncio.run(Gateway(settings, Path(args.config)).run())
-    except (DriverUnavailable, LinkError) as exc:
+    except (DriverUnavailable, LinkError, StateDirBusy) as exc:
         return fail(str(exc))
+    except (StoreError, JournalError, SiteKeyError, JournalUnavailable) as exc:
+        return fail(f"cannot start: {exc}")
     except PermissionError as exc:
         return fail(f"{exc.filename}: permission denied (state_dir must be writable by this user)")
     except OSError as exc:
         logging.getLogger("lockergw").debug("start-up failed", exc_info=exc)
-        return fail(f"cannot start: {exc}")
+        where = f"{exc.filename}: " if exc.filename else f"{state_dir}: "
+        return fail(f"cannot start: {where}{describe_storage_error(exc, state_dir)}")

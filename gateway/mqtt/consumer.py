@@ -4,6 +4,11 @@
 gateway, checks every hash and every link of the chain, and says when a gap needs an
 `events/replay`. It does no I/O: `lockergw events tail` wires it to a broker, and integrators can
 read it as the reference for their own consumer.
+
+An event's `site` and `gateway` are trusted only when they match the topic it arrived on
+(`{prefix}/{site}/{gateway}/events/{kind}`): the broker's ACL says who may publish there, while the
+hash chain proves order and completeness, not authorship. An event that claims another gateway than
+its topic's is refused before it can enter (and poison) that gateway's chain.
 """
 
 from __future__ import annotations
@@ -83,8 +88,14 @@ class EventFollower:
         feed = self._feeds.get((site, gateway))
         return len(feed.held) if feed else 0
 
-    def receive(self, envelope: dict[str, Any]) -> list[Outcome]:
+    def receive(self, envelope: dict[str, Any], topic: str | None = None) -> list[Outcome]:
+        """Take one delivered event; with `topic` (where it arrived), one whose payload claims another
+        site, gateway or kind than the topic is refused as a Fault and does not enter any chain."""
         site, gateway = str(envelope.get("site")), str(envelope.get("gateway"))
+        if topic is not None:
+            mismatch = topic_mismatch(topic, envelope)
+            if mismatch is not None:
+                return [Fault(site, gateway, mismatch)]
         seq, event_id = envelope.get("seq"), envelope.get("event_id")
         if not isinstance(seq, int) or not isinstance(event_id, str):
             return [Fault(site, gateway, "an event without an integer seq and an event_id")]
@@ -145,6 +156,22 @@ class EventFollower:
         while len(feed.ids) > REMEMBERED_IDS:
             _, old_seq = feed.ids.popitem(last=False)
             feed.seqs.pop(old_seq, None)
+
+
+def topic_mismatch(topic: str, envelope: dict[str, Any]) -> str | None:
+    """Why an event may not be trusted on `topic` (`…/{site}/{gateway}/events/{kind}`), or None."""
+    head, separator, kind = topic.rpartition("/events/")
+    parts = head.split("/")
+    if not separator or len(parts) < 3:
+        return f"{topic} is not an events topic"
+    site, gateway = parts[-2], parts[-1]
+    claimed = (envelope.get("site"), envelope.get("gateway"), envelope.get("kind"))
+    if claimed != (site, gateway, kind):
+        return (
+            f"event on {topic} claims {claimed[0]}/{claimed[1]} {claimed[2]}: refused "
+            "(site, gateway and kind must match the topic)"
+        )
+    return None
 
 
 def _hash_fault(envelope: dict[str, Any]) -> str | None:

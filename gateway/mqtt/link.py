@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import aiomqtt
 
 from gateway.config import MqttSection, read_secret
+from gateway.mqtt.signing import MIN_KEY_BYTES
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 CONNECT_TIMEOUT_S = 3.0
@@ -101,9 +102,30 @@ def make_client(
     return client
 
 
+def signing_key(section: MqttSection) -> bytes | None:
+    """The request-signing key (the file's content without surrounding whitespace, as UTF-8 bytes),
+    or None when no `hmac_key_file` is set. A key shorter than MIN_KEY_BYTES is refused."""
+    path = section.hmac_key_file
+    if not path:
+        return None
+    try:
+        key = read_secret(path).encode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise LinkError(f"mqtt.hmac_key_file: cannot read {path}: {reason}") from None
+    if len(key) < MIN_KEY_BYTES:
+        raise LinkError(
+            f"mqtt.hmac_key_file: {path} holds {len(key)} bytes, fewer than {MIN_KEY_BYTES}; "
+            "make a new key with: lockergw keygen --out FILE"
+        )
+    return key
+
+
 def check(section: MqttSection) -> None:
-    """Raise LinkError now if these settings could never connect (bad URL, unreadable secrets or TLS files)."""
+    """Raise LinkError now if these settings could never connect (bad URL, unreadable secrets or TLS
+    files) or could not check requests (a missing or short signing key)."""
     address = parse_url(section.url)
     password(section)
+    signing_key(section)
     if address.tls:
         tls_context(section)

@@ -21,6 +21,9 @@ class GatewayOps(Protocol):
     def health(self) -> dict[str, Any]:
         """Liveness facts: uptime, devices online, journal backlog, credential-set version."""
 
+    def journal_status(self) -> dict[str, Any]:
+        """`{"status": "ok"}`, or `{"status": "failing", "since", "cause"}` while the journal cannot commit."""
+
     def info(self) -> dict[str, Any]:
         """The retained `{base}/info` payload (never a secret)."""
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -138,6 +139,11 @@ class Publisher:
     def locker_changed(self, locker_id: str, payload: dict[str, Any]) -> None:
         """Publish the retained `{base}/lockers/{locker_id}` (the latest payload wins while offline)."""
         self._locker_updates[locker_id] = payload
+        self._retained_wake.set()
+
+    def state_changed(self) -> None:
+        """Re-publish the retained `{base}/state` (the journal started or stopped failing)."""
+        self._online_published = False
         self._retained_wake.set()
 
     def info_changed(self) -> None:
@@ -311,7 +317,13 @@ class Publisher:
     # ---- retained topics ---------------------------------------------------------------------
 
     def _state(self, state: str) -> dict[str, Any]:
-        return {"state": state, "boot_id": self._boot_id, "version": self._version, "ts": format_ts(utcnow())}
+        payload = {"state": state, "boot_id": self._boot_id, "version": self._version, "ts": format_ts(utcnow())}
+        if state == "online":
+            journal = self._ops.journal_status()
+            payload["journal"] = journal.get("status", "ok")
+            if "since" in journal:
+                payload["journal_failing_since"] = journal["since"]
+        return payload
 
     async def _publish_retained(self, client: aiomqtt.Client, topic: str, payload: dict[str, Any]) -> None:
         await client.publish(topic, encode(payload), qos=1, retain=True)
@@ -323,8 +335,8 @@ class Publisher:
         for locker_id, payload in self._ops.locker_states().items():
             await self._publish_retained(client, self.topics.locker(locker_id), payload)
         if self._ready:
+            self._online_published = True  # before the await: a state_changed() meanwhile publishes again
             await self._publish_retained(client, self.topics.state, self._state("online"))
-            self._online_published = True
 
     async def _retained(self, client: aiomqtt.Client) -> None:
         while True:
@@ -338,8 +350,8 @@ class Publisher:
                 payload = self._locker_updates.pop(locker_id)
                 await self._publish_retained(client, self.topics.locker(locker_id), payload)
             if self._ready and not self._online_published:
+                self._online_published = True  # before the await: a state_changed() meanwhile publishes again
                 await self._publish_retained(client, self.topics.state, self._state("online"))
-                self._online_published = True
 
     # ---- events ------------------------------------------------------------------------------
 
@@ -350,7 +362,13 @@ class Publisher:
 
     def _mark_sent(self, acked: list[int]) -> None:
         if acked:
-            self._journal.mark_sent(sorted(acked))
+            try:
+                self._journal.mark_sent(sorted(acked))
+            except (sqlite3.Error, OSError) as exc:
+                # The journal cannot be written (the daemon reports that fault): the marks are kept and
+                # tried again; at worst these events are published once more (event_id de-duplicates).
+                log.debug("could not mark %d event(s) sent: %s", len(acked), exc)
+                return
             acked.clear()
             self._progress.set()
 

@@ -5,7 +5,13 @@ too — with `{"transaction", "status": "ok"|"error", "data", "error"}` at QoS 1
 echoed when it could be read, else null. An error response means nothing changed. An `ok` to a
 credential change means the change is committed and in force for the next tap: the handler calls
 `ops.credentials_changed()` before it answers. An MQTT 5 response topic and correlation data are
-honoured: the response then goes to that topic instead of `{base}/response/{command}`.
+honoured, the response topic only when it lies under `{base}/response/` (any other is ignored: a
+requester must not make the gateway publish on its own event or state topics).
+
+Every request except `health_check` and `events/replay` must be signed (gateway.mqtt.signing); with no
+key configured they are refused unless `mqtt.allow_unsigned_requests` is set. Free text that arrives
+here (operator, reason, by, authorizers) may not hold control characters, and a payload nested deeper
+than MAX_DEPTH levels is refused as bad input.
 
 No response, log line or topic ever carries a raw card number: `credentials/get` answers with
 `uid_hash`, and error messages show uids masked.
@@ -16,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,17 +32,18 @@ from typing import Annotated, Any, Literal, Protocol
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.config import Settings
 from gateway.credential_input import CredentialFields, FieldError, parse_credential_fields
 from gateway.events import format_ts
-from gateway.model import Credential, Status
+from gateway.model import Credential, Status, has_control_character
 from gateway.mqtt.ops import GatewayOps, RequestError
-from gateway.mqtt.signing import SIGNED_COMMANDS, RequestVerifier, SignatureError
+from gateway.mqtt.signing import RequestVerifier, SignatureError, needs_signature
 from gateway.mqtt.store_worker import StoreWorker
 from gateway.mqtt.topics import Topics
 from gateway.sitekey import uid_hash
+from gateway.storage import JournalUnavailable, describe_storage_error
 from gateway.store import Store, StoreError
 from gateway.uid import UidError, mask_uid, normalise_uid
 
@@ -64,8 +72,19 @@ MAX_SNAPSHOT_CREDENTIALS = 1_500_000
 #: A snapshot whose next page does not come within this long is dropped.
 SNAPSHOT_IDLE_S = 600.0
 
-Text = Annotated[str, Field(min_length=1, max_length=128)]
-By = Annotated[str, Field(min_length=1, max_length=128)]
+#: JSON nested deeper than this is bad input (no request needs more than a few levels).
+MAX_DEPTH = 32
+
+
+def _no_control(value: str) -> str:
+    if has_control_character(value):
+        raise ValueError("contains a control character")
+    return value
+
+
+Text = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_no_control)]
+By = Text
+Note = Annotated[str, Field(max_length=1024), AfterValidator(_no_control)]
 
 
 class Replayer(Protocol):
@@ -105,7 +124,7 @@ class Remove(RequestModel):
 class SetStatus(RequestModel):
     id: Text
     status: Literal["active", "suspended", "lost", "revoked", "returned", "replaced"]
-    reason: str | None = Field(default=None, max_length=1024)
+    reason: Note | None = None
     by: By = "mqtt"
 
 
@@ -138,7 +157,7 @@ class Authorizer(BaseModel):
 class Open(RequestModel):
     locker: Text
     operator: Text
-    reason: str = Field(min_length=1, max_length=1024)
+    reason: Annotated[Note, Field(min_length=1)]
     authorizers: list[Authorizer] = Field(default_factory=list, max_length=16)
 
 
@@ -205,7 +224,7 @@ def error_message(exc: ValidationError) -> str:
         elif kind == "extra_forbidden":
             problem = "unknown field"
         else:
-            problem = str(item["msg"])
+            problem = str(item["msg"]).removeprefix("Value error, ")
         parts.append(f"{path}: {problem}" if path else problem)
     return "; ".join(dict.fromkeys(parts))
 
@@ -271,6 +290,7 @@ class RequestHandler:
         publisher: Replayer,
         *,
         verifier: RequestVerifier | None = None,
+        allow_unsigned: bool = False,
         writer: StoreWorker | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -280,11 +300,13 @@ class RequestHandler:
         self._max_bytes = settings.mqtt.max_request_bytes
         self._zone = settings.gateway.zone()
         self._store = store
+        self._state_dir = settings.gateway.state_dir
         self.writer = writer or StoreWorker(settings.gateway.state_dir, self._zone)
         self._ops = ops
         self._site_key = site_key
         self._publisher = publisher
         self._verifier = verifier
+        self._allow_unsigned = allow_unsigned
         self._clock = clock
         self._snapshot: _PartialSnapshot | None = None
         self._commands: dict[str, tuple[type[RequestModel], Callable[[Any], Awaitable[dict[str, Any]]]]] = {
@@ -335,36 +357,29 @@ class RequestHandler:
     ) -> Response:
         """Check, authenticate, validate and carry out one request; always returns a response."""
         topic = self.topics.response(command)
-        if response_topic and not any(c in response_topic for c in "#+\x00"):
+        if response_topic and self._response_topic_allowed(response_topic):
             topic = response_topic
         transaction: Any = None
         request: Any = None
         try:
             if len(payload) > self._max_bytes:
                 raise _Refused(f"request is {len(payload)} bytes, more than mqtt.max_request_bytes ({self._max_bytes})")
-            try:
-                request = json.loads(payload)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise _Refused(f"payload is not valid JSON: {exc}") from None
+            request = _parse_json(payload)
             if not isinstance(request, dict):
                 raise _Refused("payload must be a JSON object")
             transaction = request.get("transaction")
             entry = self._commands.get(command)
             if entry is None:
                 raise _Refused(f"unknown command {command!r} (one of: {', '.join(self._commands)})")
-            if self._verifier is not None and command in SIGNED_COMMANDS:
-                try:
-                    self._verifier.verify(request, self.topics.request(command))
-                except SignatureError as exc:
-                    log.warning("refused %s request: %s", command, exc)
-                    raise _Refused(str(exc)) from None
+            if needs_signature(command):
+                self._authenticate(command, request)
             model, run = entry
             try:
                 arguments = model.model_validate(request)
             except ValidationError as exc:
                 raise _Refused(error_message(exc)) from None
             data = await run(arguments)
-        except (_Refused, RequestError, StoreError, FieldError) as exc:
+        except (_Refused, RequestError, StoreError, FieldError, JournalUnavailable) as exc:
             message = scrub(str(exc), _uids_in(request) if isinstance(request, dict) else [])
             log.info("request %s: error: %s", command, message)
             return Response(command, topic, _payload(transaction, "error", {}, message), correlation_data)
@@ -374,6 +389,28 @@ class RequestHandler:
             return Response(command, topic, _payload(transaction, "error", {}, message), correlation_data)
         log.info("request %s: ok", command)
         return Response(command, topic, _payload(transaction, "ok", data, None), correlation_data)
+
+    def _response_topic_allowed(self, topic: str) -> bool:
+        prefix = self.topics.response("")
+        if topic.startswith(prefix) and len(topic) > len(prefix) and not any(c in topic for c in "#+\x00"):
+            return True
+        log.warning("ignored a response topic outside %s (answering on the default topic)", prefix)
+        return False
+
+    def _authenticate(self, command: str, request: dict[str, Any]) -> None:
+        if self._verifier is None:
+            if self._allow_unsigned:
+                return
+            log.warning("refused %s request: signing is required and no mqtt.hmac_key_file is set", command)
+            raise _Refused(
+                f"{command}: signing is required; this gateway has no mqtt.hmac_key_file and refuses "
+                "unsigned requests (see docs/integrators.md)"
+            )
+        try:
+            self._verifier.verify(request, self.topics.request(command))
+        except SignatureError as exc:
+            log.warning("refused %s request: %s", command, exc)
+            raise _Refused(str(exc)) from None
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -399,7 +436,12 @@ class RequestHandler:
             version, digest = store.version_and_digest()
             return {**data, "version": version, "digest": digest}
 
-        data = await self.writer.run(committed)
+        try:
+            data = await self.writer.run(committed)
+        except (sqlite3.Error, OSError) as exc:  # a full or read-only disk: say so, never "internal error"
+            cause = describe_storage_error(exc, self._state_dir)
+            log.warning("credential change not committed: %s", cause)
+            raise _Refused(f"the credential store cannot commit ({cause}); nothing changed") from None
         await self._ops.credentials_changed()
         self._publisher.info_changed()
         return data
@@ -442,7 +484,8 @@ class RequestHandler:
         new_uid = ""
         if request.new_uid.strip():
             try:
-                new_uid = normalise_uid(request.new_uid)
+                normalise_uid(request.new_uid)
+                new_uid = request.new_uid.strip()  # the store keeps the form (a printed fob number) too
             except UidError:
                 raise _Refused("new_uid: not a card number (hex, a 10-digit fob number or FFF,CCCCC)") from None
         now = self._clock()
@@ -526,6 +569,36 @@ class RequestHandler:
 
     async def _replay(self, request: Replay) -> dict[str, Any]:
         return self._publisher.replay(request.from_seq)
+
+
+def _parse_json(payload: bytes) -> Any:
+    """The request as JSON, refused as bad input when it is not JSON or is nested too deeply."""
+    try:
+        value = json.loads(payload)
+    except RecursionError:
+        raise _Refused(f"payload is nested more than {MAX_DEPTH} levels deep") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _Refused(f"payload is not valid JSON: {exc}") from None
+    if _depth_exceeds(value, MAX_DEPTH):
+        raise _Refused(f"payload is nested more than {MAX_DEPTH} levels deep")
+    return value
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether lists and objects nest more than `limit` levels (walked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _payload(transaction: Any, status: str, data: dict[str, Any], error: str | None) -> dict[str, Any]:

@@ -17,9 +17,9 @@ from types import TracebackType
 from typing import Any
 
 from gateway import __version__
-from gateway.config import Settings, read_secret
+from gateway.config import Settings
 from gateway.journal import Journal
-from gateway.mqtt.link import LinkError
+from gateway.mqtt.link import signing_key
 from gateway.mqtt.ops import GatewayOps
 from gateway.mqtt.publisher import Publisher
 from gateway.mqtt.requests import RequestHandler
@@ -30,17 +30,6 @@ log = logging.getLogger("lockergw.mqtt")
 
 PRUNE_INTERVAL_S = 3600.0
 STOP_TIMEOUT_S = 1.5
-
-
-def signing_key(path: str) -> bytes:
-    """The request-signing key: the file's content without surrounding whitespace, as UTF-8 bytes."""
-    try:
-        key = read_secret(path).encode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LinkError(f"mqtt.hmac_key_file: cannot read {path}: {exc}") from None
-    if not key:
-        raise LinkError(f"mqtt.hmac_key_file: {path} is empty")
-    return key
 
 
 class MqttService:
@@ -62,9 +51,8 @@ class MqttService:
         self.settings = settings
         self._journal = journal
         self._prune_interval = prune_interval_s
-        verifier = None
-        if settings.mqtt.hmac_key_file:
-            verifier = RequestVerifier(signing_key(settings.mqtt.hmac_key_file))
+        key = signing_key(settings.mqtt)
+        verifier = RequestVerifier(key) if key is not None else None
         self.requests: RequestHandler
         self.publisher = Publisher(
             settings,
@@ -74,7 +62,15 @@ class MqttService:
             version=version,
             on_message=self._on_message,
         )
-        self.requests = RequestHandler(settings, store, ops, site_key, self.publisher, verifier=verifier)
+        self.requests = RequestHandler(
+            settings,
+            store,
+            ops,
+            site_key,
+            self.publisher,
+            verifier=verifier,
+            allow_unsigned=settings.mqtt.allow_unsigned_requests,
+        )
         self.publisher.subscribe(self.requests.topics.requests)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -136,6 +132,9 @@ class MqttService:
 
     def info_changed(self) -> None:
         self.publisher.info_changed()
+
+    def state_changed(self) -> None:
+        self.publisher.state_changed()
 
     async def flush(self, timeout: float) -> bool:
         return await self.publisher.flush(timeout)

@@ -1,5 +1,7 @@
-"""Signed requests (SPEC §7): with `mqtt.hmac_key_file` set, a request that changes state or opens a door
-must carry `issued_at`, `nonce` and `hmac`.
+"""Signed requests (SPEC §7): every request except `health_check` and `events/replay` — whatever changes
+state, opens a door or reads a credential — must carry `issued_at`, `nonce` and `hmac` made with the key
+in `mqtt.hmac_key_file` (at least 32 bytes). Without a key such requests are refused, unless
+`mqtt.allow_unsigned_requests` (demo only) is set.
 
 The recipe (docs/integrators.md shows it in full):
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -25,23 +28,22 @@ from typing import Any
 
 from gateway.events import canonical_json
 
-#: Commands that change state or open a door; only these need a signature.
-SIGNED_COMMANDS = frozenset(
-    {
-        "credentials/upsert",
-        "credentials/remove",
-        "credentials/set_status",
-        "credentials/replace",
-        "credentials/snapshot",
-        "lockers/open",
-        "lockers/set_service",
-        "lockers/assign",
-        "lockers/release",
-    }
-)
+#: The only commands that need no signature: they change nothing and reveal no credential.
+UNSIGNED_COMMANDS = frozenset({"health_check", "events/replay"})
 SIGNATURE_FIELDS = ("issued_at", "nonce", "hmac")
 WINDOW_S = 30.0
 NONCE_MAX_LEN = 128
+#: A shorter request-signing key stops start-up.
+MIN_KEY_BYTES = 32
+#: Epoch seconds beyond this (the year 10000) are not a time anyone signs at.
+MAX_EPOCH_S = 253_402_300_800
+_HEX_MAC = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def needs_signature(command: str) -> bool:
+    return command not in UNSIGNED_COMMANDS
+
+
 #: More nonces than this inside one window means a flood; refuse rather than grow without bound.
 MAX_REMEMBERED_NONCES = 200_000
 
@@ -83,17 +85,22 @@ def issued_at_seconds(value: Any) -> float:
     if isinstance(value, bool):
         raise SignatureError("issued_at: must be epoch seconds or an ISO 8601 date-time")
     if isinstance(value, int | float):
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise SignatureError("issued_at: must be a finite number of seconds")
+        if not -MAX_EPOCH_S <= value <= MAX_EPOCH_S:
+            raise SignatureError("issued_at: out of range (epoch seconds)")
         return float(value)
     if isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError:
+        except (ValueError, OverflowError):
             raise SignatureError("issued_at: not an ISO 8601 date-time or epoch seconds") from None
         if moment.tzinfo is None:
             raise SignatureError("issued_at: needs a UTC offset or Z")
-        return moment.timestamp()
+        try:
+            return moment.timestamp()
+        except (OverflowError, ValueError):
+            raise SignatureError("issued_at: out of range") from None
     raise SignatureError("issued_at: must be epoch seconds or an ISO 8601 date-time")
 
 
@@ -119,13 +126,17 @@ class RequestVerifier:
         if missing:
             raise SignatureError(f"unsigned request: missing {', '.join(missing)} (signing is required)")
         mac, nonce = request["hmac"], request["nonce"]
-        if not isinstance(mac, str):
-            raise SignatureError("hmac: must be a hex string")
+        if not isinstance(mac, str) or not _HEX_MAC.match(mac):
+            raise SignatureError("hmac: must be a hex string of 64 digits (HMAC-SHA256)")
         if not isinstance(nonce, str) or not nonce or len(nonce) > NONCE_MAX_LEN:
             raise SignatureError(f"nonce: must be a non-empty string of at most {NONCE_MAX_LEN} characters")
         issued = issued_at_seconds(request["issued_at"])
         body = {k: v for k, v in request.items() if k != "hmac"}
-        if not hmac.compare_digest(signature(_signed_content(body, topic), self._key), mac.lower()):
+        try:
+            expected = signature(_signed_content(body, topic), self._key)
+        except (UnicodeError, ValueError, RecursionError):
+            raise SignatureError("request holds text that cannot be encoded as UTF-8 (lone surrogate)") from None
+        if not hmac.compare_digest(expected, mac.lower()):
             raise SignatureError("bad signature (hmac does not match the request)")
         now = self._clock()
         skew = now - issued

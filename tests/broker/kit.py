@@ -28,11 +28,27 @@ from gateway.events import format_ts, uuid7
 from gateway.journal import Journal
 from gateway.mqtt.ops import RequestError
 from gateway.mqtt.service import MqttService
+from gateway.mqtt.signing import needs_signature, sign
 from gateway.records import remote_open_record
 from gateway.sitekey import load_or_create_site_key
 from gateway.store import Store
 
 SITE = "test-site"
+#: The request-signing key every test gateway is given unless a test says otherwise (SPEC §7: signed
+#: requests are the default); `Capture.request` signs with it.
+TEST_SIGNING_KEY = b"test-signing-key-0123456789abcdef0123456789"
+
+
+def write_signing_key(path: Path, key: bytes = TEST_SIGNING_KEY) -> Path:
+    path.write_bytes(key)
+    path.chmod(0o600)
+    return path
+
+
+def signed(topic: str, payload: dict[str, Any], key: bytes = TEST_SIGNING_KEY) -> dict[str, Any]:
+    """`payload` signed for `topic` ({base}/request/{command}) when that command needs a signature."""
+    command = topic.split("/request/", 1)[1]
+    return sign(payload, key, topic=topic) if needs_signature(command) else payload
 
 
 def gateway_settings(
@@ -90,7 +106,9 @@ class Capture:
         client_cert: bool = True,
         identifier: str | None = None,
         persistent: bool = False,
+        signing_key: bytes | None = TEST_SIGNING_KEY,
     ) -> None:
+        self.signing_key = signing_key
         host, port = url.split("://", 1)[1].rsplit(":", 1)
         context = None
         if url.startswith("mqtts://"):
@@ -183,7 +201,11 @@ class Capture:
     async def request(self, base: str, command: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
         """Send a request with a fresh transaction and wait for its response on `{base}/response/{command}`."""
         transaction = uuid.uuid4().hex
-        await self.publish(f"{base}/request/{command}", {**payload, "transaction": transaction})
+        topic = f"{base}/request/{command}"
+        body = {**payload, "transaction": transaction}
+        if self.signing_key is not None:
+            body = signed(topic, body, self.signing_key)
+        await self.publish(topic, body)
 
         def answers(m: Received) -> bool:
             return m.topic == f"{base}/response/{command}" and m.json().get("transaction") == transaction
@@ -241,6 +263,9 @@ class LockerBank:
             "credentials": {"version": version, "digest": digest, "count": self.store.count()},
         }
 
+    def journal_status(self) -> dict[str, Any]:
+        return {"status": "ok"}
+
     def info(self) -> dict[str, Any]:
         version, digest = self.store.version_and_digest()
         return {
@@ -285,7 +310,7 @@ class LockerBank:
         target = self._locker(locker)
         in_use = target["occupant"] is not None or any(k.status == "active" for k in self.store.keys_for_locker(locker))
         if self.settings.policy.emergency_two_person and in_use:
-            people = {str(a.get("holder") or a["id"]) for a in authorizers}
+            people = {str(a.get("holder") or a["id"]).strip().casefold() for a in authorizers}
             if len(people) < 2:
                 raise RequestError(
                     f"locker {locker!r} is assigned or occupied: opening it needs two distinct authorizers"
@@ -344,6 +369,9 @@ async def running_gateway(
     state_dir: Path, url: str, *, ready: bool = True, connect: bool = True, **options: Any
 ) -> AsyncIterator[Rig]:
     """Start MqttService for a fresh gateway in `state_dir`; wait for its first session unless told not to."""
+    if "hmac_key_file" not in options and not options.get("allow_unsigned_requests"):
+        key_file = write_signing_key(state_dir.parent / f"{state_dir.name}-signing.key")
+        options = {**options, "hmac_key_file": str(key_file)}
     settings = gateway_settings(state_dir, url, **options)
     boot_id = uuid7()
     site_key = load_or_create_site_key(state_dir)

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -18,19 +17,17 @@ from typing import Any
 
 import pytest
 from broker.contract import Contract
-from broker.kit import Capture, Received, events_of, is_event
+from broker.kit import TEST_SIGNING_KEY, Capture, Received, events_of, is_event, signed
 from broker.mosquitto import Mosquitto, TlsFiles
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.events import GENESIS_HASH, event_hash, verify_chain
-from gateway.mqtt.signing import sign
 from gateway.store import set_digest
 from simulators.fleet import Fleet, FleetError
 from simulators.fleet_faults import Fault, Faults
 
 ROOT = Path(__file__).resolve().parents[2]
-KEY = b"fleet-test-signing-key-0123456789abcdef"
 
 
 @pytest.fixture
@@ -170,31 +167,18 @@ async def test_a_fleet_without_replay_never_answers_one(roomy_broker: Mosquitto,
     assert fleet.stats.replays_ignored == 1
 
 
-def signed(base: str, command: str, request: dict[str, Any]) -> dict[str, Any]:
-    return sign(request, KEY, topic=f"{base}/request/{command}")
-
-
-async def signed_request(capture: Capture, base: str, command: str, request: dict[str, Any]) -> dict[str, Any]:
-    """Sign (the transaction included), send, and wait for the response on `{base}/response/{command}`."""
-    transaction = uuid.uuid4().hex
-    await capture.publish(f"{base}/request/{command}", signed(base, command, {**request, "transaction": transaction}))
-    found = await capture.wait_for(
-        lambda m: m.topic == f"{base}/response/{command}" and m.json().get("transaction") == transaction
-    )
-    response: dict[str, Any] = found.json()
-    return response
-
-
 async def test_credentials_pushed_are_answered_and_change_the_digest(roomy_broker: Mosquitto, capture: Capture) -> None:
     credential = {"id": "C-1", "uid": "3C00CE754C", "holder": "u-1", "role": "user", "scope": ["A-01"]}
-    async with Fleet(roomy_broker.url, gateways=2, hmac_key=KEY, seed=1) as fleet:
+    async with Fleet(roomy_broker.url, gateways=2, hmac_key=TEST_SIGNING_KEY, seed=1) as fleet:
         gateway = fleet.gateways[0]
         base = gateway.topics.base
 
-        unsigned = await capture.request(base, "credentials/upsert", {"credentials": [credential]})
+        await capture.publish(f"{base}/request/credentials/upsert", {"credentials": [credential], "transaction": "u"})
+        found = await capture.wait_for(lambda m: m.topic.endswith("/response/credentials/upsert"))
+        unsigned = found.json()
         assert unsigned["status"] == "error" and "signing is required" in unsigned["error"]
 
-        response = await signed_request(capture, base, "credentials/upsert", {"credentials": [credential]})
+        response = await capture.request(base, "credentials/upsert", {"credentials": [credential]})
         assert response["status"] == "ok", response
         record = {
             **credential,
@@ -220,14 +204,15 @@ async def test_credentials_pushed_are_answered_and_change_the_digest(roomy_broke
         properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         properties.ResponseTopic = f"{base}/response/mine"
         properties.CorrelationData = b"corr-1"
-        request = signed(base, "credentials/set_status", {"id": "C-1", "status": "suspended", "transaction": "t-2"})
-        await capture.publish(f"{base}/request/credentials/set_status", request, properties=properties)
+        topic = f"{base}/request/credentials/set_status"
+        request = signed(topic, {"id": "C-1", "status": "suspended", "transaction": "t-2"})
+        await capture.publish(topic, request, properties=properties)
         answer = await capture.wait_for(lambda m: m.topic == f"{base}/response/mine")
         assert answer.correlation_data == b"corr-1" and answer.json()["status"] == "ok"
         assert answer.json()["data"]["digest"] == set_digest([{**record, "status": "suspended"}])
 
         snapshot = {"version": "s-1", "page": 1, "pages": 1, "credentials": [credential]}
-        replaced = await signed_request(capture, base, "credentials/snapshot", snapshot)
+        replaced = await capture.request(base, "credentials/snapshot", snapshot)
         assert replaced["status"] == "ok" and replaced["data"]["digest"] == set_digest([record])
 
         # Taps now come from the credential pushed to it.
@@ -244,15 +229,11 @@ async def test_credentials_pushed_are_answered_and_change_the_digest(roomy_broke
         assert other.info()["credentials"]["digest"] == "0" * 64  # only the gateway it was pushed to
 
         # A remote open is journaled as the gateway does it, and the door then opens.
-        opened = await signed_request(
-            capture, base, "lockers/open", {"locker": "A-07", "operator": "op", "reason": "test"}
-        )
+        opened = await capture.request(base, "lockers/open", {"locker": "A-07", "operator": "op", "reason": "test"})
         assert opened["status"] == "ok" and opened["data"]["locker"] == "A-07"
         grant = await capture.wait_for(lambda m: is_event(m) and m.json()["seq"] == opened["data"]["seq"])
         assert grant.json()["reason"] == "remote_open" and grant.json()["override"] is True
-        unknown = await signed_request(
-            capture, base, "lockers/open", {"locker": "Z-99", "operator": "op", "reason": "t"}
-        )
+        unknown = await capture.request(base, "lockers/open", {"locker": "Z-99", "operator": "op", "reason": "t"})
         assert unknown["status"] == "error" and unknown["error"] == "unknown locker 'Z-99'"
         await fleet.publish(12, gateways=[gateway])
         await fleet.drain()
@@ -264,6 +245,33 @@ async def test_credentials_pushed_are_answered_and_change_the_digest(roomy_broke
     for message in capture.messages:
         if not message.topic.endswith("/response/mine"):  # the contract reads "mine" as an unknown command
             contract.validate(message.topic, message.json())
+
+
+async def test_without_a_key_unsigned_requests_are_accepted(roomy_broker: Mosquitto, capture: Capture) -> None:
+    async with Fleet(roomy_broker.url, gateways=1, seed=1) as fleet:
+        base = fleet.gateways[0].topics.base
+        await capture.publish(
+            f"{base}/request/lockers/set_service", {"locker": "A-02", "service": "out_of_service", "transaction": "x"}
+        )
+        answer = await capture.wait_for(lambda m: m.topic == f"{base}/response/lockers/set_service")
+        assert answer.json() == {
+            "transaction": "x",
+            "status": "ok",
+            "data": {"locker": "A-02", "service": "out_of_service"},
+        }
+        state = await capture.wait_for(
+            lambda m: m.topic == f"{base}/lockers/A-02" and m.json()["service"] != "in_service"
+        )
+        assert state.json()["service"] == "out_of_service"
+
+
+def test_a_short_signing_key_is_refused_in_one_line(tmp_path: Path) -> None:
+    key = tmp_path / "short.key"
+    key.write_text("too-short")
+    done = run_fleet_sim("--gateways", "1", "--rate", "1", "--mqtt", "mqtt://127.0.0.1:1", "--hmac-key-file", str(key))
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"lockergw: fleet-sim: --hmac-key-file: {key} holds 9 bytes, fewer than 32; ")
 
 
 async def test_a_gateway_stops_and_comes_back_with_its_chain_intact(roomy_broker: Mosquitto, capture: Capture) -> None:
