@@ -19,6 +19,10 @@ class GatewayUnavailable(Exception):
     """A request could not be delivered or was not answered in time; the message says which, in one line."""
 
 
+class GatewayTimeout(GatewayUnavailable):
+    """The request was delivered to the broker but the gateway did not answer within the timeout."""
+
+
 class GatewayRequests(Protocol):
     """Sends SPEC §7 requests to gateways, signed with the site's key, and awaits their response."""
 

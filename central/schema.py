@@ -60,6 +60,17 @@ Index("events_by_kind_ts", events.c.kind, events.c.ts)
 Index("events_by_locker_ts", events.c.site, events.c.locker, events.c.ts)
 Index("events_by_holder_ts", events.c.holder, events.c.ts)
 Index("events_by_credential_ts", events.c.credential_id, events.c.ts)
+#: The overrides report (master, emergency and remote openings) reads only these few rows.
+Index(
+    "events_overrides_ts",
+    events.c.ts,
+    postgresql_where=events.c.override.is_(True),
+    sqlite_where=events.c.override.is_(True),
+)
+#: Events that show a key still out that should have come back (the unreturned report). Literal SQL, so
+#: that a query using it matches the partial index whatever the driver does with parameters.
+KEY_STILL_OUT = text("kind = 'credential.lost_presented' OR (kind = 'access.denied' AND reason = 'expired')")
+Index("events_keys_still_out_ts", events.c.ts, postgresql_where=KEY_STILL_OUT, sqlite_where=KEY_STILL_OUT)
 
 #: One row per stored (site, gateway, seq): the idempotency key and what verification walks.
 #: `hash_ok` says whether `hash` recomputes from the stored envelope (SPEC §7).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -21,6 +22,19 @@ CONNECT_TIMEOUT_S = 3.0
 
 class LinkError(ValueError):
     """The [mqtt] settings cannot describe a connection (bad URL, unreadable secret file)."""
+
+
+class BrokerSecrets(Protocol):
+    """The [mqtt] keys `password` and `tls_context` read: the gateway's and central's sections both have them."""
+
+    @property
+    def password_file(self) -> str: ...
+    @property
+    def ca_file(self) -> str: ...
+    @property
+    def cert_file(self) -> str: ...
+    @property
+    def key_file(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +65,7 @@ def parse_url(url: str) -> BrokerAddress:
     return BrokerAddress(parts.hostname, port or DEFAULT_PORTS[parts.scheme], parts.scheme == "mqtts")
 
 
-def password(section: MqttSection) -> str | None:
+def password(section: BrokerSecrets) -> str | None:
     if not section.password_file:
         return None
     try:
@@ -60,7 +74,7 @@ def password(section: MqttSection) -> str | None:
         raise LinkError(f"mqtt.password_file: cannot read {section.password_file}: {exc.strerror}") from None
 
 
-def tls_context(section: MqttSection) -> ssl.SSLContext:
+def tls_context(section: BrokerSecrets) -> ssl.SSLContext:
     """Verify the broker against `ca_file` (else the system store); present `cert_file`/`key_file` if set."""
     try:
         context = ssl.create_default_context(cafile=section.ca_file or None)

@@ -1,0 +1,66 @@
+"""The gateways central knows, with their chain's state and the seq ranges still missing (SPEC §11)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, func, select
+
+from central.schema import event_chain, gateways
+from central.services.models import Gateway
+from central.services.times import iso
+
+#: A gateway's `missing` list stops after this many ranges (a chain this torn needs a person, not a list).
+MAX_MISSING_RANGES = 1000
+
+
+def list_gateways(connection: Connection, site: str | None = None) -> list[Gateway]:
+    query = select(gateways).order_by(gateways.c.site, gateways.c.gateway)
+    if site is not None:
+        query = query.where(gateways.c.site == site)
+    return [
+        Gateway(
+            site=row.site,
+            gateway=row.gateway,
+            state=row.state,
+            boot_id=row.boot_id,
+            version=row.version,
+            last_seen=iso(row.last_seen),
+            anchor_seq=row.anchor_seq,
+            verified_seq=row.verified_seq,
+            received_seq=row.received_seq,
+            chain=row.chain,
+            missing=missing_ranges(
+                connection, row.site, row.gateway, row.anchor_seq, row.verified_seq, row.received_seq
+            ),
+            credentials="unknown",  # central issues credentials from the next issue on
+        )
+        for row in connection.execute(query)
+    ]
+
+
+def missing_ranges(
+    connection: Connection, site: str, gateway: str, anchor: int | None, verified: int | None, received: int | None
+) -> list[tuple[int, int]]:
+    """The seqs between the verified prefix and `received` that are not stored, as [from, to] ranges.
+
+    One window query over `event_chain` above the verified prefix: each stored seq next to the next
+    stored one; a difference above 1 is a hole. Its cost follows the unverified tail, not the history."""
+    if received is None:
+        return []
+    floor = verified if verified is not None else (anchor - 1 if anchor is not None else 0)
+    if floor >= received:
+        return []
+    stored = (
+        select(
+            event_chain.c.seq.label("seq"),
+            func.lead(event_chain.c.seq).over(order_by=event_chain.c.seq).label("next_seq"),
+        )
+        .where(event_chain.c.site == site, event_chain.c.gateway == gateway, event_chain.c.seq >= floor)
+        .subquery()
+    )
+    holes = (
+        select(stored.c.seq, stored.c.next_seq)
+        .where(stored.c.next_seq > stored.c.seq + 1)
+        .order_by(stored.c.seq)
+        .limit(MAX_MISSING_RANGES)
+    )
+    return [(row.seq + 1, row.next_seq - 1) for row in connection.execute(holes)]

@@ -1,0 +1,217 @@
+"""SPEC §10's reports, estate-wide, from central's own tables (SPEC §11).
+
+Until central issues credentials itself (the next issue) it knows keys only from what the events and
+the gateways' `info` say: who holds a locker, which keys were presented lost or past their validity,
+who overrode. Every report is columns and rows of strings, served as JSON or as CSV (`csv_text`).
+Events carry a card only as `uid_hash`, so no raw card number can reach a report.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, case, func, select
+
+from central.schema import KEY_STILL_OUT, events
+from central.services.lockers import described_lockers, holdings
+from central.services.models import Report
+from central.services.times import iso, utc
+
+REPORTS = ("holders", "unreturned", "lost", "overrides", "lockers", "deposits")
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, datetime):
+        return iso(value) or ""
+    return str(value)
+
+
+def _report(name: str, columns: list[str], rows: Iterable[Iterable[object]], note: str | None = None) -> Report:
+    return Report(
+        report=name, columns=columns, rows=[dict(zip(columns, map(_text, row), strict=True)) for row in rows], note=note
+    )
+
+
+def _between(query: Any, since: datetime | None, until: datetime | None) -> Any:
+    if since is not None:
+        query = query.where(events.c.ts >= utc(since))
+    if until is not None:
+        query = query.where(events.c.ts < utc(until))
+    return query
+
+
+def _site(query: Any, site: str | None) -> Any:
+    return query if site is None else query.where(events.c.site == site)
+
+
+def holders(connection: Connection, site: str | None, since: datetime | None, until: datetime | None) -> Report:
+    """Who holds which locker now: the latest allocation of a shared locker, the latest assigned opening."""
+    columns = ["site", "gateway", "locker", "holder", "credential", "how", "since"]
+    rows = [
+        (h.site, h.gateway, h.locker, h.holder, h.credential, h.how, h.since)
+        for h in holdings(connection, site)
+        if h.holder is not None or h.credential is not None
+    ]
+    return _report("holders", columns, rows)
+
+
+def unreturned(connection: Connection, site: str | None, since: datetime | None, until: datetime | None) -> Report:
+    """Keys still in use that should have come back: presented while lost, or refused as expired."""
+    status = case((events.c.kind == "credential.lost_presented", "lost"), else_="expired")
+    query = (
+        select(
+            events.c.site,
+            func.max(events.c.holder).label("holder"),
+            events.c.credential_id,
+            status.label("status"),
+            func.max(events.c.ts).label("last_seen"),
+            func.count().label("times"),
+        )
+        .where(KEY_STILL_OUT)
+        .group_by(events.c.site, events.c.credential_id, status)
+        .order_by(events.c.site, func.max(events.c.holder), events.c.credential_id)
+    )
+    rows = connection.execute(_between(_site(query, site), since, until))
+    columns = ["site", "holder", "credential", "status", "last_seen", "times_seen"]
+    return _report(
+        "unreturned", columns, ((r.site, r.holder, r.credential_id, r.status, r.last_seen, r.times) for r in rows)
+    )
+
+
+def lost(connection: Connection, site: str | None, since: datetime | None, until: datetime | None) -> Report:
+    """Lost keys that were presented, how often, first and last."""
+    query = (
+        select(
+            events.c.site,
+            func.max(events.c.holder).label("holder"),
+            events.c.credential_id,
+            func.count().label("times"),
+            func.min(events.c.ts).label("first"),
+            func.max(events.c.ts).label("last"),
+        )
+        .where(events.c.kind == "credential.lost_presented")
+        .group_by(events.c.site, events.c.credential_id)
+        .order_by(events.c.site, func.max(events.c.holder), events.c.credential_id)
+    )
+    rows = connection.execute(_between(_site(query, site), since, until))
+    columns = ["site", "holder", "credential", "presented", "first_presented", "last_presented"]
+    return _report("lost", columns, ((r.site, r.holder, r.credential_id, r.times, r.first, r.last) for r in rows))
+
+
+def _authorizers(envelope: dict[str, Any]) -> str:
+    listed = envelope.get("authorizers")
+    names = (
+        [str(a.get("holder") or a.get("id")) for a in listed if isinstance(a, dict)] if isinstance(listed, list) else []
+    )
+    return "+".join(names) or str(envelope.get("operator") or "")
+
+
+def overrides(connection: Connection, site: str | None, since: datetime | None, until: datetime | None) -> Report:
+    """Every master, emergency and remote opening (access.granted with override), oldest first."""
+    query = (
+        select(
+            events.c.site,
+            events.c.gateway,
+            events.c.seq,
+            events.c.ts,
+            events.c.locker,
+            events.c.reader,
+            events.c.reason,
+            events.c.credential_id,
+            events.c.holder,
+            events.c.envelope,
+        )
+        .where(events.c.override.is_(True), events.c.kind == "access.granted")
+        .order_by(events.c.ts, events.c.site, events.c.gateway, events.c.seq)
+    )
+    columns = ["site", "gateway", "seq", "ts", "locker", "reader", "reason", "credential", "holder", "authorizers"]
+    rows = (
+        (
+            r.site,
+            r.gateway,
+            r.seq,
+            r.ts,
+            r.locker,
+            r.reader,
+            r.reason,
+            r.credential_id,
+            r.holder,
+            _authorizers(json.loads(r.envelope)),
+        )
+        for r in connection.execute(_between(_site(query, site), since, until))
+    )
+    return _report("overrides", columns, rows)
+
+
+def lockers(connection: Connection, site: str | None, since: datetime | None, until: datetime | None) -> Report:
+    """Every locker: where it is, how it is used, its door and service now, and who holds it."""
+    described = described_lockers(connection, site)
+    columns = [
+        "site",
+        "gateway",
+        "locker",
+        "section",
+        "department",
+        "mode",
+        "kind",
+        "door",
+        "service",
+        "occupied",
+        "holder",
+    ]
+    rows = []
+    for h in holdings(connection, site):
+        entry = described.get((h.site, h.gateway, h.locker), {})
+        kind = "" if not entry else ("keyed" if entry.get("board") is None else "electronic")
+        rows.append(
+            (
+                h.site,
+                h.gateway,
+                h.locker,
+                entry.get("section"),
+                entry.get("department"),
+                entry.get("mode"),
+                kind,
+                h.door,
+                h.service,
+                h.occupied,
+                h.holder,
+            )
+        )
+    return _report("lockers", columns, rows)
+
+
+def deposits(connection: Connection, site: str | None, since: datetime | None, until: datetime | None) -> Report:
+    """Deposits are a property of issued credentials, which no event or `info` carries."""
+    columns = ["site", "holder", "credential", "deposit", "state"]
+    return _report(
+        "deposits", columns, [], note="central learns deposits when it issues credentials itself (the next issue)"
+    )
+
+
+RUNNERS: dict[str, Callable[[Connection, str | None, datetime | None, datetime | None], Report]] = {
+    "holders": holders,
+    "unreturned": unreturned,
+    "lost": lost,
+    "overrides": overrides,
+    "lockers": lockers,
+    "deposits": deposits,
+}
+
+
+def run_report(
+    connection: Connection,
+    name: str,
+    *,
+    site: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Report:
+    return RUNNERS[name](connection, site, since, until)
