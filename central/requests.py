@@ -18,7 +18,7 @@ from central.context import GatewayUnavailable
 from central.mqtt_session import Delivery, MqttSession
 from central.topics import parse_topic
 from gateway.events import uuid7
-from gateway.mqtt.signing import SIGNED_COMMANDS, sign
+from gateway.mqtt.signing import needs_signature, sign
 from gateway.mqtt.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class GatewayRequestSender:
         topic = Topics.of(self._prefix, site, gateway).request(command)
         transaction = body.get("transaction") or f"central-{uuid7()}"
         payload = self.signed(site, topic, {**body, "transaction": transaction})
-        if command in SIGNED_COMMANDS and "hmac" not in payload:
+        if needs_signature(command) and "hmac" not in payload:
             raise ValueError(f"no signing key for site {site!r}: set [signing] hmac_key_file")
         key = (site, gateway, json.dumps(transaction, sort_keys=True))
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
