@@ -22,6 +22,7 @@ from typing import Any
 
 from gateway import __version__
 from gateway.config import BoardSection, GatewaySection, LockerSection, MqttSection, ReaderSection, Settings
+from gateway.credential_digest import set_digest
 from gateway.events import GENESIS_HASH, SCHEMA, canonical_json, event_hash, format_ts, uuid7
 from gateway.journal import STANDARD_FIELDS
 from gateway.mqtt.ops import RequestError
@@ -30,7 +31,7 @@ from gateway.mqtt.signing import RequestVerifier
 from gateway.mqtt.topics import Topics
 from gateway.records import credential_summary, remote_open_record
 from gateway.sitekey import uid_hash
-from gateway.store import Store, set_digest
+from gateway.store import Store
 from simulators.fleet_story import (
     ASSIGNED_LOCKERS,
     ASSIGNED_READER,

@@ -26,8 +26,8 @@ from sqlalchemy import func, select
 from central.database import open_database
 from central.schema import events as events_table
 from central_tests.kit import CentralProcess, async_wait_until, gateway_row, stored_seqs, write_central_config
+from gateway.credential_digest import set_digest
 from gateway.events import GENESIS_HASH, event_hash, verify_chain
-from gateway.store import set_digest
 from simulators.fleet import Fleet, FleetError
 from simulators.fleet_faults import Fault, Faults
 
