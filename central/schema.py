@@ -326,5 +326,7 @@ gateway_credentials = Table(
     Column("last_error", Text),
     Column("next_attempt_at", DateTime(timezone=True)),
     Column("synced_at", DateTime(timezone=True)),
+    Column("claimed_by", Text),  # the worker pushing to it now (a lease, see central.credential_push)
+    Column("claimed_until", DateTime(timezone=True)),
     PrimaryKeyConstraint("site", "gateway", name="gateway_credentials_pkey"),
 )
