@@ -15,10 +15,16 @@ import abc
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+#: A visitor code (a `mobile` credential shown as a QR code or typed as a PIN) is this many decimal
+#: digits, and those digits are its uid: 6 bytes of "hex", a length no card family reports.
+CODE_DIGITS = 12
 
 
 # ---- what devices report ---------------------------------------------------------------------
@@ -75,6 +81,27 @@ class BoardStatus:
     items: tuple[bool, ...]
 
 
+# ---- what the gateway tells the person at a reader -------------------------------------------
+
+
+class Signal(StrEnum):
+    """What a reader's LED and buzzer say to the person in front of it."""
+
+    GRANTED = "granted"  # green, one short beep: the door is open
+    DENIED = "denied"  # red, two beeps: refused
+    PENDING = "pending"  # amber blink: a two-person emergency opening waits for its second person
+    LOCKED_OUT = "locked_out"  # red blink, three beeps: too many refusals, the reader is locked out
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """One signal for a reader to show; `hold_s` is how long a lasting pattern (pending, locked out)
+    stays on before the reader returns to idle."""
+
+    signal: Signal
+    hold_s: float = 0.0
+
+
 DeviceEvent = CardRead | KeypadInput | DeviceOnline | DeviceOffline | ReaderFault | BoardStatus
 Emit = Callable[[DeviceEvent], None]
 
@@ -97,6 +124,15 @@ class Reader(abc.ABC):
 
     @abc.abstractmethod
     async def run(self, emit: Emit) -> None: ...
+
+    def feedback(self, feedback: Feedback) -> None:
+        """Show `feedback` on the reader's LED and buzzer, if it has any; readers without do nothing.
+
+        Called by the gateway after the decision is journaled and its unlock sent. It must return at
+        once and never raise: the signal is queued for the reader's own task or thread, and a reader
+        that is offline simply misses it (the person has a door, or a refusal, all the same).
+        """
+        return None
 
 
 class LockBoard(abc.ABC):

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import queue
 import select
 import threading
 import time
@@ -35,7 +36,18 @@ from typing import Any
 import osdp
 import serial
 
-from drivers.base import CardRead, DeviceOffline, DeviceOnline, Emit, KeypadInput, Reader, ReaderFault, utcnow
+from drivers.base import (
+    CardRead,
+    DeviceOffline,
+    DeviceOnline,
+    Emit,
+    Feedback,
+    KeypadInput,
+    Reader,
+    ReaderFault,
+    Signal,
+    utcnow,
+)
 from drivers.presence import BadFrameCounter, PresenceFilter
 from drivers.registry import DriverUnavailable
 from drivers.serial_link import describe_error
@@ -188,6 +200,72 @@ class KeypadEntry:
         return digits or None
 
 
+# ---- feedback: LED and buzzer commands (osdp_LED 0x69, osdp_BUZ 0x6A): pure -----------------------
+
+#: OSDP times are in units of 100 ms. The temporary LED timer is 16 bits in OSDP, but libosdp's Python
+#: binding (3.2.9) carries only its low byte, so a pattern is set for at most 25.5 s at a time and a
+#: longer one (a lockout) is renewed by the session before it runs out.
+_TICK_S = 0.1
+_MAX_TIMER = 0xFF
+LED_RENEW_S = 25.0
+_GREEN, _RED, _AMBER, _OFF = (
+    osdp.CommandLEDColor.Green,
+    osdp.CommandLEDColor.Red,
+    osdp.CommandLEDColor.Amber,
+    osdp.CommandLEDColor.Black,
+)
+#: signal → (on colour, off colour, on ticks, off ticks, default hold s) and (beep ticks, gap ticks, beeps).
+_LED_PATTERNS = {
+    Signal.GRANTED: (_GREEN, _GREEN, 20, 0, 2.0),
+    Signal.DENIED: (_RED, _RED, 20, 0, 2.0),
+    Signal.PENDING: (_AMBER, _OFF, 5, 5, 30.0),
+    Signal.LOCKED_OUT: (_RED, _OFF, 2, 2, 120.0),
+}
+_BUZZER_PATTERNS = {
+    Signal.GRANTED: (2, 0, 1),
+    Signal.DENIED: (4, 2, 2),
+    Signal.PENDING: (1, 0, 1),
+    Signal.LOCKED_OUT: (2, 2, 3),
+}
+
+
+def feedback_hold_s(feedback: Feedback) -> float:
+    """How long a signal's LED pattern lasts: its `hold_s`, or the signal's default."""
+    return feedback.hold_s if feedback.hold_s > 0 else _LED_PATTERNS[feedback.signal][4]
+
+
+def feedback_commands(feedback: Feedback, hold_s: float | None = None, beep: bool = True) -> list[dict[str, Any]]:
+    """The libosdp commands for one signal: a temporary LED pattern on LED 0 for `hold_s` (default: the
+    signal's hold; at most 25.5 s, after which the reader shows its permanent, idle state again) and,
+    with `beep`, a buzzer pattern."""
+    on_color, off_color, on_ticks, off_ticks, _ = _LED_PATTERNS[feedback.signal]
+    hold = feedback_hold_s(feedback) if hold_s is None else hold_s
+    led = {
+        "command": osdp.Command.LED,
+        "reader": 0,
+        "led_number": 0,
+        "control_code": 2,  # set the temporary state and start its timer now
+        "on_count": on_ticks,
+        "off_count": off_ticks,
+        "on_color": on_color,
+        "off_color": off_color,
+        "timer_count": max(1, min(_MAX_TIMER, round(hold / _TICK_S))),
+        "temporary": True,
+    }
+    if not beep:
+        return [led]
+    on, gap, beeps = _BUZZER_PATTERNS[feedback.signal]
+    buzzer = {
+        "command": osdp.Command.Buzzer,
+        "reader": 0,
+        "control_code": 2,  # default tone
+        "on_count": on,
+        "off_count": gap,
+        "rep_count": beeps,
+    }
+    return [led, buzzer]
+
+
 # ---- one connection, on a worker thread ---------------------------------------------------------
 
 
@@ -252,6 +330,8 @@ class _Session:
         self.stopping = threading.Event()
         self.was_online = False
         self._pd_went_offline = False
+        #: A lasting LED pattern to renew: (signal, when it ends, when to renew next), monotonic.
+        self._lasting: tuple[Feedback, float, float] | None = None
         self._thread = threading.Thread(target=self._run, name=f"osdp {reader.id}", daemon=True)
 
     def start(self) -> None:
@@ -305,6 +385,7 @@ class _Session:
         opened = time.monotonic()
         try:
             while not self.stopping.is_set():
+                self._send_feedback(ctx)
                 ctx.refresh()
                 if channel.error is not None:
                     return describe_error(reader.port, channel.error, opening=False)
@@ -327,6 +408,30 @@ class _Session:
             return "stopped"
         finally:
             del ctx, panel  # libosdp tears down here, on the thread that drove it
+
+    def _send_feedback(self, ctx: Any) -> None:
+        """Queue the signals the gateway asked for since the last refresh (only to an online PD: a
+        signal is about a tap that has just happened, not one to show later), and renew a lasting one."""
+        now = time.monotonic()
+        while True:
+            try:
+                feedback = self.reader.pending_feedback.get_nowait()
+            except queue.Empty:
+                break
+            if self.was_online:
+                self._submit(ctx, feedback_commands(feedback))
+                hold = feedback_hold_s(feedback)
+                self._lasting = (feedback, now + hold, now + LED_RENEW_S) if hold > LED_RENEW_S else None
+        if self._lasting is not None and now >= self._lasting[2]:
+            feedback, ends, _ = self._lasting
+            self._submit(ctx, feedback_commands(feedback, hold_s=ends - now, beep=False))
+            self._lasting = (feedback, ends, now + LED_RENEW_S) if ends - now > LED_RENEW_S else None
+
+    @staticmethod
+    def _submit(ctx: Any, commands: list[dict[str, Any]]) -> None:
+        for command in commands:
+            with contextlib.suppress(Exception):  # a full command queue drops it, like a busy PD
+                ctx.submit_command(0, command)
 
     def _why_not_online(self, channel: _PortChannel) -> str:
         address = self.reader.address
@@ -365,6 +470,7 @@ class OsdpReader(Reader):
         online_timeout_s: float = ONLINE_TIMEOUT_S,
         reply_timeout_s: float = REPLY_TIMEOUT_S,
         keypad_timeout_s: float = KEYPAD_TIMEOUT_S,
+        send_feedback: bool = True,
     ) -> None:
         super().__init__(device_id)
         if scbk is not None and len(scbk) != SCBK_LENGTH:
@@ -376,9 +482,12 @@ class OsdpReader(Reader):
         self.online_timeout_s = online_timeout_s
         self.reply_timeout_s = reply_timeout_s
         self.keypad_timeout_s = keypad_timeout_s
+        self.send_feedback = send_feedback
         self.presence = PresenceFilter(repeat_gap_s)
         self.faults = BadFrameCounter()
         self.keypad = KeypadEntry()
+        #: Signals for the session thread to send; put by `feedback` on the loop, taken by the thread.
+        self.pending_feedback: queue.SimpleQueue[Feedback] = queue.SimpleQueue()
         self._state: bool | None = None  # None until the first session has a verdict
 
     @classmethod
@@ -394,6 +503,7 @@ class OsdpReader(Reader):
             scbk=scbk,
             baudrate=section.baudrate or BAUDRATE,
             repeat_gap_s=section.repeat_gap_s,
+            send_feedback=section.osdp_feedback,
         )
 
     async def run(self, emit: Emit) -> None:
@@ -446,6 +556,10 @@ class OsdpReader(Reader):
         finally:
             if keypad_timer is not None:
                 keypad_timer.cancel()
+
+    def feedback(self, feedback: Feedback) -> None:
+        if self.online and self.send_feedback:
+            self.pending_feedback.put_nowait(feedback)
 
     def _went_offline(self, reason: str, emit: Emit) -> None:
         self.online = False

@@ -8,10 +8,12 @@ lower-case hex is accepted.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import reduce
 from operator import xor
 
-from drivers.serial_reader import ParseResult, SerialReader
+from drivers.base import Signal
+from drivers.serial_reader import ParseResult, SerialReader, feedback_bytes
 from gateway.config import ReaderSection
 
 STX = 0x02
@@ -98,12 +100,26 @@ class Rdm6300Parser:
 class Rdm6300Reader(SerialReader):
     """An RDM6300 on a serial port: one `CardRead` per presentation, one `ReaderFault` per burst of garbage."""
 
-    def __init__(self, device_id: str, port: str, *, baudrate: int = BAUDRATE, repeat_gap_s: float = 0.5) -> None:
-        super().__init__(device_id, port, baudrate=baudrate, repeat_gap_s=repeat_gap_s)
+    def __init__(
+        self,
+        device_id: str,
+        port: str,
+        *,
+        baudrate: int = BAUDRATE,
+        repeat_gap_s: float = 0.5,
+        feedback_bytes: Mapping[Signal, bytes] | None = None,
+    ) -> None:
+        super().__init__(device_id, port, baudrate=baudrate, repeat_gap_s=repeat_gap_s, feedback_bytes=feedback_bytes)
 
     @classmethod
     def from_config(cls, section: ReaderSection) -> Rdm6300Reader:
-        return cls(section.id, section.port, baudrate=section.baudrate or BAUDRATE, repeat_gap_s=section.repeat_gap_s)
+        return cls(
+            section.id,
+            section.port,
+            baudrate=section.baudrate or BAUDRATE,
+            repeat_gap_s=section.repeat_gap_s,
+            feedback_bytes=feedback_bytes(section.feedback.model_dump() if section.feedback else None),
+        )
 
     def new_parser(self) -> Rdm6300Parser:
         return Rdm6300Parser()

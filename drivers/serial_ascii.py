@@ -7,6 +7,11 @@ One card per line, ended by CR, LF or CRLF, in one of these forms (the reader's 
   to the reader's `bit_width`;
 - `wiegand26` / `wiegand34`: the raw bit string of 0s and 1s with both parity bits; a parity error
   is a bad frame, and the uid is the data bits without parity (W26 FC 90 / CN 324 → `5A0144`);
+- `text`: a QR or barcode scanner in its serial (UART) text mode, one decoded code per line. A line
+  of exactly 12 digits is a visitor code and is the uid verbatim (no decimal conversion: the digits of a
+  code are its canonical form, see docs/visitors.md); anything else — a web address, a product
+  barcode, a card number as hex — is a bad frame: a printed QR code is easy to copy, so a scanner
+  never stands in for a card reader;
 - `auto`: 26 or 34 characters of 0/1 are Wiegand, exactly 10 decimal digits are a decimal number,
   other hex is hex. A 10-hex-character uid made only of digits is therefore read as decimal in
   `auto`: configure `format = "hex"` for readers that send EM4100 numbers as hex.
@@ -17,13 +22,15 @@ Blank lines are ignored; anything else that is not a card number is a bad frame.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Literal
 
-from drivers.serial_reader import ParseResult, SerialReader
+from drivers.base import CODE_DIGITS, Signal
+from drivers.serial_reader import ParseResult, SerialReader, feedback_bytes
 from gateway.config import ReaderSection
 from gateway.uid import decimal_to_uid
 
-Format = Literal["auto", "hex", "decimal", "wiegand26", "wiegand34"]
+Format = Literal["auto", "hex", "decimal", "wiegand26", "wiegand34", "text"]
 BAUDRATE = 9600
 #: A line longer than this without a terminator is garbage.
 MAX_LINE = 128
@@ -75,6 +82,10 @@ def parse_line(line: str, fmt: Format, bit_width: int = 24) -> str:
         if _BITS.fullmatch(text) and len(text) in (26, 34):
             return wiegand_uid(text)
         fmt = "decimal" if len(text) == 10 and text.isdigit() else "hex"
+    if fmt == "text":
+        if not _DECIMAL.fullmatch(text) or len(text) != CODE_DIGITS:
+            raise FrameError(f"not a visitor code ({CODE_DIGITS} digits)")
+        return text
     if fmt in ("wiegand26", "wiegand34"):
         expected = 26 if fmt == "wiegand26" else 34
         if len(text) != expected:
@@ -100,6 +111,8 @@ def format_line(uid: str, fmt: Format, bit_width: int = 24) -> bytes:
     value = int(uid, 16)
     if fmt == "auto":
         fmt = _AUTO_SENDS.get(len(uid), "hex")
+    if fmt == "text":
+        return uid.encode("ascii") + b"\r"  # a scanner ends each code with CR
     if fmt == "wiegand26":
         text = wiegand_bits(uid, 26)
     elif fmt == "wiegand34":
@@ -169,8 +182,9 @@ class SerialAsciiReader(SerialReader):
         repeat_gap_s: float = 0.5,
         fmt: Format = "auto",
         bit_width: int = 24,
+        feedback_bytes: Mapping[Signal, bytes] | None = None,
     ) -> None:
-        super().__init__(device_id, port, baudrate=baudrate, repeat_gap_s=repeat_gap_s)
+        super().__init__(device_id, port, baudrate=baudrate, repeat_gap_s=repeat_gap_s, feedback_bytes=feedback_bytes)
         self.format: Format = fmt
         self.bit_width = bit_width
 
@@ -183,6 +197,7 @@ class SerialAsciiReader(SerialReader):
             repeat_gap_s=section.repeat_gap_s,
             fmt=section.format,
             bit_width=section.bit_width,
+            feedback_bytes=feedback_bytes(section.feedback.model_dump() if section.feedback else None),
         )
 
     def new_parser(self) -> LineParser:

@@ -23,6 +23,8 @@ DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 READER_DRIVERS = ("rdm6300", "serial-ascii", "pn532", "osdp")
 BOARD_DRIVERS = ("kerong-cu16", "kerong-cu48")
+#: Readers whose buzzer/LED line is driven by writing to their serial port.
+SERIAL_FEEDBACK_DRIVERS = ("rdm6300", "serial-ascii")
 LOCKS_PER_BOARD = {"kerong-cu16": 16, "kerong-cu48": 48}
 
 
@@ -98,6 +100,23 @@ class PolicySection(Section):
     forced_open_grace_s: float = Field(default=10, gt=0)
 
 
+class ReaderFeedbackSection(Section):
+    """Serial readers with a buzzer/LED line: the text written to the reader's port for each signal
+    (TOML escapes such as "\\u0007" or "\\r" for control bytes; an empty string sends nothing)."""
+
+    granted: str = ""
+    denied: str = ""
+    pending: str = ""
+    locked_out: str = ""
+
+    @field_validator("granted", "denied", "pending", "locked_out")
+    @classmethod
+    def _latin1(cls, value: str) -> str:
+        if len(value) > 64 or any(ord(ch) > 0xFF for ch in value):
+            raise ValueError("at most 64 bytes, each a character from \\u0000 to \\u00ff")
+        return value
+
+
 class ReaderSection(Section):
     id: str = Field(pattern=DEVICE_ID_PATTERN)
     driver: str
@@ -106,12 +125,17 @@ class ReaderSection(Section):
     repeat_gap_s: float = Field(default=0.5, ge=0)
     baudrate: int | None = None
     #: serial-ascii only: how lines are read. "auto" tells hex, decimal and Wiegand bit strings apart.
-    format: Literal["auto", "hex", "decimal", "wiegand26", "wiegand34"] = "auto"
+    #: "text" reads QR/barcode scanners: a line of digits is a visitor code, taken verbatim.
+    format: Literal["auto", "hex", "decimal", "wiegand26", "wiegand34", "text"] = "auto"
     #: serial-ascii only: bit width a decimal number is padded to (24 = Wiegand-26 data bits).
     bit_width: int = Field(default=24, ge=8, le=128)
     #: osdp only: the PD address and an optional secure-channel key file (16 bytes, hex).
     osdp_address: int = Field(default=101, ge=0, le=126)
     scbk_file: str = ""
+    #: rdm6300 and serial-ascii only: what to write to the port for each signal (see docs/visitors.md).
+    feedback: ReaderFeedbackSection | None = None
+    #: osdp only: send LED and buzzer commands after each decision (off when something else drives them).
+    osdp_feedback: bool = True
 
     @field_validator("driver")
     @classmethod
@@ -154,6 +178,13 @@ class MetricsSection(Section):
     host: str = "127.0.0.1"
 
 
+class HomeAssistantSection(Section):
+    """Home Assistant MQTT discovery (docs/visitors.md): lockers, doors and readers as entities."""
+
+    discovery: bool = False
+    prefix: str = Field(default="homeassistant", pattern=r"^[^#+/\s]+$")
+
+
 class Settings(BaseSettings):
     """The whole configuration. Unknown keys are errors: a typo must not be silently ignored."""
 
@@ -163,6 +194,7 @@ class Settings(BaseSettings):
     mqtt: MqttSection = MqttSection()
     policy: PolicySection = PolicySection()
     metrics: MetricsSection = MetricsSection()
+    homeassistant: HomeAssistantSection = HomeAssistantSection()
     readers: list[ReaderSection] = Field(default_factory=list)
     boards: list[BoardSection] = Field(default_factory=list)
     lockers: list[LockerSection] = Field(default_factory=list)
@@ -229,6 +261,11 @@ def cross_check(raw: dict[str, Any]) -> list[str]:
             if other != locker.get("id"):
                 faults.append(f"{path}.lock: channel {lock} of board {board_id!r} is already used by {other!r}")
     for index, reader in enumerate(_items(raw, "readers")):
+        if "feedback" in reader and reader.get("driver") not in SERIAL_FEEDBACK_DRIVERS:
+            faults.append(
+                f"readers[{index}].feedback: only {' and '.join(SERIAL_FEEDBACK_DRIVERS)} readers take a feedback "
+                "line (OSDP readers get LED and buzzer commands: see osdp_feedback)"
+            )
         served = reader.get("lockers", [])
         for position, locker_id in enumerate(served if isinstance(served, list) else []):
             if locker_id not in lockers:

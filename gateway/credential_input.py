@@ -37,6 +37,7 @@ UPSERT_FIELDS = (
     "key_code",
     "deposit",
     "approved_by",
+    "single_use",
 )
 REQUIRED_FIELDS = ("id", "holder", "role")
 #: Roles whose scope names sections or departments and that open nothing without one.
@@ -74,6 +75,7 @@ class CredentialFields(TypedDict):
     key_code: str | None
     deposit: str | None
     approved_by: str | None
+    single_use: bool
     uid_form: str
 
 
@@ -140,6 +142,10 @@ def parse_credential_fields(raw: Mapping[str, Any], zone: tzinfo) -> CredentialF
     if valid_from is not None and valid_until is not None and valid_until <= valid_from:
         raise FieldError("valid_until", "must be after valid_from (valid_until is exclusive)")
 
+    single_use = _flag(given.get("single_use", False), "single_use")
+    if single_use and kind is not Kind.MOBILE:
+        raise FieldError("single_use", f"only a mobile credential (a visitor code) is single-use, not a {kind.value}")
+
     return CredentialFields(
         id=credential_id,
         uid=uid,
@@ -154,8 +160,22 @@ def parse_credential_fields(raw: Mapping[str, Any], zone: tzinfo) -> CredentialF
         key_code=key_code,
         deposit=_optional_text(given.get("deposit"), "deposit", numbers=True),
         approved_by=_optional_text(given.get("approved_by"), "approved_by"),
+        single_use=single_use,
         uid_form=uid_form,
     )
+
+
+_TRUE = frozenset({"true", "yes", "1"})
+_FALSE = frozenset({"false", "no", "0"})
+
+
+def _flag(value: Any, field: str) -> bool:
+    """A yes/no field: a JSON boolean, or (CLI, CSV) true/false, yes/no, 1/0 in any case."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise FieldError(field, f"must be true or false, not {value!r}")
 
 
 def _absent(value: Any) -> bool:

@@ -28,10 +28,12 @@ from drivers.base import (
     DeviceEvent,
     DeviceOffline,
     DeviceOnline,
+    Feedback,
     KeypadInput,
     LockBoard,
     Reader,
     ReaderFault,
+    Signal,
 )
 from gateway import __version__
 from gateway.config import Settings, load_config
@@ -39,9 +41,10 @@ from gateway.control import ControlServer
 from gateway.credential_cache import CredentialCache
 from gateway.doors import DoorMonitor
 from gateway.events import format_ts, uuid7
+from gateway.feedback import tap_feedback
 from gateway.journal import Journal, StateWrite
 from gateway.metrics import Metrics
-from gateway.model import KeypadEntry, Locker, LockerMode, Service, Tap
+from gateway.model import KeypadEntry, Locker, LockerMode, Service, Status, Tap
 from gateway.mqtt.ops import RequestError
 from gateway.policy import PolicySettings, ReaderState, Snapshot, decide, with_keypad
 from gateway.records import (
@@ -52,9 +55,10 @@ from gateway.records import (
 )
 from gateway.sitekey import load_or_create_site_key, uid_hash
 from gateway.storage import JournalUnavailable, StateDirLock, describe_storage_error, prepare_state_dir
-from gateway.store import ChangeLogEntry, Store
+from gateway.store import ChangeLogEntry, Store, StoreError
 from gateway.systemd_notify import Notifier
 from gateway.uid import EM4100, EM4100_HEX
+from gateway.visitors import USED_UP_PREFIX, code_of_entry
 
 log = logging.getLogger("lockergw")
 
@@ -157,6 +161,9 @@ class Gateway:
         self._site_key = b""
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self._unlocks: set[asyncio.Task[bool]] = set()
+        #: Single-use credentials used up (journaled) whose revocation the store has not taken yet.
+        self.used_up: set[str] = set()
+        self._revocations: set[asyncio.Task[None]] = set()
         self.metrics = Metrics()
 
     # ---- resources ---------------------------------------------------------------------------
@@ -223,10 +230,14 @@ class Gateway:
                 if state.locked_until is not None and state.locked_until > timer + lockout:
                     state = replace(state, locked_until=timer + lockout)
                 self.reader_states[reader_id] = state
+        # Single-use credentials used up before a crash that came before the store had them revoked.
+        self.used_up = {key.removeprefix(USED_UP_PREFIX) for key in self.journal.get_state(USED_UP_PREFIX)}
 
     def _journal_startup(self) -> None:
         now = self.clock.wall()
         self._append([{"kind": "gateway.started", "reason": None, "version": __version__}], now)
+        for credential_id in sorted(self.used_up):
+            self._revoke_used_up(credential_id)
         self._journal_credential_changes(now, startup=True)
 
     # ---- journal -----------------------------------------------------------------------------
@@ -381,6 +392,7 @@ class Gateway:
             settings=self.policy,
             timezone=self.zone,
             reader_states=self.reader_states,
+            used_up=self.used_up,
         )
 
     def handle_tap(self, read: CardRead) -> list[dict[str, Any]]:
@@ -390,7 +402,8 @@ class Gateway:
         now = self.clock.wall()
         started = time.perf_counter()
         tap = Tap(read.device, read.uid, now, family=tap_family(self.reader_drivers[read.device], read.uid))
-        decision = decide(self.snapshot(), tap, now, self.clock.timer())
+        timer = self.clock.timer()
+        decision = decide(self.snapshot(), tap, now, timer)
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
         self.metrics.taps.labels(read.device).inc()
         if decision.granted:
@@ -409,6 +422,13 @@ class Gateway:
             r for r in records if not (r["kind"] in ("locker.allocated", "locker.released") and r["locker"] in unopened)
         ]
         writes = [StateWrite(f"reader:{read.device}", reader_state_to_json(decision.reader_state))]
+        # A single-use credential is used up only by an opening that happened (not at an offline board).
+        used_up = decision.used_up if any(r.get("unlock") == "sent" for r in records) else None
+        if used_up is not None:
+            for record in records:
+                if record["kind"] == "access.granted":
+                    record["used_up"] = True
+            writes.append(StateWrite(f"{USED_UP_PREFIX}{used_up}", {"at": format_ts(now)}))
         new_lockers = dict(self.lockers)
         for locker_id, occupant in allocations:
             old = new_lockers[locker_id]
@@ -422,20 +442,81 @@ class Gateway:
                 self._journal_fault.refused_taps += 1
             log.debug("reader %s: tap refused: the journal cannot commit", read.device)
             self.metrics.refused_taps.inc()
+            self._signal(read.device, Feedback(Signal.DENIED))  # nothing opens: the person is told at once
             return []
         self.metrics.journal_seconds.observe(time.perf_counter() - committing)
         # Durable: now the in-memory state and the locks may follow.
         self.reader_states[read.device] = decision.reader_state
         self.lockers = new_lockers
-        for locker_id, _ in allocations:
-            self._locker_changed(locker_id)
+        if used_up is not None:
+            self.used_up.add(used_up)
         for envelope in envelopes:
             if envelope["kind"] == "access.granted" and envelope["unlock"] == "sent":
                 self._energise(envelope["locker"])
+        # Everything below follows the unlock: the person's signal, then the bookkeeping.
+        self._show(read.device, envelopes, decision.reader_state, timer)
+        if self.mqtt is not None and envelopes:
+            credential = envelopes[0].get("credential") or {}
+            self.mqtt.tag_scanned(read.device, credential.get("uid_hash"), envelopes[0]["ts"])
+        for locker_id, _ in allocations:
+            self._locker_changed(locker_id)
+        if used_up is not None:
+            self._revoke_used_up(used_up)
         return envelopes
+
+    def _show(self, reader_id: str, envelopes: list[dict[str, Any]], state: ReaderState, timer: datetime) -> None:
+        """Tell the person at the reader (LED, buzzer) what was decided; a reader fault never spreads.
+        `timer` is the monotonic instant of the decision (a lockout's end is on that clock)."""
+        feedback = tap_feedback(envelopes, state, self.policy, timer)
+        if feedback is not None:
+            self._signal(reader_id, feedback)
+
+    def _signal(self, reader_id: str, feedback: Feedback) -> None:
+        """One signal to one reader, after the unlock; a reader's fault is logged and goes no further."""
+        reader = self.readers.get(reader_id)
+        if reader is None:
+            return
+        try:
+            reader.feedback(feedback)
+        except Exception:
+            log.exception("reader %s: feedback failed", reader_id)
+
+    def _revoke_used_up(self, credential_id: str) -> None:
+        """Revoke a used-up single-use credential in the store, on a worker thread with a connection of
+        its own (the tap path never waits on it); the store change is journaled as credentials.changed.
+        Until it lands, `used_up` refuses the credential."""
+        state_dir, zone, clock = self.settings.gateway.state_dir, self.zone, self.clock
+
+        def revoke() -> None:
+            with Store.open(state_dir, zone=zone) as store:
+                current = store.get(credential_id)
+                if current is not None and current.status == Status.ACTIVE:
+                    store.set_status(credential_id, Status.REVOKED, by="gateway", now=clock.wall(), reason="single_use")
+
+        async def run() -> None:
+            try:
+                await asyncio.to_thread(revoke)
+            except (StoreError, sqlite3.Error, OSError) as exc:
+                # Still refused (used_up, journaled); the next start revokes it. One line, no traceback.
+                cause = describe_storage_error(exc, state_dir)
+                log.error("credential %s used up but not yet revoked in the store (%s)", credential_id, cause)
+                return
+            await self.catch_up_credentials()
+            self.used_up.discard(credential_id)
+            with contextlib.suppress(sqlite3.Error, OSError):  # left in place, the next start re-checks it
+                self.journal.put_state([StateWrite(f"{USED_UP_PREFIX}{credential_id}", None)])
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"revoke {credential_id}")
+        self._revocations.add(task)
+        task.add_done_callback(self._revocations.discard)
+        task.add_done_callback(_log_task_failure)
 
     def handle_keypad(self, entry: KeypadInput) -> None:
         if entry.device not in self.reader_lockers:
+            return
+        code = code_of_entry(entry.digits)
+        if code is not None:  # a visitor code typed as a PIN: decided like a card
+            self.handle_tap(CardRead(entry.device, code, entry.at))
             return
         state = self.reader_states.get(entry.device, ReaderState())
         entry_at = self.clock.timer()  # the keypad window is a duration
@@ -709,6 +790,8 @@ class Gateway:
                 self._drain_device_events()
                 if self._unlocks:
                     await asyncio.wait(self._unlocks, timeout=1.0)
+                if self._revocations:  # else the journal's used_up state revokes them at the next start
+                    await asyncio.wait(self._revocations, timeout=1.0)
                 await _cancel(device_tasks)
                 self._drain_device_events()
                 # A credential read may still be running on the worker thread: the lock is held until

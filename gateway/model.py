@@ -76,6 +76,7 @@ class Credential:
     `uid` is canonical (upper-case hex, see gateway.uid); it is empty for a physical key.
     `valid_from`/`valid_until` are timezone-aware UTC instants (`valid_until` exclusive).
     `schedule` is the weekly-window text (e.g. "Mon-Fri 07:30-18:00"), read in the gateway's timezone.
+    `single_use` (mobile credentials: visitor and contractor codes) is revoked by the tap that uses it.
     """
 
     id: str
@@ -94,6 +95,7 @@ class Credential:
     issue_no: int = 1
     issued_at: datetime | None = None
     issued_by: str | None = None
+    single_use: bool = False
     #: "" for a uid as read or typed in hex; "dec" / "fc" when enrolled from what is printed on a fob
     #: (the 10-digit number / facility,card): only such a credential matches an EM4100 tap by its low bits.
     uid_form: str = ""

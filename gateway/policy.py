@@ -27,12 +27,20 @@ Choices where SPEC §5 is silent (each one fails secure):
 - A pending emergency override is dropped once its first credential is no longer active.
 - At a bank reader the first emergency tap may come before the keypad entry: the target is then taken
   from a keypad entry made before the second tap.
+- Visitor and contractor codes are `mobile` credentials. A mobile credential is bound to its scope for
+  shared lockers too: it is allocated only a shared locker its scope names (a card may take any free
+  one). A `single_use` credential is used up by the grant that completes its use — the opening of an
+  assigned locker, or at a shared bank the reopening that releases the locker (the allocation that
+  stores the visitor's things is not the end of the visit); the decision names it in `used_up` and
+  the snapshot's `used_up` ids are refused `credential_revoked` from then on (row 5), until the
+  store says `revoked` itself.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, tzinfo
 from enum import StrEnum
@@ -120,6 +128,8 @@ class Snapshot:
     settings: PolicySettings
     timezone: tzinfo
     reader_states: Mapping[str, ReaderState] = field(default_factory=dict)
+    #: Single-use credentials (ids) whose use is journaled but not yet `revoked` in the store.
+    used_up: AbstractSet[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +142,7 @@ class Decision:
     `events` are further events to journal with it (credential.lost_presented, reader.lockout,
     locker.allocated, locker.released), in order.
     `reader_state` replaces the reader's state; `allocations` are (locker id, new occupant or None).
+    `used_up` names the single-use credential this grant uses up (to be revoked), or is None.
     """
 
     kind: str
@@ -144,6 +155,7 @@ class Decision:
     events: tuple[PolicyEvent, ...] = ()
     reader_state: ReaderState = ReaderState()
     allocations: tuple[tuple[str, str | None], ...] = ()
+    used_up: str | None = None
 
     @property
     def granted(self) -> bool:
@@ -163,7 +175,10 @@ def decide(snapshot: Snapshot, tap: Tap, now: datetime, timer: datetime | None =
     if state.locked_until is not None and not exempt:  # row 2 (an expired lockout was already cleared)
         return Decision(DENIED, Reason.READER_LOCKED_OUT.value, tap.reader, credential, reader_state=state)
     outcome = _rules(snapshot, tap.reader, credential, state, now, timer)
-    return _settle(outcome, tap.reader, credential, snapshot.settings, now, timer)
+    decision = _settle(outcome, tap.reader, credential, snapshot.settings, now, timer)
+    if credential is not None and credential.single_use and decision.granted and decision.reason in _USING_UP:
+        return replace(decision, used_up=credential.id)
+    return decision
 
 
 def find_credential(credentials: Mapping[str, Credential], tap: Tap) -> Credential | None:
@@ -191,7 +206,9 @@ _USER, _EMERGENCY, _SITE_MASTER = Role.USER, Role.EMERGENCY, Role.SITE_MASTER
 _LOCKOUT_EXEMPT = frozenset({Role.EMERGENCY, Role.SITE_MASTER})
 _SHARED = LockerMode.SHARED
 _IN_SERVICE = Service.IN_SERVICE
-_PHYSICAL_KEY = Kind.PHYSICAL_KEY
+_PHYSICAL_KEY, _MOBILE = Kind.PHYSICAL_KEY, Kind.MOBILE
+#: The grants that complete a single-use credential's use.
+_USING_UP = frozenset({"assigned_locker", "shared_reopen"})
 
 
 def _rules(
@@ -204,6 +221,8 @@ def _rules(
         return _Outcome(DENIED, Reason.CREDENTIAL_LOST, state, events=(lost,))
     if credential.status != _ACTIVE:  # row 5
         return _Outcome(DENIED, _STATUS_REASONS[credential.status], state)
+    if credential.single_use and credential.id in snapshot.used_up:  # row 5: used, revocation on its way
+        return _Outcome(DENIED, Reason.CREDENTIAL_REVOKED, state)
     invalid = _validity(credential, snapshot.timezone, now)  # row 6
     if invalid is not None:
         return _Outcome(DENIED, invalid, state)
@@ -257,6 +276,8 @@ def _user(snapshot: Snapshot, credential: Credential, served: tuple[str, ...], s
             return _Outcome(GRANTED, Reason.ASSIGNED_LOCKER, state, lockers=openable)
         return _Outcome(DENIED, Reason.LOCKER_OUT_OF_SERVICE, state, lockers=tuple(locker.id for locker in assigned))
     shared = [locker for locker in _lockers_here(snapshot, served) if locker.mode == _SHARED]
+    if credential.kind == _MOBILE:  # a visitor code is bound to the shared lockers its scope names
+        shared = [locker for locker in shared if locker.id in credential.scope]
     if shared:  # row 8
         held = [locker for locker in shared if locker.occupant == credential.id]
         if held:

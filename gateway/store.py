@@ -16,7 +16,8 @@ when there are none. An update of an existing id keeps its `issue_no`, `issued_a
 The digest of `version_and_digest` tells a central system whether it and the gateway hold the same
 credential set. Recipe (see `set_digest`): for each credential take the canonical JSON
 (gateway.events.canonical_json) of its upsert fields `{id, uid, holder, role, scope: [...], kind,
-status, valid_from, valid_until, schedule, key_code, deposit, approved_by}` — absent values null,
+status, valid_from, valid_until, schedule, key_code, deposit, approved_by}`, plus `single_use: true`
+for a single-use credential (the member is left out when false) — absent values null,
 times as UTC text `YYYY-MM-DDTHH:MM:SSZ` (`.ffffff` before the Z when not whole seconds), uids
 canonical — and its SHA-256 as a 256-bit integer; the digest is the sum of those integers modulo
 2**256, as 64 lower-case hex digits (64 zeros for an empty set). A sum does not depend on order, so
@@ -153,6 +154,16 @@ def _backfill_record_hashes(db: sqlite3.Connection) -> None:
     db.execute("INSERT INTO set_digest (id, value) VALUES (1, ?)", (_digest_text(total),))
 
 
+def _add_column(name: str, declaration: str) -> Callable[[sqlite3.Connection], None]:
+    """A migration step adding a column to `credentials` unless it is there already."""
+
+    def add(db: sqlite3.Connection) -> None:
+        if name not in {row[1] for row in db.execute("PRAGMA table_info(credentials)")}:
+            db.execute(f"ALTER TABLE credentials ADD COLUMN {name} {declaration}")
+
+    return add
+
+
 #: Migration n (1-based) brings the schema from user_version n-1 to n. Append, never edit.
 MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     (
@@ -207,7 +218,14 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     (
         # 3: the form a uid was enrolled in ("" hex, "dec" / "fc" printed on a fob): only a printed form
         # matches an EM4100 tap by its low bits (SPEC §4). Existing short uids become exact-only.
-        "ALTER TABLE credentials ADD COLUMN uid_form TEXT NOT NULL DEFAULT ''",
+        _add_column("uid_form", "TEXT NOT NULL DEFAULT ''"),
+    ),
+    (
+        # 4: single-use mobile credentials (visitor codes); existing rows and their digest shares unchanged.
+        # A store at schema 3 from a build that numbered single_use 3 (and had no uid_form) gets uid_form
+        # here; each step adds only a column that is missing.
+        _add_column("single_use", "INTEGER NOT NULL DEFAULT 0"),
+        _add_column("uid_form", "TEXT NOT NULL DEFAULT ''"),
     ),
 )
 
@@ -229,6 +247,7 @@ _COLUMNS = (
     "issued_at",
     "issued_by",
     "uid_form",
+    "single_use",
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM credentials"
 _WRITTEN = (*_COLUMNS, "record_hash", "rev")
@@ -289,6 +308,7 @@ def _row(credential: Credential) -> tuple[Any, ...]:
         _time_text(credential.issued_at),
         credential.issued_by,
         credential.uid_form,
+        int(credential.single_use),
     )
 
 
@@ -327,6 +347,7 @@ class _RowReader:
             issued_at=self._time(row[14]),
             issued_by=row[15],
             uid_form=row[16],
+            single_use=bool(row[17]),
         )
 
     def _time(self, text: str | None) -> datetime | None:
@@ -361,7 +382,11 @@ def _digest_record(row: Sequence[Any], scope: Sequence[str] | None = None) -> di
 
     Built with its keys already sorted, so encoding it without `sort_keys` gives the canonical bytes
     (scope holds only strings) at a fraction of the cost — this runs for every row an import writes.
+    `single_use` is a member only when true, so sets without visitor codes keep the digest they had.
     """
+    if len(row) > 17 and row[17]:  # _COLUMNS: uid_form (16) is never part of the digest, single_use (17)
+        record = _digest_record(row[:16], scope)
+        return {**{k: record[k] for k in _BEFORE_SINGLE_USE}, "single_use": True, **{k: record[k] for k in _AFTER}}
     return {
         "approved_by": row[12],
         "deposit": row[11],
@@ -377,6 +402,10 @@ def _digest_record(row: Sequence[Any], scope: Sequence[str] | None = None) -> di
         "valid_from": row[7],
         "valid_until": row[8],
     }
+
+
+_BEFORE_SINGLE_USE = ("approved_by", "deposit", "holder", "id", "key_code", "kind", "role", "schedule", "scope")
+_AFTER = ("status", "uid", "valid_from", "valid_until")
 
 
 def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:

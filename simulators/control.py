@@ -143,7 +143,13 @@ def format_status(status: dict[str, Any]) -> str:
     for reader_id, reader in status["readers"].items():
         state = "plugged" if reader["plugged"] else "UNPLUGGED"
         fault = f", fault {reader['fault']}" if reader["fault"] != "none" else ""
-        lines.append(f"reader {reader_id} ({reader['driver']}) {reader['port']} → {reader['pty']} {state}{fault}")
+        shown = ", ".join(f"{what} {reader[what]}" for what in ("led", "buzzer") if reader.get(what))
+        if not shown and reader.get("signal"):
+            shown = f"last signal {reader['signal']}"
+        signal = f", {shown}" if shown else ""
+        lines.append(
+            f"reader {reader_id} ({reader['driver']}) {reader['port']} → {reader['pty']} {state}{fault}{signal}"
+        )
     for reader_id, reason in status["skipped"].items():
         lines.append(f"reader {reader_id}: {reason}")
     for board_id, board in status["boards"].items():

@@ -2,7 +2,9 @@
 
 Everything is real but the hardware: the unmodified daemon (`gateway.daemon.Gateway`) opens the
 simulated readers and boards through pseudo-terminals, decides, journals and unlocks; the scenario
-only does what people would do — tap fobs, close doors, leave one open, force one.
+only does what people would do — tap fobs, close doors, leave one open, force one, show a visitor
+code's QR code at the reception reader. The readers' LEDs and beepers (what the gateway writes back to
+them) are shown beside the lockers.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any
 from gateway.config import Settings
 from gateway.daemon import Gateway
 from gateway.store import Store
-from simulators.demo_view import DemoView, LockerTile
+from gateway.visitors import grouped, new_code
+from simulators.demo_view import DemoView, LockerTile, ReaderTile
 from simulators.site import SimulatedSite
 
 # Card numbers as the readers report them: 10 hex for the RDM6300 banks, 6 hex (Wiegand-26) at the door reader.
@@ -43,6 +46,40 @@ PEOPLE: list[dict[str, Any]] = [
     },
 ]
 STRANGER = "DEADBEEF01"
+#: A presentation of the same code at the same reader needs this much silence first (repeat_gap_s).
+NEW_PRESENTATION_S = 0.6
+
+
+class FrontDesk:
+    """Issues the demo's visitor code the way `lockergw credentials visitor` does, and waits until the
+    running gateway has it in force (as the CLI's change would be within a second)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.code = new_code()
+        self.id = "V-0001"
+
+    async def issue(self, site: SimulatedSite) -> None:
+        now = datetime.now(UTC)
+        visitor = {
+            "id": self.id,
+            "uid": self.code,
+            "holder": "dana-contractor",
+            "role": "user",
+            "kind": "mobile",
+            "scope": ["A-06"],
+            "valid_from": now.isoformat(),
+            "valid_until": (now + timedelta(hours=4)).isoformat(),
+            "single_use": True,
+        }
+        with Store.open(self.gateway.settings.gateway.state_dir) as store:
+            store.upsert([visitor], by="front-desk", now=now)
+        while self.id not in self.gateway.credentials.by_id:
+            await asyncio.sleep(0.05)
+
+    async def show_again(self, site: SimulatedSite) -> None:
+        await asyncio.sleep(NEW_PRESENTATION_S)
+        await site.tap("visitor-a", self.code)
 
 
 @dataclass(frozen=True)
@@ -54,11 +91,16 @@ class Step:
     await_kind: str | None = None
 
 
-def scenario() -> list[Step]:
+def scenario(desk: FrontDesk) -> list[Step]:
     async def hammer(site: SimulatedSite) -> None:
         for _ in range(6):
             await site.tap("bank-a", STRANGER, hold=0.2)
             await asyncio.sleep(0.8)
+
+    async def guess(site: SimulatedSite) -> None:
+        for _ in range(6):
+            await site.tap("visitor-a", new_code(), hold=0.1)
+            await asyncio.sleep(0.2)
 
     return [
         Step(
@@ -92,6 +134,17 @@ def scenario() -> list[Step]:
         ),
         Step("The deputy (site master) confirms: two-person emergency opening", lambda s: s.tap("door-a-01", "1B2C3D")),
         Step("The door is shut", lambda s: s.close("A-01")),
+        Step(
+            f"Reception issues Dana (contractor) a single-use code for A-06, 4 hours: {grouped(desk.code)}",
+            desk.issue,
+        ),
+        Step(
+            "Dana shows the code's QR on her phone at the visitor reader: A-06 opens, green and a beep",
+            lambda s: s.tap("visitor-a", desk.code),
+        ),
+        Step("She leaves her tools and closes A-06", lambda s: s.close("A-06")),
+        Step("She tries the code again: single-use, it is revoked now — red, two beeps", desk.show_again),
+        Step("Someone tries to guess visitor codes: after 5 refusals the reader locks itself out", guess, 1.0),
         Step("Someone prises A-05 open without a tap", lambda s: s.open("A-05"), await_kind="door.forced_open"),
         Step("Ben's door is still open... the gateway raises door.left_open", _noop, 0.5, "door.left_open"),
         Step("Ben's door is finally closed, A-05 too", lambda s: _close_all(s, "A-02", "A-05")),
@@ -145,9 +198,11 @@ async def run_demo(
 ) -> DemoView:
     """Run the scenario; `show` refreshes a live display, `printer` gets plain lines when there is none."""
     view = DemoView(tiles=tiles_for(settings), title=f"lockergw demo — {settings.gateway.site}")
+    view.readers = {r.id: ReaderTile(r.id) for r in settings.readers if r.feedback is not None}
     seed_credentials(settings)
     gateway = Gateway(settings)
     view.door_of = gateway.doors.door
+    desk = FrontDesk(gateway)
 
     def on_event(envelope: dict[str, Any]) -> None:
         line = view.apply(envelope)
@@ -158,8 +213,11 @@ async def run_demo(
     journaled: set[str] = set()
     gateway.listeners.append(lambda envelope: journaled.add(envelope["kind"]))
     async with SimulatedSite(settings) as site:
+        view.signals_of = lambda reader_id: (site.readers[reader_id].signal_count, site.readers[reader_id].signals)
+        if printer is not None:
+            view.on_signal = lambda reader_id, signal: printer(f"  reader {reader_id} shows: {signal}")
         runner = asyncio.create_task(gateway.run())
-        story = asyncio.create_task(_tell(settings, site, gateway, journaled, view, show, speed, printer))
+        story = asyncio.create_task(_tell(settings, site, gateway, desk, journaled, view, show, speed, printer))
         try:
             # Ctrl-C stops the gateway (its SIGINT handler): then the story stops too, at once.
             await asyncio.wait({runner, story}, return_when=asyncio.FIRST_COMPLETED)
@@ -177,6 +235,7 @@ async def _tell(
     settings: Settings,
     site: SimulatedSite,
     gateway: Gateway,
+    desk: FrontDesk,
     journaled: set[str],
     view: DemoView,
     show: Callable[[DemoView], Awaitable[None]] | None,
@@ -184,7 +243,7 @@ async def _tell(
     printer: Callable[[str], None] | None,
 ) -> None:
     await asyncio.wait_for(_until_ready(gateway), timeout=15)
-    for step in scenario():
+    for step in scenario(desk):
         view.narrate(step.narration)
         if printer is not None:
             printer(f"» {step.narration}")
@@ -223,6 +282,7 @@ async def _until_ready(gateway: Gateway) -> None:
 async def _pause(seconds: float, view: DemoView, show: Callable[[DemoView], Awaitable[None]] | None) -> None:
     end = asyncio.get_running_loop().time() + seconds
     while (left := end - asyncio.get_running_loop().time()) > 0:
+        view.read_signals()
         if show is not None:
             await show(view)
         await asyncio.sleep(min(0.1, left))

@@ -43,6 +43,24 @@ class LockerTile:
     alarm: bool = False
 
 
+#: How each reader signal looks on its tile: the LED (text, style) and the beeper.
+SIGNAL_LOOKS = {
+    "granted": ("● GREEN", "bold green", "beep"),
+    "denied": ("● RED", "bold red", "beep beep"),
+    "pending": ("◌ AMBER blinking", "bold yellow", "beep"),
+    "locked_out": ("◌ RED blinking", "bold red", "beep beep beep"),
+}
+
+
+@dataclass
+class ReaderTile:
+    """A reader with a buzzer/LED line, as the person in front of it sees it."""
+
+    id: str
+    signal: str = ""
+    seen: int = 0
+
+
 @dataclass
 class DemoView:
     """State of the picture; `apply(envelope)` updates it, `render()` draws it."""
@@ -54,6 +72,25 @@ class DemoView:
     log_lines: int = 22
     #: Where the live door state comes from (the gateway's door monitor); events update it otherwise.
     door_of: Callable[[str], str] | None = None
+    #: Readers whose LED/beeper the demo shows, and where their received signals come from.
+    readers: dict[str, ReaderTile] = field(default_factory=dict)
+    #: reader id → (how many signals it has received in all, the most recent ones).
+    signals_of: Callable[[str], tuple[int, list[str]]] | None = None
+    #: Told of each new signal (the plain, non-terminal output).
+    on_signal: Callable[[str, str], None] | None = None
+
+    def read_signals(self) -> None:
+        """Take the signals the simulated readers received since the last look."""
+        if self.signals_of is None:
+            return
+        for tile in self.readers.values():
+            count, recent = self.signals_of(tile.id)
+            fresh = recent[len(recent) - min(count - tile.seen, len(recent)) :] if count > tile.seen else []
+            for signal in fresh:
+                tile.signal = signal
+                if self.on_signal is not None:
+                    self.on_signal(tile.id, signal)
+            tile.seen = count
 
     def narrate(self, text: str) -> None:
         self.narration = text
@@ -98,6 +135,9 @@ class DemoView:
             grid.add_column()
         for start in range(0, len(tiles), columns):
             grid.add_row(*[_tile(tile) for tile in tiles[start : start + columns]])
+        readers = list(self.readers.values())
+        for start in range(0, len(readers), columns):
+            grid.add_row(*[_reader_tile(tile) for tile in readers[start : start + columns]])
         layout = Layout()
         layout.split_row(
             Layout(Panel(grid, title="lockers"), name="bank", ratio=5),
@@ -121,6 +161,14 @@ def _tile(tile: LockerTile) -> Panel:
     body.append(tile.last[:22], style="italic")
     border = "red" if tile.alarm else ("green" if tile.door == "open" else "white")
     return Panel(body, title=tile.id, border_style=border, width=26, height=5)
+
+
+def _reader_tile(tile: ReaderTile) -> Panel:
+    led, style, beeps = SIGNAL_LOOKS.get(tile.signal, ("○ idle", "dim", ""))
+    body = Text()
+    body.append(f"{led}\n", style=style)
+    body.append(beeps, style="italic")
+    return Panel(body, title=f"reader {tile.id}", border_style=style if tile.signal else "white", width=26, height=4)
 
 
 def describe(envelope: dict[str, Any]) -> Text:

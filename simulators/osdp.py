@@ -8,6 +8,9 @@ A card is reported once per presentation, as OSDP readers do: a 6-hex uid as Wie
 uid as Wiegand-34 (parity bits added), anything else as raw bits (4 per hex character). Keys go out
 one event per key, digits as ASCII, '#' as 0x0D and '*' as 0x7F (the OSDP keypad encoding).
 
+The PD records the LED and buzzer commands the gateway sends (`led`, `buzzer`, and `signals`, the
+history of both): `lockergw sim status` and the demo's tiles show them.
+
 With a key (`scbk`) the PD accepts only a secure channel under that key. Fault modes: `none`,
 `silence` (the PD neither answers nor reports anything).
 """
@@ -25,9 +28,37 @@ import osdp
 from drivers.osdp import ScbkError, pack_bits, read_scbk, wiegand_frame
 from gateway.config import ReaderSection
 from simulators.pty import SimError
-from simulators.reader import Notify, SimulatedReader
+from simulators.reader import SIGNAL_HISTORY, Notify, SimulatedReader
 
 REFRESH_S = 0.02
+COLOURS = {
+    osdp.CommandLEDColor.Black: "off",
+    osdp.CommandLEDColor.Red: "red",
+    osdp.CommandLEDColor.Green: "green",
+    osdp.CommandLEDColor.Amber: "amber",
+    osdp.CommandLEDColor.Blue: "blue",
+    osdp.CommandLEDColor.Magenta: "magenta",
+    osdp.CommandLEDColor.Cyan: "cyan",
+    osdp.CommandLEDColor.White: "white",
+}
+
+
+def describe_led(command: dict[str, Any]) -> str:
+    """An osdp_LED command in words: `green`, `amber blinking`, `red blinking`, for `N s`."""
+    on = COLOURS.get(int(command.get("on_color", 0)), "?")
+    off = COLOURS.get(int(command.get("off_color", 0)), "?")
+    blinking = int(command.get("off_count", 0)) > 0 and off != on
+    timer = int(command.get("timer_count", 0)) / 10
+    return f"{on}{' blinking' if blinking else ''}" + (f" for {timer:g} s" if command.get("temporary") else "")
+
+
+def describe_buzzer(command: dict[str, Any]) -> str:
+    """An osdp_BUZ command in words: `1 beep of 0.2 s`, `2 beeps of 0.4 s`."""
+    beeps = int(command.get("rep_count", 0))
+    length = int(command.get("on_count", 0)) / 10
+    return f"{beeps} beep{'s' if beeps != 1 else ''} of {length:g} s"
+
+
 #: OSDP keypad encoding of the two non-digit keys.
 KEY_CODES = {"#": 0x0D, "*": 0x7F}
 
@@ -79,6 +110,11 @@ class SimulatedOsdp(SimulatedReader):
         self._channel: _PtyChannel | None = None
         self._pd: Any = None
         self._ticker: asyncio.TimerHandle | None = None
+        #: The last LED and buzzer commands, in words ("" until the gateway sends one).
+        self.led = ""
+        self.buzzer = ""
+        #: Every LED and buzzer command received, as libosdp delivered it (the most recent last).
+        self.commands: deque[dict[str, Any]] = deque(maxlen=SIGNAL_HISTORY)
 
     @classmethod
     def from_config(cls, section: ReaderSection, notify: Notify | None = None) -> SimulatedOsdp:
@@ -116,12 +152,28 @@ class SimulatedOsdp(SimulatedReader):
                 (osdp.Capability.CardDataFormat, 1, 0),
                 (osdp.Capability.Readers, 1, 1),
                 (osdp.Capability.CommunicationSecurity, 1, 1),
+                (osdp.Capability.LEDControl, 1, 1),
+                (osdp.Capability.AudibleControl, 1, 1),
             ]
         )
         device = osdp.PeripheralDevice(info, capabilities, log_level=osdp.LogLevel.Emergency)
-        device.ctx.set_command_callback(lambda _command: (0, None))  # LED, buzzer…: accepted, not queued
+        device.ctx.set_command_callback(self._command)
         self._channel, self._pd = channel, device.ctx
         self._ticker = asyncio.get_running_loop().call_later(0, self._tick)
+
+    def _command(self, command: dict[str, Any]) -> tuple[int, None]:
+        """libosdp's command callback (from inside `refresh`, on the loop): LED and buzzer are recorded;
+        every command is accepted."""
+        kind = command.get("command")
+        if kind == osdp.Command.LED:
+            self.led = describe_led(command)
+            self.commands.append(dict(command))
+            self._signal(f"LED {self.led}")
+        elif kind == osdp.Command.Buzzer:
+            self.buzzer = describe_buzzer(command)
+            self.commands.append(dict(command))
+            self._signal(f"buzzer {self.buzzer}")
+        return 0, None
 
     def _tick(self) -> None:
         if self._pd is None:
@@ -190,4 +242,10 @@ class SimulatedOsdp(SimulatedReader):
             self._pd.submit_event(event)
 
     def describe(self) -> dict[str, object]:
-        return {**super().describe(), "address": self.address, "secure_channel": self.scbk is not None}
+        return {
+            **super().describe(),
+            "address": self.address,
+            "secure_channel": self.scbk is not None,
+            "led": self.led,
+            "buzzer": self.buzzer,
+        }

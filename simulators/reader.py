@@ -1,4 +1,5 @@
-"""What every simulated serial reader shares: a pty, the card in the field, and fault modes."""
+"""What every simulated serial reader shares: a pty, the card in the field, fault modes, and the
+feedback (buzzer/LED line) the gateway writes back to it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from simulators.pty import PtyPort, SimError
 FRAME_INTERVAL_S = 0.065
 #: How many random bytes a garbage burst carries.
 GARBAGE_BURST = 14
+#: How many feedback signals a reader remembers.
+SIGNAL_HISTORY = 50
 
 Notify = Callable[[str], None]
 
@@ -35,6 +38,40 @@ class SimulatedReader(abc.ABC):
         self.frames_sent = 0
         self._presentation: asyncio.Task[None] | None = None
         self._garbage: asyncio.Task[None] | None = None
+        #: Feedback bytes → signal name, from the reader's `feedback` section (serial readers).
+        self.feedback_texts: dict[bytes, str] = {}
+        #: The signals recognised in what the gateway wrote to the reader, most recent last (the last
+        #: SIGNAL_HISTORY of them); `signal_count` counts them all.
+        self.signals: list[str] = []
+        self.signal_count = 0
+        self._heard_bytes = bytearray()
+        self.port.on_data = self._heard
+        #: Called after each signal (the site's change notification).
+        self.changed: Callable[[], None] = lambda: None
+
+    def set_feedback(self, texts: dict[str, str]) -> None:
+        """What the gateway writes for each signal (`{"granted": "G\\r", ...}`), as configured."""
+        self.feedback_texts = {text.encode("latin-1"): name for name, text in texts.items() if text}
+
+    def _heard(self, data: bytes) -> None:
+        """Bytes the gateway wrote to the reader: each configured feedback sequence is one signal."""
+        self._heard_bytes += data
+        while self._heard_bytes:
+            found = [(self._heard_bytes.find(seq), seq) for seq in self.feedback_texts]
+            found = [(at, seq) for at, seq in found if at >= 0]
+            if not found:
+                del self._heard_bytes[: max(0, len(self._heard_bytes) - 64)]  # keep a possible prefix
+                return
+            at, seq = min(found, key=lambda item: (item[0], -len(item[1])))
+            del self._heard_bytes[: at + len(seq)]
+            self._signal(self.feedback_texts[seq])
+
+    def _signal(self, what: str) -> None:
+        self.signal_count += 1
+        self.signals.append(what)
+        del self.signals[:-SIGNAL_HISTORY]
+        self.notify(f"reader {self.id}: {what}")
+        self.changed()
 
     # ---- life cycle ------------------------------------------------------------------------
 
@@ -120,6 +157,7 @@ class SimulatedReader(abc.ABC):
             "plugged": self.port.plugged,
             "fault": self.fault,
             "card_present": self._presentation is not None and not self._presentation.done(),
+            "signal": self.signals[-1] if self.signals else "",
         }
 
 

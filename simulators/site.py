@@ -90,6 +90,14 @@ class SimulatedSite:
             self.boards[board_section.id] = board
 
     def _reader(self, section: ReaderSection) -> SimulatedReader | None:
+        reader = self._simulated_reader(section)
+        if reader is not None:
+            reader.changed = self._note_change
+            if section.feedback is not None:
+                reader.set_feedback(section.feedback.model_dump())
+        return reader
+
+    def _simulated_reader(self, section: ReaderSection) -> SimulatedReader | None:
         if section.driver == "rdm6300":
             return SimulatedRdm6300(section.id, section.port, self.notify)
         if section.driver == "serial-ascii":
@@ -246,7 +254,8 @@ class SimulatedSite:
         await self.bus_of(board_id).wait_for_frame(frame)
 
     async def wait_until(self, condition: Callable[[], bool]) -> None:
-        """Return once `condition()` holds; re-checked after every change of a door, jam or item.
+        """Return once `condition()` holds; re-checked after every change of a door, jam or item, and
+        every signal a reader receives.
 
         Bound it with asyncio.wait_for."""
         while not condition():

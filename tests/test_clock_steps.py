@@ -3,12 +3,13 @@ whose wall time is stepped an hour back and forward, as NTP does to a Raspberry 
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from drivers.base import BoardStatus, CardRead
+from drivers.base import BoardStatus, CardRead, Feedback, Signal
 from gateway.config import Settings
 from gateway.daemon import Clock, Gateway
 
@@ -94,3 +95,41 @@ async def test_door_left_open_fires_after_its_real_duration_when_the_wall_clock_
     clock.advance(11)
     gateway._periodic_checks(clock.now)
     assert [e["kind"] for e in gateway.journal.read(1)][-1] == "door.left_open"
+
+
+class Recorder:
+    """A reader that keeps every signal it is given."""
+
+    def __init__(self) -> None:
+        self.given: list[Feedback] = []
+
+    def feedback(self, feedback: Feedback) -> None:
+        self.given.append(feedback)
+
+
+@pytest.mark.parametrize("step", [-HOUR, HOUR])
+async def test_the_lockout_signal_lasts_the_rest_of_the_real_lockout_when_the_wall_clock_steps(
+    gateway: Gateway, step: timedelta
+) -> None:
+    clock = gateway.clock
+    assert isinstance(clock, SteppedClock)
+    reader = Recorder()
+    gateway.readers["r"] = reader  # type: ignore[assignment]
+    lock_out(gateway)
+    assert reader.given[-1] == Feedback(Signal.LOCKED_OUT, 10)
+    clock.now += step
+    clock.mono += 4
+    gateway.handle_tap(CardRead("r", "0000000003", clock.now))
+    assert reader.given[-1] == Feedback(Signal.LOCKED_OUT, 6)  # not an hour more or an hour less
+
+
+async def test_a_tap_the_journal_cannot_take_is_shown_red(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    reader = Recorder()
+    gateway.readers["r"] = reader  # type: ignore[assignment]
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(gateway.journal, "append", full)
+    assert gateway.handle_tap(CardRead("r", "0000000001", gateway.clock.wall())) == []
+    assert reader.given == [Feedback(Signal.DENIED)]

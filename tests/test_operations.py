@@ -66,6 +66,14 @@ def test_demo_runs_the_whole_morning(tmp_path: Path) -> None:
         "reason=emergency_override by=head+deputy",
         "door.forced_open board=board-a locker=A-05",
         "door.left_open board=board-a locker=A-02",
+        "reader door-a-01 shows: pending",
+        "access.granted reader=visitor-a locker=A-06 holder=dana-contractor reason=assigned_locker",
+        "reader visitor-a shows: granted",
+        "access.denied reader=visitor-a holder=dana-contractor reason=credential_revoked",
+        "credentials.changed reason=single_use",
+        "reader visitor-a shows: denied",
+        "reader.lockout reader=visitor-a",
+        "reader visitor-a shows: locked_out",
         "gateway.stopped",
     ):
         assert expected in out, expected

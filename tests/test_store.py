@@ -460,6 +460,43 @@ def test_a_schema_1_store_is_migrated_with_its_credentials(tmp_path: Path) -> No
         assert store.version_and_digest()[1] == _expected_digest(_records(store))
 
 
+def _as_schema_3(path: Path, dropped: str) -> None:
+    """Turn a current store into a schema-3 store of one kind: without `single_use` (migration 3 was
+    `uid_form`) or without `uid_form` (a build that numbered `single_use` 3)."""
+    db = sqlite3.connect(path / "credentials.db")
+    db.execute(f"ALTER TABLE credentials DROP COLUMN {dropped}")
+    db.execute("PRAGMA user_version = 3")
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize("dropped", ["single_use", "uid_form"])
+def test_a_schema_3_store_of_either_kind_is_migrated_to_4(tmp_path: Path, dropped: str) -> None:
+    with Store.open(tmp_path) as store:
+        store.upsert([card("C-1", "AA01"), card("C-2", "5A0144", holder="u-2")], by="t", now=NOW)
+        if dropped == "uid_form":  # that build had visitor codes but no printed forms
+            visitor = card("V-1", "123456789012", holder="v-1", kind="mobile", single_use=True)
+            store.upsert([visitor], by="t", now=NOW)
+        else:  # that build had printed forms but no visitor codes
+            store.upsert([card("P-1", "dec:0013530444", holder="u-3")], by="t", now=NOW)
+        digest = store.version_and_digest()
+    _as_schema_3(tmp_path, dropped)
+    with Store.open(tmp_path) as store:
+        assert store.version_and_digest() == digest
+        if dropped == "uid_form":
+            visitor_after = store.get("V-1")
+            assert visitor_after is not None and visitor_after.single_use and visitor_after.uid_form == ""
+        else:
+            printed = store.get("P-1")
+            assert printed is not None and printed.uid_form == "dec" and not printed.single_use
+        store.upsert([card("C-3", "AA03", holder="u-4")], by="t", now=NOW)
+        assert store.version_and_digest()[1] != digest[1]
+    db = sqlite3.connect(tmp_path / "credentials.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert {"uid_form", "single_use"} <= {row[1] for row in db.execute("PRAGMA table_info(credentials)")}
+    db.close()
+
+
 # ---- files and processes ---------------------------------------------------------------------------
 
 
@@ -474,7 +511,7 @@ def test_two_connections_see_each_others_changes(tmp_path: Path) -> None:
 def test_the_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path) -> None:
     Store.open(tmp_path).close()
     db = sqlite3.connect(tmp_path / "credentials.db")
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.execute("PRAGMA user_version = 99")
     db.close()

@@ -32,11 +32,14 @@ from gateway.commands.common import (
     terminal_time,
     write_csv,
 )
+from gateway.commands.visitor import add_arguments as add_visitor_arguments
+from gateway.commands.visitor import issue as issue_visitor_code
 from gateway.config import Settings
 from gateway.credential_input import REQUIRED_FIELDS, SCOPE_SEPARATOR, UPSERT_FIELDS
 from gateway.model import OUTSTANDING_STATUSES, Credential, Kind, Role, Status
 from gateway.store import Store, StoreError, UpsertRefused
 from gateway.uid import mask_uid
+from gateway.visitors import VisitorError
 
 DEFAULT_BY = "cli"
 
@@ -101,6 +104,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     remove.add_argument("--force", action="store_true", help="remove even an active, suspended or lost credential")
     remove.add_argument("--by", help=f"who (default {DEFAULT_BY})")
 
+    visitor = _verb(verbs, "visitor", "issue a visitor or contractor code and show it as a QR code", _visitor)
+    add_visitor_arguments(visitor)
+
     enroll = verbs.add_parser(
         "enroll",
         help="show the uid of the next card tapped at a reader",
@@ -112,6 +118,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     enroll.add_argument("--reader", required=True, metavar="READER", help="reader id from the configuration")
     enroll.add_argument("--timeout", type=float, default=60.0, metavar="S", help="give up after S seconds (60)")
     enroll.set_defaults(handler=_enroll)
+
+
+def _visitor(args: argparse.Namespace, store: Store, settings: Settings) -> int:
+    try:
+        return issue_visitor_code(args, store, settings)
+    except VisitorError as exc:
+        return fail(str(exc))
 
 
 def _verb(
@@ -261,6 +274,7 @@ def _show(args: argparse.Namespace, store: Store, settings: Settings) -> int:
         ("key code", credential.key_code or "-"),
         ("deposit", credential.deposit or "-"),
         ("approved by", credential.approved_by or "-"),
+        ("single use", "yes" if credential.single_use else "no"),
         ("issue no", str(credential.issue_no)),
         ("issued", f"{_local(credential.issued_at, zone) or '-'} by {credential.issued_by or '-'}"),
     ]
@@ -484,6 +498,7 @@ def _report_row(credential: Credential, zone: tzinfo) -> list[str]:
         credential.key_code or "",
         credential.deposit or "",
         credential.approved_by or "",
+        "true" if credential.single_use else "",
         str(credential.issue_no),
         iso(credential.issued_at),
         credential.issued_by or "",

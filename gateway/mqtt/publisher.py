@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aiomqtt
 
@@ -37,6 +37,16 @@ from gateway.mqtt.topics import Topics
 log = logging.getLogger("lockergw.mqtt")
 
 MessageHandler = Callable[[aiomqtt.Client, aiomqtt.Message], Awaitable[None]]
+
+
+class SessionHooks(Protocol):
+    """Something that publishes at each connection (after the retained topics) and must know when the
+    connection is gone."""
+
+    async def connected(self, client: aiomqtt.Client) -> None: ...
+
+    def disconnected(self) -> None: ...
+
 
 #: How long the goodbye (`state` offline) may take before the connection is simply closed.
 GOODBYE_TIMEOUT_S = 1.0
@@ -113,6 +123,7 @@ class Publisher:
 
         self.published = 0
         self.sessions = 0
+        self._session_hooks: list[SessionHooks] = []
 
     # ---- what the daemon calls ---------------------------------------------------------------
 
@@ -191,6 +202,9 @@ class Publisher:
         """Subscribe to `topic_filter` in every session (before anything is published); messages go to on_message."""
         self._subscriptions = (*self._subscriptions, topic_filter)
 
+    def add_session_hooks(self, hooks: SessionHooks) -> None:
+        self._session_hooks.append(hooks)
+
     def stop(self) -> None:
         """Ask `run()` to end: it publishes `state` offline if connected, disconnects cleanly and returns."""
         self._stopping.set()
@@ -236,6 +250,8 @@ class Publisher:
                 else:
                     log.debug("MQTT session failed again: %s", exc)
             finally:
+                for hooks in self._session_hooks:
+                    hooks.disconnected()
                 self._client = None
                 self._connected.clear()
                 self._disconnected.set()
@@ -271,6 +287,8 @@ class Publisher:
         for topic_filter in self._subscriptions:
             await client.subscribe(topic_filter, qos=1)
         await self._publish_all_retained(client)
+        for hooks in self._session_hooks:
+            await hooks.connected(client)
         self._disconnected.clear()
         self._connected.set()
         tasks = {

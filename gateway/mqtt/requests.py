@@ -252,6 +252,7 @@ def credential_data(credential: Credential, site_key: bytes) -> dict[str, Any]:
         "issue_no": credential.issue_no,
         "issued_at": when(credential.issued_at),
         "issued_by": credential.issued_by,
+        "single_use": credential.single_use,
     }
 
 

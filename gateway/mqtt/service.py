@@ -19,6 +19,7 @@ from typing import Any
 from gateway import __version__
 from gateway.config import Settings
 from gateway.journal import Journal
+from gateway.mqtt.homeassistant import Discovery
 from gateway.mqtt.link import signing_key
 from gateway.mqtt.ops import GatewayOps
 from gateway.mqtt.publisher import Publisher
@@ -72,9 +73,17 @@ class MqttService:
             allow_unsigned=settings.mqtt.allow_unsigned_requests,
         )
         self.publisher.subscribe(self.requests.topics.requests)
+        self.discovery: Discovery | None = None
+        if settings.homeassistant.discovery:
+            self.discovery = Discovery(settings, version)
+            for topic_filter in self.discovery.subscriptions:
+                self.publisher.subscribe(topic_filter)
+            self.publisher.add_session_hooks(self.discovery)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def _on_message(self, client: Any, message: Any) -> None:
+        if self.discovery is not None and await self.discovery.on_message(client, message):
+            return
         await self.requests.on_message(client, message)
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -132,6 +141,11 @@ class MqttService:
 
     def info_changed(self) -> None:
         self.publisher.info_changed()
+
+    def tag_scanned(self, reader_id: str, uid_hash: str | None, at: str) -> None:
+        """A tap's hashed uid for Home Assistant's tag scanner of that reader (when discovery is on)."""
+        if self.discovery is not None:
+            self.discovery.tag_scanned(reader_id, uid_hash, at)
 
     def state_changed(self) -> None:
         self.publisher.state_changed()
