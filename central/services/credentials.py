@@ -23,13 +23,14 @@ from datetime import datetime, tzinfo
 from typing import Any, Literal
 
 from sqlalchemy import Connection, delete, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from central.alerts import open_alert
 from central.schema import alerts, audit_log, credential_changes, credential_sites, credentials
 from central.services import audit, issuance
 from central.services.errors import BadInput, Conflict, NotFound
 from central.services.models import CredentialList, CredentialView, Deposit, HistoryEntry, UpsertOutcome
 from central.services.times import iso, utc, utc_or_none
+from central.sql import upsert as upsert_statement
 from gateway.model import OUTSTANDING_STATUSES, Credential, Kind, Role, Status, check_text_id
 from gateway.uid import UidError, mask_uid, parse_uid
 
@@ -211,8 +212,7 @@ def site_state(connection: Connection, site: str) -> tuple[int, str] | None:
 
 
 def _insert_ignoring_duplicates(connection: Connection, table: Any, values: dict[str, Any]) -> None:
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    connection.execute(dialect.insert(table).values(**values).on_conflict_do_nothing())
+    connection.execute(upsert_statement(connection, table).values(**values).on_conflict_do_nothing())
 
 
 def _lock_site(connection: Connection, site: str, now: datetime) -> int:
@@ -738,17 +738,6 @@ def raise_overdue_alerts(connection: Connection, now: datetime) -> int:
     opened = 0
     late = overdue(connection, site=None, now=now)
     for credential in late:
-        before = connection.execute(
-            select(alerts.c.id).where(
-                alerts.c.site == credential.site,
-                alerts.c.gateway == "",
-                alerts.c.kind == OVERDUE,
-                alerts.c.subject == credential.id,
-                alerts.c.state != "resolved",
-            )
-        ).first()
-        if before is not None:
-            continue
         detail = {
             "credential": credential.id,
             "holder": credential.holder,
@@ -757,21 +746,9 @@ def raise_overdue_alerts(connection: Connection, now: datetime) -> int:
             "key_code": credential.key_code,
             "deposit": credential.deposit.model_dump() if credential.deposit else None,
         }
-        _insert_ignoring_duplicates(
-            connection,
-            alerts,
-            {
-                "site": credential.site,
-                "gateway": "",
-                "kind": OVERDUE,
-                "subject": credential.id,
-                "opened_at": now,
-                "state": "open",
-                "detail": json.dumps(detail, ensure_ascii=False, sort_keys=True),
-                "published": False,
-            },
+        opened += open_alert(
+            connection, site=credential.site, gateway="", kind=OVERDUE, at=now, subject=credential.id, detail=detail
         )
-        opened += 1
     still = {(c.site, c.id) for c in late}
     stale = connection.execute(
         select(alerts.c.site, alerts.c.subject).where(alerts.c.kind == OVERDUE, alerts.c.state != "resolved")
