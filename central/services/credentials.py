@@ -309,7 +309,7 @@ def _by(by: str | None, actor: str) -> str:
     return by or actor
 
 
-def _refusal(exc: issuance.Refused, items: Sequence[Any], current: Mapping[str, Credential]) -> Exception:
+def _refusal(exc: issuance.Refused, items: Sequence[Any]) -> Exception:
     """The first problem as the API answers it: a clash or an unapproved duplicate is a 409, else a 400."""
     problem = exc.problems[0]
     ident = items[problem.index].get("id") if isinstance(items[problem.index], Mapping) else None
@@ -336,15 +336,29 @@ def upsert(
 
     BadInput names the item and field; Conflict for a uid clash (the same card in any form) or a second
     key without `approved_by` (naming the existing key)."""
+    try:
+        return import_credentials(connection, site, items, by=by, actor=actor, now=now, zone=zone)
+    except issuance.Refused as exc:
+        raise _refusal(exc, items) from None
+
+
+def import_credentials(
+    connection: Connection,
+    site: str,
+    items: Sequence[Any],
+    *,
+    by: str | None,
+    actor: str,
+    now: datetime,
+    zone: tzinfo,
+) -> UpsertOutcome:
+    """`upsert`, refusing with `issuance.Refused` naming every bad item (a CSV import reports each line)."""
     if not items:
         raise BadInput("credentials", "must list at least one credential")
     by = _by(by, actor)
     revision = _lock_site(connection, site, now)
     current = site_set(connection, site)
-    try:
-        stored, changed = issuance.check_upsert(current.values(), items, zone, by=by, now=now)
-    except issuance.Refused as exc:
-        raise _refusal(exc, items, current) from None
+    stored, changed = issuance.check_upsert(current.values(), items, zone, by=by, now=now)
     added = [c for c in changed if c.id not in current]
     if not changed:
         return UpsertOutcome(site=site, revision=revision, added=0, updated=0, unchanged=len(stored), credentials=[])
@@ -696,7 +710,7 @@ def reassign_locker(
     try:
         stored, changed = issuance.check_upsert(current.values(), items, zone, by=by, now=now)
     except issuance.Refused as exc:
-        raise _refusal(exc, items, current) from None
+        raise _refusal(exc, items) from None
     issued = stored[-1]
     new = issued.id not in current
     governance: dict[str, dict[str, Any]] = {ident: {"returned_at": now, "returned_by": by} for ident in returned}
