@@ -4,6 +4,8 @@ Mosquitto, real PostgreSQL, central's worker pushing what its HTTP API issues (i
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,12 +15,13 @@ import httpx
 import pytest
 from broker.mosquitto import Mosquitto
 from gateway_world import Daemon, devices_online_all, running, write_site
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from central.api.app import create_app
 from central.config import SigningSection, load_central_config
 from central.context import CentralContext
 from central.database import open_database
+from central.schema import audit_log
 from central.worker import Worker
 from central_tests.api_kit import bearer, tokens
 from central_tests.kit import async_wait_until, gateway_row, write_central_config
@@ -137,3 +140,35 @@ async def test_a_key_revoked_while_its_gateway_was_stopped_is_denied_after_the_r
         await site.tap("bank-a", UID)
         denied = await gw.wait_for("access.denied", since=since)
         assert denied["reason"] == "credential_revoked"
+
+
+async def test_a_local_change_at_the_gateway_is_seen_and_central_puts_its_own_set_back(
+    tmp_path: Path, broker: Mosquitto, central: Central
+) -> None:
+    config, settings = write_site(tmp_path / "gw", broker.url)
+    env = central.env("gw-e2e")
+    async with SimulatedSite(settings) as site, running(config, env) as gw:
+        await online(central, gw, "gw-e2e")
+        issued = await central.api.post(
+            f"/api/sites/{SITE}/credentials", json={"credentials": [CARD]}, headers=central.operator
+        )
+        assert issued.status_code == 200, issued.text
+        await central.wait_credentials("gw-e2e", "in_sync")
+        before = len(gw.events)
+        local = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli", "credentials", "add", "--config", str(config),
+            "--id", "L-1", "--uid", "04A1B2C3", "--holder", "intruder", "--role", "user", "--scope", "A-03",
+            env={**os.environ, **env}, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        assert await local.wait() == 0
+        await gw.wait_for("credentials.changed", since=before, action="upsert", by="cli")
+        snapshot = await gw.wait_for("credentials.changed", since=before, action="snapshot")
+        assert "L-1" in snapshot["ids"]  # removed: central is authoritative for the site it manages
+        await central.wait_credentials("gw-e2e", "in_sync")
+        with central.engine.connect() as connection:
+            drift = connection.execute(select(audit_log).where(audit_log.c.action == "credentials.drift")).one()
+        assert drift.target == "gw-e2e" and "changed locally" in drift.detail
+        since = len(gw.events)
+        await site.tap("bank-a", "04A1B2C3")
+        denied = await gw.wait_for("access.denied", since=since)
+        assert denied["reason"] == "unknown_credential"
