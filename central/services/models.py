@@ -67,7 +67,10 @@ class Locker(BaseModel):
     service: str
     occupied: bool | None
     holder: str | None = Field(description="who holds it: the latest allocation, or the latest assigned opening")
-    keys_out: int | None = Field(description="null until central issues credentials (central cannot know it yet)")
+    keys_out: int | None = Field(
+        description="keys central issued for this locker that are still out (active, suspended, lost); "
+        "null for a site central does not issue credentials for"
+    )
 
 
 class LockerList(BaseModel):
