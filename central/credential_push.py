@@ -127,23 +127,40 @@ class CredentialPusher:
     # ---- planning (in the database) ---------------------------------------------------------------
 
     def _plans(self, now: datetime) -> list[Plan]:
-        with self.engine.begin() as connection:
+        with self.engine.connect() as connection:
             rows = connection.execute(
-                select(gateways.c.site, gateways.c.gateway)
+                select(gateways.c.site, gateways.c.gateway, gateway_credentials.c.site.label("known"))
                 .join(credential_sites, credential_sites.c.site == gateways.c.site)
+                .outerjoin(
+                    gateway_credentials,
+                    and_(
+                        gateway_credentials.c.site == gateways.c.site,
+                        gateway_credentials.c.gateway == gateways.c.gateway,
+                    ),
+                )
                 .where(gateways.c.state == "online")
             ).all()
-            for row in rows:
-                _insert_ignoring_duplicates(connection, gateway_credentials, {"site": row.site, "gateway": row.gateway})
+        new = [row for row in rows if row.known is None]
+        if new:
+            with self.engine.begin() as connection:
+                for row in new:
+                    _insert_ignoring_duplicates(
+                        connection, gateway_credentials, {"site": row.site, "gateway": row.gateway}
+                    )
         plans = []
         for row in rows:
-            with self.engine.begin() as connection:
+            with self.engine.connect() as connection:
+                due = self._due(connection, row.site, row.gateway, now) is not None
+            if not due:
+                continue
+            with self.engine.begin() as connection:  # the lease first, then a fresh look under it
                 plan = self._plan(connection, row.site, row.gateway, now)
             if plan is not None:
                 plans.append(plan)
         return plans
 
-    def _plan(self, connection: Connection, site: str, gateway: str, now: datetime) -> Plan | None:
+    def _due(self, connection: Connection, site: str, gateway: str, now: datetime) -> tuple[Any, ...] | None:
+        """(gateway row, site row, sync row, drift or None, snapshot?) when this gateway needs a push now."""
         g = connection.execute(select(gateways).where(gateways.c.site == site, gateways.c.gateway == gateway)).one()
         s = connection.execute(select(credential_sites).where(credential_sites.c.site == site)).one()
         mine = connection.execute(
@@ -151,9 +168,23 @@ class CredentialPusher:
                 gateway_credentials.c.site == site, gateway_credentials.c.gateway == gateway
             )
         ).one()
-        if mine.next_attempt_at is not None and utc(mine.next_attempt_at) > now:
+        if g.state != "online" or (mine.next_attempt_at is not None and utc(mine.next_attempt_at) > now):
             return None
         drift = self._drift(g, s, mine)
+        snapshot = drift is not None or mine.revision is None or mine.resync or mine.boot_id != g.boot_id
+        if not snapshot and mine.revision >= s.revision:
+            return None
+        return g, s, mine, drift, snapshot
+
+    def _plan(self, connection: Connection, site: str, gateway: str, now: datetime) -> Plan | None:
+        """Under this worker's lease: what to send (None when another worker holds the gateway or did it)."""
+        if not self._claim(connection, site, gateway, now):
+            return None
+        due = self._due(connection, site, gateway, now)
+        if due is None:
+            self._unclaim(connection, site, gateway)
+            return None
+        g, s, mine, drift, snapshot = due
         if drift is not None:
             audit.record(
                 connection, at=now, actor="central", action="credentials.drift", site=site, target=gateway, detail=drift
@@ -164,11 +195,6 @@ class CredentialPusher:
                 .where(gateway_credentials.c.site == site, gateway_credentials.c.gateway == gateway)
                 .values(resync=True)
             )
-        snapshot = drift is not None or mine.revision is None or mine.resync or mine.boot_id != g.boot_id
-        if not snapshot and mine.revision >= s.revision:
-            return None
-        if not self._claim(connection, site, gateway, now):
-            return None
         if not snapshot:
             changes = [
                 Change(row.revision, row.command, json.loads(row.body), row.digest)
@@ -318,14 +344,15 @@ class CredentialPusher:
 
     def _release(self, plan: Plan) -> None:
         with self.engine.begin() as connection:
-            connection.execute(
-                update(gateway_credentials)
-                .where(
-                    and_(
-                        gateway_credentials.c.site == plan.site,
-                        gateway_credentials.c.gateway == plan.gateway,
-                        gateway_credentials.c.claimed_by == self.worker_id,
-                    )
-                )
-                .values(claimed_by=None, claimed_until=None)
+            self._unclaim(connection, plan.site, plan.gateway)
+
+    def _unclaim(self, connection: Connection, site: str, gateway: str) -> None:
+        connection.execute(
+            update(gateway_credentials)
+            .where(
+                gateway_credentials.c.site == site,
+                gateway_credentials.c.gateway == gateway,
+                gateway_credentials.c.claimed_by == self.worker_id,
             )
+            .values(claimed_by=None, claimed_until=None)
+        )
