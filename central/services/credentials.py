@@ -31,8 +31,8 @@ from central.services.errors import BadInput, Conflict, NotFound
 from central.services.models import CredentialList, CredentialView, Deposit, HistoryEntry, UpsertOutcome
 from central.services.times import iso, utc, utc_or_none
 from central.sql import upsert as upsert_statement
-from gateway.model import OUTSTANDING_STATUSES, Credential, Kind, Role, Status, check_text_id
-from gateway.uid import UidError, mask_uid, parse_uid
+from gateway.model import OUTSTANDING_STATUSES, Credential, Kind, Role, Status
+from gateway.uid import mask_uid
 
 DEPOSIT_STATES = ("held", "refunded", "forfeited")
 DepositState = Literal["held", "refunded", "forfeited"]
@@ -497,33 +497,17 @@ def replace_key(
     _row(connection, site, credential_id)
     current = site_set(connection, site)
     old = current[credential_id]
-    if old.status not in OUTSTANDING_STATUSES:
-        raise Conflict(f"{old.id} is {old.status.value}: only an active, suspended or lost credential can be replaced")
-    issue_no = old.issue_no + 1
     try:
-        successor_id = check_text_id((new_id or f"{old.id}-{issue_no}").strip(), "new_id")
-    except ValueError as exc:
-        raise BadInput("new_id", str(exc)) from None
-    if successor_id in current:
-        raise Conflict(f"{successor_id} already exists" + ("" if new_id else " (choose another with new_id)"))
-    uid, uid_form = _replacement_uid(old, new_uid)
-    successor = Credential(
-        id=successor_id,
-        uid=uid,
-        holder=old.holder,
-        role=old.role,
-        scope=old.scope,
-        status=Status.ACTIVE,
-        kind=old.kind,
-        valid_from=old.valid_from,
-        valid_until=old.valid_until,
-        schedule=old.schedule,
-        key_code=old.key_code,
-        issue_no=issue_no,
-        issued_at=now,
-        issued_by=by,
-        uid_form=uid_form,
-    )
+        successor_id = issuance.replacement_id(old, new_id)
+        if successor_id in current:
+            raise Conflict(f"{successor_id} already exists" + ("" if new_id else " (choose another with new_id)"))
+        successor = issuance.successor(old, new_uid, successor_id=successor_id, by=by, now=now)
+    except issuance.IssuanceError as exc:
+        if old.status not in OUTSTANDING_STATUSES:
+            raise Conflict(str(exc)) from None
+        field = "new_id" if "new id" in str(exc) else "new_uid"
+        raise BadInput(field, str(exc).removeprefix("new uid: ")) from None
+    uid, issue_no = successor.uid, successor.issue_no
     others = [c for c in current.values() if c.id != old.id]
     owner = issuance.same_card_owner(others, successor) if uid else None
     if owner is not None:
@@ -534,7 +518,7 @@ def replace_key(
         revision,
         current,
         command="credentials/replace",
-        body={"id": old.id, "new_uid": uid, "new_id": successor_id, "by": by},
+        body={"id": old.id, "new_uid": new_uid.strip(), "new_id": successor_id, "by": by},
         written=[replace(old, status=Status.REPLACED), successor],
         now=now,
     )
@@ -542,19 +526,6 @@ def replace_key(
     _audit(connection, now, actor, "credential.issue", site, successor_id, by=by, replaces=old.id, issue_no=issue_no)
     resolve_overdue(connection, site, [old.id], now, resolution="replaced")
     return get_credential(connection, site, successor_id)
-
-
-def _replacement_uid(old: Credential, new_uid: str) -> tuple[str, str]:
-    if old.kind is Kind.PHYSICAL_KEY:
-        if new_uid.strip():
-            raise BadInput("new_uid", f"{old.id} is a physical key: its replacement has no uid (cut to the same code)")
-        return "", ""
-    if not new_uid.strip():
-        raise BadInput("new_uid", f"{old.id} is a {old.kind.value}: its replacement needs the new card's uid")
-    try:
-        return parse_uid(new_uid)
-    except UidError:
-        raise BadInput("new_uid", f"{mask_uid(new_uid.strip())} is not a card number central understands") from None
 
 
 def retire(

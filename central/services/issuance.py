@@ -1,10 +1,9 @@
 """The one seam between central and the gateway's SPEC §4 rules: central never re-implements a rule.
 
 Checking an upsert (fields, uid clashes — the same card in any printed form —, duplicates without
-`approved_by`, issue numbers, validity, scopes) and the credential-set digest are the gateway's own code
-(gateway.credential_input, gateway.store); this module only adapts central's rows to them. When the rules
-move into their own pure modules (gateway/issuance.py, gateway/credential_digest.py) only the imports
-below change.
+`approved_by`, issue numbers, validity, scopes), replacing a key and the credential-set digest are the
+gateway's own pure modules (gateway.credential_input, gateway.issuance, gateway.credential_digest); this
+module only adapts central's rows and answers to them.
 """
 
 from __future__ import annotations
@@ -16,9 +15,10 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from central.services.times import utc_or_none
-from gateway.credential_input import FieldError, parse_credential_fields
+from gateway.credential_digest import credentials_digest, utc_text
+from gateway.credential_input import CredentialFields, FieldError, parse_credential_fields
+from gateway.issuance import IssuanceError, KnownCredentials, issue_batch, replacement_id, successor
 from gateway.model import Credential, Kind, Role, Status
-from gateway.store import Store, _digest_record, _row, _time_text, _World, set_digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +38,12 @@ class Refused(Exception):
         self.problems = list(problems)
 
 
+__all__ = ["IssuanceError", "replacement_id", "successor"]
+
+
 def digest(credentials: Iterable[Credential]) -> str:
-    """The gateway's credential-set digest of these credentials (gateway.store module doc)."""
-    return set_digest(_digest_record(_row(c), c.scope) for c in credentials)
-
-
-def time_text(moment: datetime | None) -> str | None:
-    """A time as the gateway writes it (UTC, `…Z`)."""
-    return _time_text(moment)
+    """The gateway's credential-set digest of these credentials (gateway.credential_digest)."""
+    return credentials_digest(credentials)
 
 
 def upsert_item(credential: Credential) -> dict[str, Any]:
@@ -58,8 +56,8 @@ def upsert_item(credential: Credential) -> dict[str, Any]:
         "scope": list(credential.scope),
         "kind": credential.kind.value,
         "status": credential.status.value,
-        "valid_from": _time_text(credential.valid_from),
-        "valid_until": _time_text(credential.valid_until),
+        "valid_from": utc_text(credential.valid_from),
+        "valid_until": utc_text(credential.valid_until),
         "schedule": credential.schedule,
         "key_code": credential.key_code,
         "deposit": credential.deposit,
@@ -80,10 +78,8 @@ def check_upsert(
     ones get the next issue number of their lineage.
     """
     existing = {c.id: c for c in site_set}
-    world = _World(existing.values(), {})
     problems: list[Problem] = []
-    stored: list[Credential] = []
-    changed: list[Credential] = []
+    parsed: dict[int, CredentialFields] = {}
     first: dict[str, int] = {}
     for index, item in enumerate(items):
         if not isinstance(item, Mapping):
@@ -97,24 +93,17 @@ def check_upsert(
         if first.setdefault(fields["id"], index) != index:
             problems.append(Problem(index, "id", f"{fields['id']} is given twice in one batch"))
             continue
-        old = existing.get(fields["id"])
-        credential = Store._issue(fields, old, world, by=by, now=now)
-        problem = Store._check(world, credential, old)
-        if problem is not None:
-            problems.append(Problem(index, *problem))
-            continue
-        world.put(credential)
-        stored.append(credential)
-        if credential != old:
-            changed.append(credential)
+        parsed[index] = fields
+    outcome = issue_batch(parsed, KnownCredentials(existing.values()), existing, by=by, now=now)
+    problems += [Problem(index, r.field, r.message) for index, r in outcome.refusals.items()]
     if problems:
-        raise Refused(problems)
-    return stored, changed
+        raise Refused(sorted(problems, key=lambda p: p.index))
+    return list(outcome.issued), list(outcome.changed)
 
 
 def same_card_owner(site_set: Iterable[Credential], candidate: Credential) -> str | None:
     """The id of another credential of the set for `candidate`'s card (any printed form), or None."""
-    return _World(site_set, {}).same_card(candidate)
+    return KnownCredentials(site_set).same_card(candidate)
 
 
 def from_row(row: Any) -> Credential:
