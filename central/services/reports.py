@@ -56,14 +56,24 @@ def _site(query: Any, site: str | None) -> Any:
 
 
 def holders(connection: Connection, site: str | None, since: datetime | None, until: datetime | None) -> Report:
-    """Who holds which locker now: the latest allocation of a shared locker, the latest assigned opening."""
+    """Who holds which locker now: the latest allocation of a shared locker, the latest assigned opening —
+    and every key central issued that is out (active, suspended, lost) for a locker or a key code (`how`
+    `issued`, since its issue; its gateway empty: it is valid at every gateway of the site)."""
     columns = ["site", "gateway", "locker", "holder", "credential", "how", "since"]
-    rows = [
+    rows: list[tuple[object, ...]] = [
         (h.site, h.gateway, h.locker, h.holder, h.credential, h.how, h.since)
         for h in holdings(connection, site)
         if h.holder is not None or h.credential is not None
     ]
-    return _report("holders", columns, rows)
+    seen = {(r[0], r[2], r[4]) for r in rows}
+    out = select(credentials).where(credentials.c.status.in_(("active", "suspended", "lost")))
+    for r in connection.execute(out if site is None else out.where(credentials.c.site == site)):
+        places = json.loads(r.scope) if r.role == "user" else []
+        for place in places or [r.key_code or ""]:
+            if (r.site, place, r.id) not in seen:
+                rows.append((r.site, "", place, r.holder, r.id, "issued", r.issued_at))
+    ordered = sorted(rows, key=lambda row: (str(row[0]), str(row[2]), str(row[1]), str(row[4])))
+    return _report("holders", columns, ordered)
 
 
 def unreturned(connection: Connection, site: str | None, since: datetime | None, until: datetime | None) -> Report:

@@ -199,6 +199,10 @@ def test_return_reassign_and_retire(client: TestClient, engine: Engine, token: d
     assert reassigned.status_code == 200, reassigned.text
     states = {c["id"]: c["status"] for c in reassigned.json()["credentials"]}
     assert states == {"C-2": "returned", "C-3": "active"}
+    holders = client.get("/api/reports/holders", params={"site": SITE}, headers=operator).json()["rows"]
+    assert [(r["locker"], r["holder"], r["credential"], r["how"]) for r in holders] == [
+        ("A-02", "carl", "C-3", "issued")
+    ]
     still_out = client.post(f"/api/sites/{SITE}/credentials/C-3/retire", json={}, headers=operator)
     assert still_out.status_code == 409
     retired = client.post(f"/api/sites/{SITE}/credentials/C-1/retire", json={"by": "office"}, headers=operator)
