@@ -95,14 +95,17 @@ def holdings(connection: Connection, site: str | None = None) -> list[Holding]:
     return result
 
 
+def keys_out_by_site(connection: Connection, sites: set[str]) -> dict[str, dict[str, int] | None]:
+    """Per site: the keys out per locker (central.services.credentials.key_counts), or None for a site
+    central does not issue credentials for."""
+    return {name: key_counts(connection, name)["lockers"] if site_state(connection, name) else None for name in sites}
+
+
 def list_lockers(connection: Connection, site: str | None = None) -> list[Locker]:
     """Every locker now; `keys_out` counts the keys central issued for it that are still out (null for a
     site central does not issue credentials for)."""
     found = holdings(connection, site)
-    counts: dict[str, dict[str, int] | None] = {}
-    for h in found:
-        if h.site not in counts:
-            counts[h.site] = key_counts(connection, h.site)["lockers"] if site_state(connection, h.site) else None
+    counts = keys_out_by_site(connection, {h.site for h in found})
     return [
         Locker(
             site=h.site,

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, case, func, select
 
 from central.schema import KEY_STILL_OUT, credentials, events
-from central.services.lockers import described_lockers, holdings
+from central.services.lockers import described_lockers, holdings, keys_out_by_site
 from central.services.models import Report
 from central.services.times import iso, utc
 
@@ -198,9 +198,13 @@ def lockers(connection: Connection, site: str | None, since: datetime | None, un
         "service",
         "occupied",
         "holder",
+        "keys_out",
     ]
     rows = []
-    for h in holdings(connection, site):
+    found = holdings(connection, site)
+    counts = keys_out_by_site(connection, {h.site for h in found})
+    for h in found:
+        per_locker = counts[h.site]
         entry = described.get((h.site, h.gateway, h.locker), {})
         kind = "" if not entry else ("keyed" if entry.get("board") is None else "electronic")
         rows.append(
@@ -216,6 +220,7 @@ def lockers(connection: Connection, site: str | None, since: datetime | None, un
                 h.service,
                 h.occupied,
                 h.holder,
+                None if per_locker is None else per_locker.get(h.locker, 0),
             )
         )
     return _report("lockers", columns, rows)

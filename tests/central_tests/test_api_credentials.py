@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
 from central.schema import audit_log, credential_changes, credentials
-from central_tests.api_kit import bearer
+from central_tests.api_kit import bearer, store_locker
 
 SITE = "north-school"
 UID = "3C00CE754C"
@@ -203,6 +203,9 @@ def test_return_reassign_and_retire(client: TestClient, engine: Engine, token: d
     assert [(r["locker"], r["holder"], r["credential"], r["how"]) for r in holders] == [
         ("A-02", "carl", "C-3", "issued")
     ]
+    store_locker(engine, SITE, "gw-01", "A-02")
+    listed = client.get("/api/lockers", params={"site": SITE}, headers=operator).json()["lockers"]
+    assert [(x["locker"], x["keys_out"]) for x in listed] == [("A-02", 1)]  # C-2 released, C-3 out
     still_out = client.post(f"/api/sites/{SITE}/credentials/C-3/retire", json={}, headers=operator)
     assert still_out.status_code == 409
     retired = client.post(f"/api/sites/{SITE}/credentials/C-1/retire", json={"by": "office"}, headers=operator)
