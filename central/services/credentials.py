@@ -438,8 +438,8 @@ def set_status(
         return view(row)
     if old.status is Status.REPLACED:
         raise Conflict(f"{credential_id} is replaced: change its successor instead")
-    governance: dict[str, Any] = {"status_reason": reason}
-    if new_status is Status.RETURNED:
+    governance: dict[str, Any] = {"status_reason": reason, "returned_at": None, "returned_by": None}
+    if new_status is Status.RETURNED:  # another status (a returned key issued again) clears the return
         governance |= {"returned_at": utc(returned_at or now), "returned_by": by}
     revision = _commit(
         connection,
