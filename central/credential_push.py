@@ -138,7 +138,7 @@ class CredentialPusher:
                         gateway_credentials.c.gateway == gateways.c.gateway,
                     ),
                 )
-                .where(gateways.c.state == "online")
+                .where(gateways.c.state == "online", self._may_lag())
             ).all()
         new = [row for row in rows if row.known is None]
         if new:
@@ -158,6 +158,20 @@ class CredentialPusher:
             if plan is not None:
                 plans.append(plan)
         return plans
+
+    @staticmethod
+    def _may_lag() -> Any:
+        """Gateways that may need a push (one query for the whole estate each tick; `_due` decides)."""
+        mine = gateway_credentials.c
+        return or_(
+            mine.site.is_(None),
+            mine.revision.is_(None),
+            mine.revision < credential_sites.c.revision,
+            mine.resync.is_(True),
+            mine.boot_id.is_distinct_from(gateways.c.boot_id),
+            mine.gateway_digest.is_distinct_from(credential_sites.c.digest),
+            gateways.c.credentials_digest.is_distinct_from(credential_sites.c.digest),
+        )
 
     def _due(self, connection: Connection, site: str, gateway: str, now: datetime) -> tuple[Any, ...] | None:
         """(gateway row, site row, sync row, drift or None, snapshot?) when this gateway needs a push now."""
