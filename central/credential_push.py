@@ -222,7 +222,7 @@ class CredentialPusher:
             if changes and changes[0].revision == mine.revision + 1:
                 return Plan(site, gateway, g.boot_id, changes)
         items = [issuance.upsert_item(c) for c in sorted(site_set(connection, site).values(), key=lambda c: c.id)]
-        return Plan(site, gateway, g.boot_id, Snapshot(s.revision, s.digest, pages_of(items)))
+        return Plan(site, gateway, g.boot_id, Snapshot(s.revision, s.digest, pages_of(items, PAGE_BYTES)))
 
     @staticmethod
     def _drift(g: Any, s: Any, mine: Any) -> dict[str, Any] | None:

@@ -10,8 +10,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, update
 
+from central import credential_push
 from central.credential_push import CredentialPusher
 from central.schema import gateways
 from central.services import credentials as service
@@ -154,3 +156,26 @@ async def test_an_offline_gateway_is_left_alone_and_shown_pending(engine: Engine
     assert await pusher.push_once() == 1
     assert state(engine, "gw-1") == "in_sync"
     estate.gateways["gw-1"].store.close()
+
+
+async def test_a_snapshot_larger_than_a_page_goes_in_pages_and_replaces_the_gateways_set(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(credential_push, "PAGE_BYTES", 1000)
+    target = StoreGateway(Store.open(tmp_path / "gw-1", zone=UTC))
+    target.store.upsert(
+        [{"id": "LOCAL-1", "uid": "0A0B0C0D", "holder": "someone", "role": "user", "scope": ["Z-9"]}], by="cli", now=NOW
+    )
+    store_gateway(engine, SITE, "gw-1")
+    items = [
+        {"id": f"C-{n:03d}", "uid": f"04A1B2{n:02X}", "holder": f"h{n}", "role": "user", "scope": [f"A-{n:03d}"]}
+        for n in range(60)
+    ]
+    with engine.begin() as connection:
+        service.upsert(connection, SITE, items, by=None, actor="t", now=NOW, zone=UTC)
+    assert await CredentialPusher(engine, Estate({"gw-1": target}), "central-1").push_once() == 1
+    pages = [page for command, page in target.requests if command == "credentials/snapshot"]
+    assert len(pages) > 5 and pages == [str(n) for n in range(1, len(pages) + 1)]
+    assert sorted(c.id for c in target.store.all()) == [f"C-{n:03d}" for n in range(60)]  # the local one is gone
+    assert state(engine, "gw-1") == "in_sync"
+    target.store.close()
