@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from central.database import open_database
 from central.schema import audit_log
 from central.worker import Worker
 from central_tests.api_kit import bearer, tokens
-from central_tests.kit import async_wait_until, gateway_row, write_central_config
+from central_tests.kit import CentralProcess, async_wait_until, gateway_row, write_central_config
 from simulators.site import SimulatedSite
 
 pytestmark = pytest.mark.timeout(150)
@@ -157,7 +159,7 @@ async def test_a_local_change_at_the_gateway_is_seen_and_central_puts_its_own_se
         before = len(gw.events)
         local = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway.cli", "credentials", "add", "--config", str(config),
-            "--id", "L-1", "--uid", "04A1B2C3", "--holder", "intruder", "--role", "user", "--scope", "A-03",
+            "--id", "L-1", "--uid", "14008EC794", "--holder", "intruder", "--role", "user", "--scope", "A-03",
             env={**os.environ, **env}, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         assert await local.wait() == 0
@@ -169,6 +171,78 @@ async def test_a_local_change_at_the_gateway_is_seen_and_central_puts_its_own_se
             drift = connection.execute(select(audit_log).where(audit_log.c.action == "credentials.drift")).one()
         assert drift.target == "gw-e2e" and "changed locally" in drift.detail
         since = len(gw.events)
-        await site.tap("bank-a", "04A1B2C3")
+        await site.tap("bank-a", "14008EC794")
         denied = await gw.wait_for("access.denied", since=since)
         assert denied["reason"] == "unknown_credential"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_the_real_central_process_pushes_what_it_issues_and_after_a_restart_what_was_issued_meanwhile(
+    tmp_path: Path, broker: Mosquitto, postgres_url: str
+) -> None:
+    key_file = tmp_path / "request.key"
+    key_file.write_text("k" * 40 + "\n")
+    key_file.chmod(0o600)
+    port = free_port()
+    config = write_central_config(tmp_path, postgres_url, broker.url)
+    text = config.read_text().replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"')
+    config.write_text(text + f'[signing]\nhmac_key_file = "{key_file}"\n')
+    engine = open_database(postgres_url)
+    operator = bearer(tokens(engine)["operator"])
+    gw_config, gw_settings = write_site(tmp_path / "gw", broker.url)
+    env = {"LOCKERGW_MQTT__HMAC_KEY_FILE": str(key_file)}
+    central = CentralProcess(config, tmp_path / "central.log")
+
+    async def credentials_state(api: httpx.AsyncClient) -> str | None:
+        """This gateway's `credentials` in `GET /api/gateways`; None while central's server is not up yet."""
+        try:
+            answer = await api.get("/api/gateways", headers=operator)
+        except httpx.TransportError:
+            return None
+        return next((g["credentials"] for g in answer.json()["gateways"] if g["gateway"] == "gw-e2e"), "absent")
+
+    async def until_in_sync(api: httpx.AsyncClient) -> None:
+        async with asyncio.timeout(20):
+            while await credentials_state(api) != "in_sync":
+                await asyncio.sleep(0.05)
+
+    try:
+        async with SimulatedSite(gw_settings) as site, running(gw_config, env) as gw:
+            await devices_online_all(gw)
+            await asyncio.to_thread(central.start)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as api:
+                async with asyncio.timeout(20):
+                    while await credentials_state(api) is None:
+                        await asyncio.sleep(0.05)
+                issued = await api.post(
+                    f"/api/sites/{SITE}/credentials", json={"credentials": [CARD]}, headers=operator
+                )
+                assert issued.status_code == 200, issued.text
+                await until_in_sync(api)
+                since = len(gw.events)
+                await site.tap("bank-a", UID)
+                await gw.wait_for("access.granted", since=since, locker="A-01")
+
+                central.signal(signal.SIGTERM)
+                assert await asyncio.to_thread(central.wait) == 0
+                csv = tmp_path / "more.csv"
+                csv.write_text("id,uid,holder,role,scope\nC-2,14008EC793,ben,user,A-03\n")
+                imported = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "gateway.cli", "central", "credentials", "import", str(csv),
+                    "--site", SITE, "--config", str(config), stdout=asyncio.subprocess.DEVNULL,
+                )  # fmt: skip
+                assert await imported.wait() == 0
+                central = CentralProcess(config, tmp_path / "central.log")
+                await asyncio.to_thread(central.start)
+                await until_in_sync(api)
+                since = len(gw.events)
+                await site.tap("bank-a", "14008EC793")
+                await gw.wait_for("access.granted", since=since, locker="A-03")
+    finally:
+        central.stop()
+        engine.dispose()
