@@ -10,7 +10,8 @@ verified and their gaps planned (`central.verify`, `central.repair`); every seco
 closed doors, overdue keys and the alert outbox are looked at; credentials are pushed to the gateways
 (`central.credential_push`); every few seconds a heartbeat is written and, on
 PostgreSQL, a dead worker's session taken over (`central.takeover`). Requests to gateways (a remote opening,
-gap repair's `events/replay`) go out through `central.requests`.
+gap repair's `events/replay`, credential pushes) go out through `self.requests`, the process's one
+`central.requests.GatewayRequestLink` (its own MQTT connection, started and stopped with the worker).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from central.database import is_sqlite
 from central.mqtt_session import Delivery, MqttSession
 from central.registry import raise_offline_alerts
 from central.repair import RepairPolicy, ReplayRequest, plan_repair
-from central.requests import GatewayRequestSender
+from central.requests import GatewayRequestLink
 from central.schema import gateways
 from central.services.credentials import raise_overdue_alerts
 from central.sql import now
@@ -78,7 +79,7 @@ class Worker:
         self._stopping = False
         self._stop_requested = asyncio.Event()
         self.session = self.open_session(client_id_of(settings.central.id), [self.shared, *self.own])
-        self.requests = GatewayRequestSender(self.session, settings.signing, self.prefix)
+        self.requests = GatewayRequestLink(settings)
         self.credentials = CredentialPusher(engine, self, settings.central.id)
         self._overdue_checked_at: datetime | None = None
 
@@ -94,6 +95,7 @@ class Worker:
 
     async def __aenter__(self) -> Worker:
         await asyncio.to_thread(self._beat)
+        await self.requests.__aenter__()
         await self.session.__aenter__()
         self._batches = asyncio.create_task(self._batch_loop(), name="central batches")
         self._tasks = [
@@ -116,7 +118,7 @@ class Worker:
     async def request(
         self, site: str, gateway: str, command: str, body: dict[str, Any], *, timeout_s: float = 10.0
     ) -> dict[str, Any]:
-        """`central.context.GatewayRequests`: see `central.requests.GatewayRequestSender.request`."""
+        """`central.context.GatewayRequests`: see `central.requests.GatewayRequestLink.request`."""
         return await self.requests.request(site, gateway, command, body, timeout_s=timeout_s)
 
     # ---- the stream in ---------------------------------------------------------------------------
@@ -153,11 +155,10 @@ class Worker:
 
     async def commit(self, session: MqttSession, batch: list[Delivery]) -> None:
         """Store a batch (retrying while the database is unreachable), then acknowledge it."""
-        events = [delivery for delivery in batch if not self.requests.answer(delivery)]
         delay = 1.0
         while True:
             try:
-                result = await asyncio.to_thread(apply_batch, self.engine, self.prefix, events)
+                result = await asyncio.to_thread(apply_batch, self.engine, self.prefix, batch)
                 break
             except DatabaseUnavailable as exc:
                 log.error("database unavailable, %d messages held unacknowledged: %s", len(batch), exc)
@@ -181,7 +182,7 @@ class Worker:
             self._chain_wake.clear()
             requests = await self._guarded(self.chain_pass)
             for request in requests or []:
-                self.requests.replay(request.site, request.gateway, request.from_seq)
+                await self.requests.replay(request.site, request.gateway, request.from_seq)
 
     def chain_pass(self) -> list[ReplayRequest]:
         """Verify every gateway with new rows, and plan their repairs (one transaction per gateway)."""
@@ -291,6 +292,7 @@ class Worker:
         if leave:
             await self._guarded(self._mark_stopped)
         await self.session.close(end_session=False)
+        await self.requests.__aexit__(None, None, None)
         metrics.MQTT_CONNECTED.set(0)
 
     def _others_alive(self) -> int:

@@ -52,6 +52,7 @@ from gateway.records import (
     decision_records,
     reader_state_from_json,
     reader_state_to_json,
+    remote_open_record,
 )
 from gateway.sitekey import load_or_create_site_key, uid_hash
 from gateway.storage import JournalUnavailable, StateDirLock, describe_storage_error, prepare_state_dir
@@ -879,19 +880,7 @@ class Gateway:
                 )
         now = self.clock.wall()
         unlock = "sent" if self._board_online(target.board) else "failed"
-        record = {
-            "kind": "access.granted",
-            "reader": None,
-            "locker": locker,
-            "credential": None,
-            "reason": "remote_open",
-            "override": True,
-            "unlock": unlock,
-            "operator": operator,
-            "note": reason,
-            "authorizers": authorizers,
-        }
-        envelopes = self._append([record], now)
+        envelopes = self._append([remote_open_record(locker, operator, reason, authorizers, unlock)], now)
         if unlock == "sent":
             self._energise(locker)
         return {"locker": locker, "unlock": unlock, "seq": envelopes[0]["seq"]}

@@ -28,6 +28,22 @@ def credential_summary(credential: Credential | None, uid: str, hasher: UidHashe
     }
 
 
+def remote_open_record(locker: str, operator: str, note: str, authorizers: list[dict[str, Any]], unlock: str) -> Record:
+    """The journal record of a `lockers/open` request (SPEC §7): an override grant with no reader or card."""
+    return {
+        "kind": "access.granted",
+        "reader": None,
+        "locker": locker,
+        "credential": None,
+        "reason": "remote_open",
+        "override": True,
+        "unlock": unlock,
+        "operator": operator,
+        "note": note,
+        "authorizers": authorizers,
+    }
+
+
 def decision_records(
     decision: Decision,
     uid: str,

@@ -29,6 +29,7 @@ from gateway.journal import Journal
 from gateway.mqtt.ops import RequestError
 from gateway.mqtt.service import MqttService
 from gateway.mqtt.signing import needs_signature, sign
+from gateway.records import remote_open_record
 from gateway.sitekey import load_or_create_site_key
 from gateway.store import Store
 
@@ -314,22 +315,7 @@ class LockerBank:
                 raise RequestError(
                     f"locker {locker!r} is assigned or occupied: opening it needs two distinct authorizers"
                 )
-        envelopes = self.append(
-            [
-                {
-                    "kind": "access.granted",
-                    "reader": None,
-                    "locker": locker,
-                    "credential": None,
-                    "reason": "remote_open",
-                    "override": True,
-                    "unlock": "sent",
-                    "operator": operator,
-                    "note": reason,
-                    "authorizers": authorizers,
-                }
-            ]
-        )
+        envelopes = self.append([remote_open_record(locker, operator, reason, authorizers, "sent")])
         self.opened.append(locker)
         return {"locker": locker, "unlock": "sent", "seq": envelopes[0]["seq"]}
 
