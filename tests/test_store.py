@@ -440,7 +440,7 @@ def test_the_digest_stays_right_through_every_kind_of_change(store: Store) -> No
 
 
 def test_a_schema_1_store_is_migrated_with_its_credentials(tmp_path: Path) -> None:
-    from gateway.store import MIGRATIONS
+    from gateway.credential_rows import MIGRATIONS
 
     db = sqlite3.connect(tmp_path / "credentials.db")
     for statement in MIGRATIONS[0]:
