@@ -39,12 +39,13 @@ from gateway import __version__
 from gateway.config import Settings, load_config
 from gateway.control import ControlServer
 from gateway.credential_cache import CredentialCache
+from gateway.credential_follower import CredentialFollower
 from gateway.doors import DoorMonitor
 from gateway.events import format_ts, uuid7
 from gateway.feedback import tap_feedback
 from gateway.journal import Journal, StateWrite
 from gateway.metrics import Metrics
-from gateway.model import KeypadEntry, Locker, LockerMode, Service, Status, Tap
+from gateway.model import KeypadEntry, Locker, LockerMode, Service, Tap
 from gateway.mqtt.ops import RequestError
 from gateway.policy import PolicySettings, ReaderState, Snapshot, decide, with_keypad
 from gateway.records import (
@@ -55,7 +56,7 @@ from gateway.records import (
 )
 from gateway.sitekey import load_or_create_site_key, uid_hash
 from gateway.storage import JournalUnavailable, StateDirLock, describe_storage_error, prepare_state_dir
-from gateway.store import ChangeLogEntry, Store, StoreError
+from gateway.store import Store
 from gateway.systemd_notify import Notifier
 from gateway.uid import EM4100, EM4100_HEX
 from gateway.visitors import USED_UP_PREFIX, code_of_entry
@@ -153,8 +154,6 @@ class Gateway:
         self._ready = False
         self._store: Store | None = None
         self._follow_store_db: Store | None = None
-        self._follower: asyncio.Task[None] | None = None
-        self._follow_lock = asyncio.Lock()
         self._journal_fault: JournalFault | None = None
         self._retries: list[tuple[list[dict[str, Any]], datetime, list[StateWrite]]] = []
         self._journal: Journal | None = None
@@ -163,8 +162,14 @@ class Gateway:
         self._unlocks: set[asyncio.Task[bool]] = set()
         #: Single-use credentials used up (journaled) whose revocation the store has not taken yet.
         self.used_up: set[str] = set()
-        self._revocations: set[asyncio.Task[None]] = set()
         self.metrics = Metrics()
+        self.follower = CredentialFollower(
+            self.credentials,
+            self.clock,
+            append=self._append,
+            append_or_retry=self._append_or_retry,
+            info_changed=self._info_changed,
+        )
 
     # ---- resources ---------------------------------------------------------------------------
 
@@ -201,6 +206,7 @@ class Gateway:
         self._journal = Journal.open(
             state_dir, site=self.settings.gateway.site, gateway=self.settings.gateway.id, boot_id=self.boot_id
         )
+        self.follower.attach(self.store, self._follow_store_db, self._journal)
         self.credentials.load(self.store)
         # A million credential objects would otherwise be walked by every full garbage collection.
         gc.collect()
@@ -238,7 +244,7 @@ class Gateway:
         self._append([{"kind": "gateway.started", "reason": None, "version": __version__}], now)
         for credential_id in sorted(self.used_up):
             self._revoke_used_up(credential_id)
-        self._journal_credential_changes(now, startup=True)
+        self.follower.journal_changes(now, startup=True)
 
     # ---- journal -----------------------------------------------------------------------------
 
@@ -325,63 +331,6 @@ class Gateway:
             return {"status": "ok"}
         return {"status": "failing", "since": format_ts(fault.since), "cause": fault.cause}
 
-    def _journal_credential_changes(self, now: datetime, startup: bool = False) -> None:
-        """Bring the cache up to date now (MQTT ok, SIGHUP, start-up) and journal what changed."""
-        self._journal_entries(self.credentials.refresh(self.store), now, startup)
-
-    async def catch_up_credentials(self) -> None:
-        """Bring the policy's credentials up to date with the store without stalling taps: the changed
-        rows are read on a worker thread through a connection of its own, then applied here in one step."""
-        assert self._follow_store_db is not None
-        async with self._follow_lock:
-            while self.store.rev != self.credentials.rev:
-                from_rev = self.credentials.rev
-                reading = asyncio.ensure_future(asyncio.to_thread(self._follow_store_db.changed_rows, from_rev))
-                try:
-                    changes = await asyncio.shield(reading)
-                except asyncio.CancelledError:
-                    # The worker thread cannot be stopped: keep the connection (and the lock) until it is
-                    # done, so no second thread ever uses it and stop never closes it under a reader.
-                    await asyncio.wait({reading})
-                    raise
-                entries = self.credentials.apply(changes, from_rev)
-                if entries is not None:  # None: the cache moved meanwhile; read again
-                    self._journal_entries(entries, self.clock.wall())
-
-    def _journal_entries(self, entries: list[ChangeLogEntry], now: datetime, startup: bool = False) -> None:
-        seen = self.journal.get_state("meta:credentials_rev").get("meta:credentials_rev", 0)
-        if startup and isinstance(seen, int) and seen < self.credentials.rev:
-            # Changes made while the daemon was stopped: one summary record.
-            version, digest = self.store.version_and_digest()
-            entries_note = {"kind": "credentials.changed", "reason": "changed_while_stopped", "version": version}
-            self._append(
-                [{**entries_note, "digest": digest}],
-                now,
-                [StateWrite("meta:credentials_rev", self.credentials.rev)],
-            )
-            return
-        if not entries:
-            return
-        applied = self.credentials.rev
-        version, digest = self.store.version_and_digest()
-        records = [
-            {
-                "kind": "credentials.changed",
-                "reason": entry.reason,
-                "action": entry.action,
-                "by": entry.by,
-                "ids": list(entry.ids[:50]),
-                "count": len(entry.ids),
-                "version": entry.rev,
-            }
-            for entry in entries
-        ]
-        if version == applied:  # else the store has moved on already: its digest is not of this set
-            records[-1]["digest"] = digest
-        self._append_or_retry(records, now, [StateWrite("meta:credentials_rev", applied)])
-        if self.mqtt is not None:
-            self.mqtt.info_changed()  # the retained info carries the credential-set version and digest
-
     # ---- taps --------------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
@@ -464,6 +413,17 @@ class Gateway:
             self._revoke_used_up(used_up)
         return envelopes
 
+    def _revoke_used_up(self, credential_id: str) -> None:
+        """Have the store revoke a used-up single-use credential (off the tap path); until it has,
+        `used_up` refuses it."""
+        self.follower.revoke_used_up(
+            credential_id,
+            state_dir=self.settings.gateway.state_dir,
+            zone=self.zone,
+            revoked=self.used_up.discard,
+            on_failure=_log_task_failure,
+        )
+
     def _show(self, reader_id: str, envelopes: list[dict[str, Any]], state: ReaderState, timer: datetime) -> None:
         """Tell the person at the reader (LED, buzzer) what was decided; a reader fault never spreads.
         `timer` is the monotonic instant of the decision (a lockout's end is on that clock)."""
@@ -480,36 +440,6 @@ class Gateway:
             reader.feedback(feedback)
         except Exception:
             log.exception("reader %s: feedback failed", reader_id)
-
-    def _revoke_used_up(self, credential_id: str) -> None:
-        """Revoke a used-up single-use credential in the store, on a worker thread with a connection of
-        its own (the tap path never waits on it); the store change is journaled as credentials.changed.
-        Until it lands, `used_up` refuses the credential."""
-        state_dir, zone, clock = self.settings.gateway.state_dir, self.zone, self.clock
-
-        def revoke() -> None:
-            with Store.open(state_dir, zone=zone) as store:
-                current = store.get(credential_id)
-                if current is not None and current.status == Status.ACTIVE:
-                    store.set_status(credential_id, Status.REVOKED, by="gateway", now=clock.wall(), reason="single_use")
-
-        async def run() -> None:
-            try:
-                await asyncio.to_thread(revoke)
-            except (StoreError, sqlite3.Error, OSError) as exc:
-                # Still refused (used_up, journaled); the next start revokes it. One line, no traceback.
-                cause = describe_storage_error(exc, state_dir)
-                log.error("credential %s used up but not yet revoked in the store (%s)", credential_id, cause)
-                return
-            await self.catch_up_credentials()
-            self.used_up.discard(credential_id)
-            with contextlib.suppress(sqlite3.Error, OSError):  # left in place, the next start re-checks it
-                self.journal.put_state([StateWrite(f"{USED_UP_PREFIX}{credential_id}", None)])
-
-        task = asyncio.get_running_loop().create_task(run(), name=f"revoke {credential_id}")
-        self._revocations.add(task)
-        task.add_done_callback(self._revocations.discard)
-        task.add_done_callback(_log_task_failure)
 
     def handle_keypad(self, entry: KeypadInput) -> None:
         if entry.device not in self.reader_lockers:
@@ -652,9 +582,7 @@ class Gateway:
                     self._last_probe = self.clock.monotonic()
                     self._commit([], now, [])
         self._journal_door_records(self.doors.tick(self.clock.timer()), now)
-        if self.store.rev != self.credentials.rev and (self._follower is None or self._follower.done()):
-            self._follower = asyncio.get_running_loop().create_task(self.catch_up_credentials(), name="store changes")
-            self._follower.add_done_callback(_log_task_failure)
+        self.follower.follow(_log_task_failure)
         if not self._ready and self._all_devices_seen():
             self._become_ready()
 
@@ -693,7 +621,7 @@ class Gateway:
 
     def reload(self) -> None:
         """SIGHUP: re-read credentials and the policy section without dropping taps."""
-        task = asyncio.get_running_loop().create_task(self.catch_up_credentials(), name="reload credentials")
+        task = asyncio.get_running_loop().create_task(self.follower.catch_up(), name="reload credentials")
         task.add_done_callback(_log_task_failure)
         if self.config_path is not None:
             try:
@@ -790,17 +718,10 @@ class Gateway:
                 self._drain_device_events()
                 if self._unlocks:
                     await asyncio.wait(self._unlocks, timeout=1.0)
-                if self._revocations:  # else the journal's used_up state revokes them at the next start
-                    await asyncio.wait(self._revocations, timeout=1.0)
+                await self.follower.settle_revocations()
                 await _cancel(device_tasks)
                 self._drain_device_events()
-                # A credential read may still be running on the worker thread: the lock is held until
-                # it is done, and only then may its connection be closed (in `finally` below).
-                if self._follower is not None:
-                    self._follower.cancel()
-                    await asyncio.wait({self._follower}, timeout=2.0)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._follow_lock.acquire(), 2.0)
+                await self.follower.stop()  # before its connection is closed (in `finally` below)
                 try:
                     self._append([{"kind": "gateway.stopped", "reason": "stopped"}], self.clock.wall())
                 except JournalUnavailable as exc:
@@ -855,7 +776,11 @@ class Gateway:
         return {locker_id: self.locker_payload(locker_id) for locker_id in self.lockers}
 
     async def credentials_changed(self) -> None:
-        await self.catch_up_credentials()
+        await self.follower.catch_up()
+
+    def _info_changed(self) -> None:
+        if self.mqtt is not None:
+            self.mqtt.info_changed()
 
     def _locker(self, locker_id: str) -> Locker:
         locker = self.lockers.get(locker_id)
