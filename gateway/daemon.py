@@ -44,13 +44,13 @@ from gateway.doors import DoorMonitor
 from gateway.events import format_ts, uuid7
 from gateway.feedback import tap_feedback
 from gateway.journal import Journal, StateWrite
+from gateway.locker_operations import LockerOperations
 from gateway.metrics import Metrics
 from gateway.model import KeypadEntry, Locker, LockerMode, Service, Tap
-from gateway.mqtt.ops import RequestError
 from gateway.policy import PolicySettings, ReaderState, Snapshot, decide, with_keypad
 from gateway.records import (
-    credential_summary,
     decision_records,
+    locker_state_to_json,
     reader_state_from_json,
     reader_state_to_json,
 )
@@ -169,6 +169,13 @@ class Gateway:
             append=self._append,
             append_or_retry=self._append_or_retry,
             info_changed=self._info_changed,
+        )
+        self.locker_ops = LockerOperations(
+            self,
+            append=self._append,
+            energise=self._energise,
+            board_online=self._board_online,
+            locker_changed=self._locker_changed,
         )
 
     # ---- resources ---------------------------------------------------------------------------
@@ -382,7 +389,7 @@ class Gateway:
         for locker_id, occupant in allocations:
             old = new_lockers[locker_id]
             new_lockers[locker_id] = _with(old, occupant=occupant)
-            writes.append(StateWrite(f"locker:{locker_id}", _locker_json(new_lockers[locker_id])))
+            writes.append(StateWrite(f"locker:{locker_id}", locker_state_to_json(new_lockers[locker_id])))
         committing = time.perf_counter()
         try:
             envelopes = self._append(records, now, writes)
@@ -782,103 +789,19 @@ class Gateway:
         if self.mqtt is not None:
             self.mqtt.info_changed()
 
-    def _locker(self, locker_id: str) -> Locker:
-        locker = self.lockers.get(locker_id)
-        if locker is None:
-            raise RequestError(f"unknown locker {locker_id!r}")
-        return locker
-
     async def open_locker(
         self, locker: str, operator: str, reason: str, authorizers: list[dict[str, Any]]
     ) -> dict[str, Any]:
-        target = self._locker(locker)
-        if target.board is None or target.lock is None:
-            raise RequestError(f"locker {locker!r} is keyed: the gateway cannot open it")
-        # Any outstanding key counts: a lost or suspended key's holder still has belongings inside.
-        in_use = target.occupant is not None or bool(self.store.keys_for_locker(locker))
-        if self.policy.emergency_two_person and in_use:
-            people = {str(a.get("holder") or a.get("id")).strip().casefold() for a in authorizers}
-            if len(authorizers) < 2 or len(people) < 2:
-                raise RequestError(
-                    f"locker {locker!r} is assigned or occupied: opening it needs two distinct authorizers"
-                )
-        now = self.clock.wall()
-        unlock = "sent" if self._board_online(target.board) else "failed"
-        record = {
-            "kind": "access.granted",
-            "reader": None,
-            "locker": locker,
-            "credential": None,
-            "reason": "remote_open",
-            "override": True,
-            "unlock": unlock,
-            "operator": operator,
-            "note": reason,
-            "authorizers": authorizers,
-        }
-        envelopes = self._append([record], now)
-        if unlock == "sent":
-            self._energise(locker)
-        return {"locker": locker, "unlock": unlock, "seq": envelopes[0]["seq"]}
+        return await self.locker_ops.open_locker(locker, operator, reason, authorizers)
 
     async def set_locker_service(self, locker: str, service: str, by: str) -> dict[str, Any]:
-        target = self._locker(locker)
-        try:
-            new_service = Service(service)
-        except ValueError:
-            raise RequestError(f"service must be one of: in_service, out_of_service (got {service!r})") from None
-        updated = _with(target, service=new_service)
-        if updated == target:
-            return {"locker": locker, "service": str(new_service)}
-        record = {"kind": "locker.service", "locker": locker, "service": str(new_service), "by": by}
-        self._append([record], self.clock.wall(), [StateWrite(f"locker:{locker}", _locker_json(updated))])
-        self.lockers = {**self.lockers, locker: updated}
-        self._locker_changed(locker)
-        return {"locker": locker, "service": str(new_service)}
+        return await self.locker_ops.set_locker_service(locker, service, by)
 
     async def assign_locker(self, locker: str, credential_id: str, by: str) -> dict[str, Any]:
-        target = self._locker(locker)
-        credential = self.credentials.by_id.get(credential_id)
-        if credential is None:
-            raise RequestError(f"unknown credential {credential_id!r}")
-        if credential.role != "user" or credential.status != "active":
-            raise RequestError(
-                f"credential {credential_id!r} is {credential.status} {credential.role}: "
-                "shared lockers are held by active user credentials"
-            )
-        if target.mode != LockerMode.SHARED:
-            raise RequestError(
-                f"locker {locker!r} is an assigned locker: assign it by putting it in the credential's scope"
-            )
-        if target.occupant == credential_id:
-            return {"locker": locker, "occupant": credential_id}  # already so: nothing to journal
-        if target.occupant is not None:
-            raise RequestError(f"locker {locker!r} is held by another credential; release it first")
-        return self._set_occupant(target, credential_id, "locker.allocated", by)
+        return await self.locker_ops.assign_locker(locker, credential_id, by)
 
     async def release_locker(self, locker: str, by: str) -> dict[str, Any]:
-        target = self._locker(locker)
-        if target.mode != LockerMode.SHARED:
-            raise RequestError(f"locker {locker!r} is not a shared locker")
-        if target.occupant is None:
-            raise RequestError(f"locker {locker!r} is not held by anyone")
-        return self._set_occupant(target, None, "locker.released", by)
-
-    def _set_occupant(self, target: Locker, occupant: str | None, kind: str, by: str) -> dict[str, Any]:
-        previous = target.occupant
-        updated = _with(target, occupant=occupant)
-        holder = self.credentials.by_id.get(occupant or previous or "")
-        record = {
-            "kind": kind,
-            "locker": target.id,
-            "credential": credential_summary(holder, holder.uid if holder else "", self.hash_uid) if holder else None,
-            "reason": "remote",
-            "by": by,
-        }
-        self._append([record], self.clock.wall(), [StateWrite(f"locker:{target.id}", _locker_json(updated))])
-        self.lockers = {**self.lockers, target.id: updated}
-        self._locker_changed(target.id)
-        return {"locker": target.id, "occupant": occupant}
+        return await self.locker_ops.release_locker(locker, by)
 
 
 def tap_family(driver: str, uid: str) -> str:
@@ -891,10 +814,6 @@ def tap_family(driver: str, uid: str) -> str:
 
 def _with(locker: Locker, **changes: Any) -> Locker:
     return replace(locker, **changes)
-
-
-def _locker_json(locker: Locker) -> dict[str, Any]:
-    return {"service": str(locker.service), "occupant": locker.occupant}
 
 
 def _describe(envelope: dict[str, Any]) -> str:
