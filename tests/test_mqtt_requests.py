@@ -409,7 +409,7 @@ async def test_a_large_upsert_does_not_hold_up_the_event_loop(broker: Mosquitto,
 async def test_a_snapshot_larger_than_the_bound_is_dropped_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gateway.mqtt import requests as requests_module
+    from gateway.mqtt import snapshot_pages as requests_module
 
     monkeypatch.setattr(requests_module, "MAX_SNAPSHOT_CREDENTIALS", 4)
     # The handler is called directly, unsigned: what is tested here is the snapshot bound.
