@@ -49,9 +49,7 @@ from drivers.base import (
     utcnow,
 )
 from drivers.presence import BadFrameCounter, PresenceFilter
-from drivers.registry import DriverUnavailable
 from drivers.serial_link import describe_error
-from gateway.config import ReaderSection
 
 log = logging.getLogger(__name__)
 
@@ -489,22 +487,6 @@ class OsdpReader(Reader):
         #: Signals for the session thread to send; put by `feedback` on the loop, taken by the thread.
         self.pending_feedback: queue.SimpleQueue[Feedback] = queue.SimpleQueue()
         self._state: bool | None = None  # None until the first session has a verdict
-
-    @classmethod
-    def from_config(cls, section: ReaderSection) -> OsdpReader:
-        try:
-            scbk = read_scbk(section.scbk_file)
-        except ScbkError as exc:
-            raise DriverUnavailable(str(exc)) from None
-        return cls(
-            section.id,
-            section.port,
-            address=section.osdp_address,
-            scbk=scbk,
-            baudrate=section.baudrate or BAUDRATE,
-            repeat_gap_s=section.repeat_gap_s,
-            send_feedback=section.osdp_feedback,
-        )
 
     async def run(self, emit: Emit) -> None:
         loop = asyncio.get_running_loop()

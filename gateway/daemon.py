@@ -671,7 +671,7 @@ class Gateway:
             return await self._run_locked()
 
     async def _run_locked(self) -> int:
-        from drivers.registry import build_devices
+        from gateway.devices import build_devices
 
         loop = asyncio.get_running_loop()
         # Checked before anything is journaled, so a driver or broker setting that cannot work stops

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from drivers.base import CardRead, DeviceOffline, DeviceOnline, KeypadInput, ReaderFault
 from drivers.osdp import KeypadEntry, OsdpReader, card_uid, pack_bits, read_scbk, wiegand_data, wiegand_frame
-from drivers.registry import DriverUnavailable, build_devices
+from drivers.registry import DriverUnavailable
+from gateway.devices import build_devices
 from simulators.osdp import SimulatedOsdp
 from simulators.pty import SimError
 from simulators.site import SimulatedSite
