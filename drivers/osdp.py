@@ -128,7 +128,7 @@ def wiegand_data(value: int, length: int) -> int | None:
 
 
 def wiegand_frame(data: int, length: int) -> int:
-    """A Wiegand-26/34 frame for `length - 2` data bits, with both parity bits (used by the simulator)."""
+    """A Wiegand-26/34 frame for `length - 2` data bits, with both parity bits (for the driver tests)."""
     half = (length - 2) // 2
     first, second = data >> half, data & ((1 << half) - 1)
     leading = _ones(first) % 2

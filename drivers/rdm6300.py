@@ -23,7 +23,7 @@ _HEX_DIGITS = frozenset(b"0123456789ABCDEFabcdef")
 
 
 def encode_frame(uid: str) -> bytes:
-    """The frame a reader sends for a 10-hex-character EM4100 uid (used by tests and the simulator)."""
+    """The frame a reader sends for a 10-hex-character EM4100 uid (for the driver tests)."""
     data = bytes.fromhex(uid)
     if len(data) != 5:
         raise ValueError(f"an EM4100 uid has 5 bytes (10 hex characters), got {len(uid)} characters")

@@ -101,7 +101,7 @@ def parse_line(line: str, fmt: Format, bit_width: int = 24) -> str:
 
 
 def format_line(uid: str, fmt: Format, bit_width: int = 24) -> bytes:
-    """The line (with CR LF) a converter in `fmt` sends for `uid`; the simulator's half of `parse_line`.
+    """The line (with CR LF) a converter in `fmt` sends for `uid`; the tests' half of `parse_line`.
 
     Wiegand and decimal converters carry only their data bits, so a longer uid is cut to its low 24/32
     (or `bit_width`) bits, as a real converter would. `auto` sends Wiegand for 6- and 8-character
