@@ -338,7 +338,7 @@ async def test_locker_commands_update_the_retained_locker_topics(broker: Mosquit
         released = await capture.request(BASE, "lockers/release", {"locker": "S-01"})
         assert released["status"] == "ok"
         await capture.wait_for(lambda m: m.topic == f"{BASE}/lockers/S-01" and m.json()["occupied"] is False)
-        assert rig.bank.lockers["S-01"]["occupant"] is None
+        assert rig.bank.lockers["S-01"].occupant is None
         await capture.wait_for(lambda m: m.topic == f"{BASE}/events/locker.allocated")
         await capture.wait_for(lambda m: m.topic == f"{BASE}/events/locker.released")
 
