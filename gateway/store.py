@@ -1,6 +1,6 @@
 """The credential store: SQLite `credentials.db` in `state_dir`, shared by the daemon and the CLI.
 
-Every change bumps a revision; `changes_since(rev)` lets the running daemon pick up CLI and MQTT
+Every change bumps a revision; `changed_rows(rev)` lets the running daemon pick up CLI and MQTT
 changes incrementally (it polls `rev`, one indexed read, so a change is in force within a second).
 Each change also leaves a row in the change log, which the daemon journals as `credentials.changed`.
 
@@ -93,16 +93,9 @@ class ChangeLogEntry:
 
 
 @dataclass(frozen=True, slots=True)
-class Changes:
-    rev: int
-    upserted: tuple[Credential, ...]
-    removed: tuple[str, ...]  # credential ids
-    log: tuple[ChangeLogEntry, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class RawChanges:
-    """`Changes` with the credentials as database rows (see `Store.changed_rows`)."""
+    """What changed since a revision: credentials as database rows (see `Store.changed_rows`), removed
+    ids, and the change log."""
 
     rev: int
     rows: list[tuple[Any, ...]]
@@ -212,13 +205,8 @@ class Store:
     def rev(self) -> int:
         return _current_rev(self._db)
 
-    def changes_since(self, rev: int) -> Changes:
-        raw = self.changed_rows(rev)
-        read = RowReader()
-        return Changes(rev=raw.rev, upserted=tuple(read(row) for row in raw.rows), removed=raw.removed, log=raw.log)
-
     def changed_rows(self, rev: int) -> RawChanges:
-        """What `changes_since` returns, with credentials as raw rows (`credential_from_row` turns one
+        """What changed after `rev`, with credentials as raw rows (`credential_from_row` turns one
         into a Credential). The running daemon loads a 100,000-row import this way in a fraction of the
         time, and builds each Credential only when its card is presented."""
         with _read_transaction(self._db):
@@ -270,22 +258,6 @@ class Store:
             (key_code,),
         )
         return [KeyHolding(*row) for row in rows]
-
-    def key_counts_by_locker(self) -> dict[str, int]:
-        """locker id → number of outstanding user keys naming it (lockers with none are absent)."""
-        rows = self._db.execute(
-            "SELECT s.item, count(*) FROM credential_scope s JOIN credentials c ON c.id = s.credential_id "
-            f"WHERE c.role = 'user' AND c.status IN ({OUTSTANDING_SQL}) GROUP BY s.item ORDER BY s.item"
-        )
-        return dict(rows.fetchall())
-
-    def key_counts_by_code(self) -> dict[str, int]:
-        """key code → number of outstanding physical keys cut to it."""
-        rows = self._db.execute(
-            "SELECT key_code, count(*) FROM credentials "
-            f"WHERE kind = 'physical_key' AND status IN ({OUTSTANDING_SQL}) GROUP BY key_code ORDER BY key_code"
-        )
-        return dict(rows.fetchall())
 
     # -- changing (each call is one transaction: all or nothing)
     def upsert(
