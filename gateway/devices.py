@@ -30,7 +30,7 @@ def _feedback(section: ReaderSection) -> dict[str, Any]:
 
 
 def _osdp(section: ReaderSection) -> dict[str, Any]:
-    from drivers.osdp import ScbkError, read_scbk
+    from drivers.osdp_card import ScbkError, read_scbk
 
     try:
         scbk = read_scbk(section.scbk_file)

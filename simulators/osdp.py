@@ -25,7 +25,7 @@ from typing import Any
 
 import osdp
 
-from drivers.osdp import ScbkError, read_scbk
+from drivers.osdp_card import ScbkError, read_scbk
 from gateway.config import ReaderSection
 from simulators.pty import SimError
 from simulators.reader import SIGNAL_HISTORY, Notify, SimulatedReader
