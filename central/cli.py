@@ -21,6 +21,8 @@ from gateway.settings_file import ConfigError
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from central.config import CentralSettings
+
 #: Modules under central.commands, in the order `lockergw central --help` lists them.
 MODULE_NAMES = ("token", "credentials", "user")
 #: What central needs beyond the gateway (the `central` extra of the distribution).
@@ -40,8 +42,9 @@ def missing_dependencies() -> list[str]:
     return [name for name in REQUIRED_MODULES if importlib.util.find_spec(name) is None]
 
 
-def open_central_database(config: str) -> Engine | int:
-    """The configured database (migrated), or the exit status after one plain line per fault."""
+def open_central(config: str) -> tuple[CentralSettings, Engine] | int:
+    """The settings and the (migrated) database of `--config`, or the exit status after one plain line per
+    fault — for the administrative commands, which import SQLAlchemy only when they run."""
     missing = missing_dependencies()
     if missing:
         return fail(f"central needs {', '.join(missing)}: install with pip install 'locker-gateway[central]'")
@@ -55,7 +58,7 @@ def open_central_database(config: str) -> Engine | int:
             print(fault, file=sys.stderr)
         return 2
     try:
-        return open_database(settings.central.database)
+        return settings, open_database(settings.central.database)
     except DatabaseError as exc:
         return fail(str(exc))
 

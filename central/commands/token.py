@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import argparse
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from central.cli import add_central_config_option, open_central_database
+from central.cli import add_central_config_option, open_central
 from gateway.commands.common import fail
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 ROLES = ("viewer", "operator", "admin")
 
@@ -34,10 +38,16 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     revoke.set_defaults(handler=_revoke)
 
 
+def _open(config: str) -> Engine | int:
+    """The configured database, or the exit status after one plain line per fault."""
+    opened = open_central(config)
+    return opened if isinstance(opened, int) else opened[1]
+
+
 def _create(args: argparse.Namespace) -> int:
     from central.tokens import TokenError, create_token, parse_role
 
-    engine = open_central_database(args.config)
+    engine = _open(args.config)
     if isinstance(engine, int):
         return engine
     try:
@@ -55,7 +65,7 @@ def _create(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from central.tokens import list_tokens
 
-    engine = open_central_database(args.config)
+    engine = _open(args.config)
     if isinstance(engine, int):
         return engine
     try:
@@ -77,7 +87,7 @@ def _list(args: argparse.Namespace) -> int:
 def _revoke(args: argparse.Namespace) -> int:
     from central.tokens import TokenError, revoke_token
 
-    engine = open_central_database(args.config)
+    engine = _open(args.config)
     if isinstance(engine, int):
         return engine
     try:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from central.cli import add_central_config_option, open_central_database
+from central.cli import add_central_config_option, open_central
 from gateway.commands.common import fail
 
 if TYPE_CHECKING:
@@ -64,9 +64,10 @@ def _changed(config: str, change: Callable[[Connection, datetime], str]) -> int:
     what was wrong (exit 2)."""
     from central.services.errors import ServiceError
 
-    engine = open_central_database(config)
-    if isinstance(engine, int):
-        return engine
+    opened = open_central(config)
+    if isinstance(opened, int):
+        return opened
+    _settings, engine = opened
     try:
         with engine.begin() as connection:
             done = change(connection, datetime.now(UTC))
@@ -120,9 +121,10 @@ def _passwd(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from central.services import users
 
-    engine = open_central_database(args.config)
-    if isinstance(engine, int):
-        return engine
+    opened = open_central(args.config)
+    if isinstance(opened, int):
+        return opened
+    _settings, engine = opened
     try:
         with engine.connect() as connection:
             listed = users.users(connection)
