@@ -31,6 +31,7 @@ class EventFilter:
     kind: str | None = None
     locker: str | None = None
     holder: str | None = None
+    credential: str | None = None
     since: datetime | None = None  # inclusive
     until: datetime | None = None  # exclusive
 
@@ -88,6 +89,7 @@ def _filtered(query: Select[Any], where: EventFilter) -> Select[Any]:
         (events.c.kind, where.kind),
         (events.c.locker, where.locker),
         (events.c.holder, where.holder),
+        (events.c.credential_id, where.credential),
     ):
         if value is not None:
             query = query.where(column == value)

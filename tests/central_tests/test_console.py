@@ -202,3 +202,54 @@ def test_over_https_the_session_cookie_is_secure(engine: Engine, console: TestCl
     with TestClient(console.app, base_url="https://testserver") as secure:
         cookie = sign_in(secure, "operator-1").headers["set-cookie"]
     assert "lockergw_session=" in cookie and "Secure" in cookie and "HttpOnly" in cookie
+
+
+def issue_form(csrf: str, **fields: str) -> dict[str, str]:
+    return {"csrf_token": csrf, "site": SITE, "kind": "card", "role": "user", **fields}
+
+
+def test_people_and_keys_issue_duplicate_lost_replace_and_deposit_never_showing_a_raw_uid(
+    console: TestClient, engine: Engine
+) -> None:
+    csrf = signed_in(console, "operator-1")
+    issued = console.post("/console/people/issue", data=issue_form(csrf, id="C-1", holder="amira", uid="3C00CE754C",
+                                                                   scope="A-01", deposit="10.00"))  # fmt: skip
+    assert "Issued card C-1 to amira (issue 1, uid …754C)" in issued.text
+    second = console.post("/console/people/issue", data=issue_form(csrf, id="C-2", holder="amira", uid="14008EC793",
+                                                                   scope="A-01"))  # fmt: skip
+    assert 'class="problem"' in second.text and "approved_by" in second.text.split('class="problem"')[1][:300]
+    approved = console.post("/console/people/issue", data=issue_form(csrf, id="C-2", holder="amira", uid="14008EC793",
+                                                                     scope="A-01", approved_by="head"))  # fmt: skip
+    assert "Issued card C-2 to amira" in approved.text
+    clash = console.post("/console/people/issue", data=issue_form(csrf, id="C-3", holder="cara", uid="3C00CE754C"))
+    assert 'class="problem"' in clash.text
+    found = console.get("/console/people", params={"q": "754c"}).text  # the last digits of the card
+    assert 'data-key="C-1"' in found and 'data-key="C-2"' not in found
+    lost = console.post(f"/console/people/{SITE}/C-1/status", data={"csrf_token": csrf, "status": "lost"})
+    assert "C-1 is now lost" in lost.text
+    refunded = console.post(f"/console/people/{SITE}/C-1/deposit", data={"csrf_token": csrf, "state": "refunded"})
+    assert "10.00: refunded" in refunded.text
+    replaced = console.post(f"/console/people/{SITE}/C-1/replace", data={"csrf_token": csrf, "new_uid": "62E3086CED"})
+    assert "C-1 replaced by C-1-2, issue 2" in replaced.text and "…6CED" in replaced.text
+    history = console.get(f"/console/people/{SITE}/C-1").text
+    assert "credential.issue" in history and "credential.set_status" in history and "credential.replace" in history
+    for page in (issued, second, approved, clash, lost, refunded, replaced):
+        for raw in ("3C00CE754C", "14008EC793", "62E3086CED"):
+            assert raw not in page.text
+    with engine.connect() as connection:
+        logged = " ".join(connection.execute(select(audit_log.c.detail)).scalars())
+    assert "3C00CE754C" not in logged
+
+
+def test_a_viewer_cannot_issue_or_change_a_key(console: TestClient) -> None:
+    operator = TestClient(console.app)
+    csrf = signed_in(operator, "operator-1")
+    operator.post("/console/people/issue", data=issue_form(csrf, id="C-1", holder="amira", uid="3C00CE754C"))
+    viewer_csrf = signed_in(console, "viewer-1")
+    assert "Issue a key" not in console.get("/console/people").text
+    assert "Mark as" not in console.get(f"/console/people/{SITE}/C-1").text
+    refused = [
+        console.post("/console/people/issue", data=issue_form(viewer_csrf, id="C-9", holder="x", uid="0A0B0C0D0E")),
+        console.post(f"/console/people/{SITE}/C-1/status", data={"csrf_token": viewer_csrf, "status": "lost"}),
+    ]
+    assert [answer.status_code for answer in refused] == [403, 403]

@@ -59,9 +59,6 @@ async def estate(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[Estate]:
     central_config.write_text(text + f'[signing]\nhmac_key_file = "{tmp_path / "gw" / "signing.key"}"\n')
     for name, role in (("olive", "operator"), ("adam", "admin"), ("vera", "viewer")):
         add_user(central_config, name, role)
-    added = lockergw("credentials", "add", "--config", str(gateway_config), "--id", "C-1", "--uid", CARD,
-                     "--holder", "u-1", "--role", "user", "--scope", "A-01")  # fmt: skip
-    assert added.returncode == 0, added.stderr
     central = CentralProcess(central_config, tmp_path / "central.log").start()
     try:
         async with SimulatedSite(gateway_settings) as site, running(gateway_config) as gw, chromium() as browser:
@@ -79,14 +76,29 @@ async def new_page(estate: Estate, name: str) -> Page:
     return page
 
 
-async def test_a_tap_changes_the_grid_live_an_alert_appears_live_and_the_holders_report_downloads(
-    estate: Estate,
-) -> None:
+async def issue_card(page: Page, holder: str, key: str, locker: str) -> None:
+    await page.get_by_role("link", name="People and keys").click()
+    await page.get_by_label("Holder", exact=True).fill(holder)
+    await page.get_by_label("Key id", exact=True).fill(key)
+    await page.get_by_label("Kind").select_option("card")
+    await page.get_by_label("Card number (not for a physical key)").fill(CARD)
+    await page.get_by_label("Lockers (comma-separated)").fill(locker)
+    await page.get_by_role("button", name="Issue").click()
+    await expect(page.get_by_role("status")).to_contain_text(f"Issued card {key} to {holder} (issue 1, uid …754C)")
+
+
+async def test_issue_tap_lost_alert_acknowledge_and_report_in_a_real_browser(estate: Estate) -> None:
     page = await new_page(estate, "olive")
     await expect(page.locator("#estate")).to_contain_text("gw-e2e", timeout=LIVE_MS)
     await expect(page.locator("#estate")).to_contain_text("online", timeout=LIVE_MS)
     await screenshots(page, "estate")
 
+    await issue_card(page, "u-1", "C-1", "A-01")
+    assert CARD not in await page.content()
+    pushed = await estate.gateway.wait_for("credentials.changed")  # central pushed it to the gateway
+    await screenshots(page, "people")
+
+    await page.get_by_role("link", name="Estate").click()
     await page.get_by_role("link", name=SITE).click()
     a01 = page.locator('[data-locker="A-01"]')
     await expect(a01).to_be_visible(timeout=LIVE_MS)
@@ -95,22 +107,32 @@ async def test_a_tap_changes_the_grid_live_an_alert_appears_live_and_the_holders
     await estate.site.tap("bank-a", CARD)
     await estate.gateway.wait_for("access.granted", locker="A-01")
     await expect(a01.locator(".holder")).to_have_text("u-1", timeout=LIVE_MS)
+    await expect(a01.locator(".door")).to_contain_text("open", timeout=LIVE_MS)
     assert await page.evaluate("window.notReloaded") is True
     await screenshots(page, "locker-bank")
+    await estate.site.close("A-01")
+
+    await page.goto(f"{estate.base}/console/people/{SITE}/C-1")
+    await page.get_by_label("Mark as").select_option("lost")
+    await page.get_by_label("Reason (optional)").fill("left on the bus")
+    await page.get_by_role("button", name="Apply").click()
+    await expect(page.get_by_role("status")).to_contain_text("C-1 is now lost")
+    await estate.gateway.wait_for("credentials.changed", since=pushed["seq"])
+    await screenshots(page, "key")
 
     await page.get_by_role("link", name="Alerts").click()
     await page.evaluate("window.notReloaded = true")
-    await estate.site.open("A-03")  # forced open: nobody unlocked it
-    forced = page.locator('tr.alert-open[data-kind="door.forced_open"]')
-    await expect(forced).to_be_visible(timeout=LIVE_MS)
+    await estate.site.tap("bank-a", CARD)
+    await estate.gateway.wait_for("credential.lost_presented")
+    lost = page.locator('tr.alert-open[data-kind="credential.lost_presented"]')
+    await expect(lost).to_be_visible(timeout=LIVE_MS)
     assert await page.evaluate("window.notReloaded") is True
     await screenshots(page, "alerts")
-    await forced.get_by_role("button", name="Acknowledge").click()
-    await expect(page.locator('tr.alert-acknowledged[data-kind="door.forced_open"]')).to_contain_text("olive")
-    await estate.site.close("A-03")
+    await lost.get_by_role("button", name="Acknowledge").click()
+    await expect(page.locator('tr.alert-acknowledged[data-kind="credential.lost_presented"]')).to_contain_text("olive")
 
     await page.get_by_role("link", name="Events").click()
-    await expect(page.locator('tr.event[data-kind="access.granted"]').first).to_be_visible()
+    await expect(page.locator('tr.event[data-kind="credential.lost_presented"]').first).to_be_visible()
     await screenshots(page, "events")
 
     await page.get_by_role("link", name="Reports").click()
