@@ -10,6 +10,7 @@ uids in their own messages).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -166,6 +167,25 @@ def key(request: Request, connection: Db, session: Viewer, site: NamePath, crede
     return key_page(request, connection, session, site, credential_id)
 
 
+def key_change(
+    request: Request,
+    connection: Connection,
+    session: Session,
+    site: str,
+    credential_id: str,
+    change: Callable[[datetime], tuple[str, str]],
+) -> Response:
+    """Run `change` (which returns the key to show next and a notice) in one transaction, then show that
+    key's page; a refused change is rolled back and its message shown on this key's page."""
+    try:
+        shown, notice = change(datetime.now(UTC))
+    except ServiceError as exc:
+        connection.rollback()
+        return key_page(request, connection, session, site, credential_id, problem=str(exc))
+    connection.commit()
+    return key_page(request, connection, session, site, shown, notice=notice)
+
+
 @router.post("/console/people/{site}/{credential_id}/status", response_class=HTMLResponse)
 def set_status(
     request: Request,
@@ -176,17 +196,14 @@ def set_status(
     status: Annotated[str, Form(pattern="^(lost|returned|suspended|active|revoked)$")],
     reason: Field = "",
 ) -> Response:
-    try:
+    def change(now: datetime) -> tuple[str, str]:
         changed = service.set_status(
             connection, site, credential_id, status, reason=reason.strip() or None, by=session.user.name,
-            actor=actor(session), now=datetime.now(UTC),
+            actor=actor(session), now=now,
         )  # fmt: skip
-    except ServiceError as exc:
-        connection.rollback()
-        return key_page(request, connection, session, site, credential_id, problem=str(exc))
-    connection.commit()
-    notice = f"{changed.id} is now {changed.status}."
-    return key_page(request, connection, session, site, credential_id, notice=notice)
+        return credential_id, f"{changed.id} is now {changed.status}."
+
+    return key_change(request, connection, session, site, credential_id, change)
 
 
 @router.post("/console/people/{site}/{credential_id}/replace", response_class=HTMLResponse)
@@ -199,17 +216,14 @@ def replace(
     new_uid: Annotated[str, Form(max_length=64)] = "",
     new_id: Annotated[str, Form(max_length=128)] = "",
 ) -> Response:
-    try:
+    def change(now: datetime) -> tuple[str, str]:
         successor = service.replace_key(
             connection, site, credential_id, new_uid=new_uid, new_id=new_id.strip() or None, by=session.user.name,
-            actor=actor(session), now=datetime.now(UTC),
+            actor=actor(session), now=now,
         )  # fmt: skip
-    except ServiceError as exc:
-        connection.rollback()
-        return key_page(request, connection, session, site, credential_id, problem=str(exc))
-    connection.commit()
-    notice = f"{credential_id} replaced by {successor.id}, issue {successor.issue_no}."
-    return key_page(request, connection, session, site, successor.id, notice=notice)
+        return successor.id, f"{credential_id} replaced by {successor.id}, issue {successor.issue_no}."
+
+    return key_change(request, connection, session, site, credential_id, change)
 
 
 @router.post("/console/people/{site}/{credential_id}/deposit", response_class=HTMLResponse)
@@ -221,12 +235,8 @@ def deposit(
     credential_id: NamePath,
     state: Annotated[str, Form(pattern="^(held|refunded|forfeited)$")],
 ) -> Response:
-    try:
-        service.set_deposit(
-            connection, site, credential_id, state, by=session.user.name, actor=actor(session), now=datetime.now(UTC)
-        )
-    except ServiceError as exc:
-        connection.rollback()
-        return key_page(request, connection, session, site, credential_id, problem=str(exc))
-    connection.commit()
-    return key_page(request, connection, session, site, credential_id, notice=f"Deposit {state}.")
+    def change(now: datetime) -> tuple[str, str]:
+        service.set_deposit(connection, site, credential_id, state, by=session.user.name, actor=actor(session), now=now)
+        return credential_id, f"Deposit {state}."
+
+    return key_change(request, connection, session, site, credential_id, change)
