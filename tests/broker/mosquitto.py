@@ -82,6 +82,7 @@ class Mosquitto:
         require_certificate: bool = False,
         persistence: bool = False,
         debug_log: bool = False,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -91,6 +92,7 @@ class Mosquitto:
         self.require_certificate = require_certificate
         self.persistence = persistence
         self.debug_log = debug_log
+        self.extra = extra
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.conf = workdir / "mosquitto.conf"
@@ -116,6 +118,7 @@ class Mosquitto:
             "log_type debug" if self.debug_log else "",  # e.g. "Denied PUBLISH" lines
             f"listener {self.port} 127.0.0.1",
             "max_keepalive 65535",
+            *self.extra,  # e.g. "max_inflight_messages 1000" for central's workers
         ]
         if self.passwords is not None:
             password_file = self.workdir / "passwords"
