@@ -72,6 +72,10 @@ log = logging.getLogger("lockergw")
 
 TICK_S = 0.1  # door timers, store changes (a CLI change is in force within a second), watchdog
 STOP_BUDGET_S = 4.0
+#: SQLite page cache of the daemon's store connections (KiB): one for look-ups and requests, one
+#: for following changes. The CLI's import keeps the store's larger default.
+DAEMON_STORE_CACHE_KIB = 8192
+FOLLOWER_CACHE_KIB = 2048
 PROBE_EVERY_S = 1.0  # while the journal fails: how often a commit is tried without a tap
 RETENTION_EVERY_S = 3600.0  # with no broker: how often retention runs
 
@@ -205,8 +209,9 @@ class Gateway:
         state_dir = self.settings.gateway.state_dir
         prepare_state_dir(state_dir)
         self._site_key = load_or_create_site_key(state_dir)
-        self._store = Store.open(state_dir, zone=self.zone)
-        self._follow_store_db = Store.open(state_dir, zone=self.zone)
+        # Page caches sized for the daemon: look-ups by primary key and the change follower's reads.
+        self._store = Store.open(state_dir, zone=self.zone, cache_kib=DAEMON_STORE_CACHE_KIB)
+        self._follow_store_db = Store.open(state_dir, zone=self.zone, cache_kib=FOLLOWER_CACHE_KIB)
         self._journal = Journal.open(
             state_dir, site=self.settings.gateway.site, gateway=self.settings.gateway.id, boot_id=self.boot_id
         )
@@ -379,7 +384,7 @@ class Gateway:
         async with self._follow_lock:
             while self.store.rev != self.credentials.rev:
                 from_rev = self.credentials.rev
-                reading = asyncio.ensure_future(asyncio.to_thread(self._follow_store_db.changed_rows, from_rev))
+                reading = asyncio.ensure_future(asyncio.to_thread(self._follow_store_db.changed_keys, from_rev))
                 try:
                     changes = await asyncio.shield(reading)
                 except asyncio.CancelledError:
