@@ -101,6 +101,16 @@ class Group:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """A journaled event as stored: its envelope is canonical JSON text (gateway.events.canonical_json)."""
+
+    seq: int
+    kind: str
+    text: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Anchor:
     """Where the kept chain starts: the first kept seq and the hash it links to."""
 
@@ -234,6 +244,14 @@ class Journal:
             "SELECT envelope FROM events WHERE sent = 0 AND seq > ? ORDER BY seq LIMIT ?", (after_seq, max(0, limit))
         )
         return [json.loads(row[0]) for row in rows]
+
+    def unsent_text(self, after_seq: int = 0, limit: int = 500) -> list[StoredEvent]:
+        """`unsent` as stored — canonical JSON text, not decoded — for the publisher (no parse per event)."""
+        rows = self._db.execute(
+            "SELECT seq, kind, envelope, hash FROM events WHERE sent = 0 AND seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, max(0, limit)),
+        )
+        return [StoredEvent(int(seq), str(kind), str(text), str(hash_)) for seq, kind, text, hash_ in rows]
 
     def mark_sent(self, seqs: Iterable[int]) -> None:
         """Record broker acknowledgements. Not forced to disk: a mark lost in a power cut only means
