@@ -8,43 +8,29 @@ Several processes may write (the daemon's MQTT handlers, the CLI): every change 
 `BEGIN IMMEDIATE` transaction that reads what it checks against and writes in the same lock, so two
 writers never both pass a duplicate check. WAL mode lets the daemon read while the CLI writes.
 
-Issue numbers (SPEC §4): a new credential gets 1 + the highest `issue_no` among the keys it follows
-on from — credentials of the same holder and role whose scope shares a name (any scope for site
-masters and emergency credentials), and for a physical key every key cut to the same code — or 1
-when there are none. An update of an existing id keeps its `issue_no`, `issued_at` and `issued_by`.
-
-The digest of `version_and_digest` tells a central system whether it and the gateway hold the same
-credential set. Recipe (see `set_digest`): for each credential take the canonical JSON
-(gateway.events.canonical_json) of its upsert fields `{id, uid, holder, role, scope: [...], kind,
-status, valid_from, valid_until, schedule, key_code, deposit, approved_by}`, plus `single_use: true`
-for a single-use credential (the member is left out when false) — absent values null,
-times as UTC text `YYYY-MM-DDTHH:MM:SSZ` (`.ffffff` before the Z when not whole seconds), uids
-canonical — and its SHA-256 as a 256-bit integer; the digest is the sum of those integers modulo
-2**256, as 64 lower-case hex digits (64 zeros for an empty set). A sum does not depend on order, so
-the store keeps it up to date with each change instead of rereading 100,000 rows, and the
-gateway-set fields (issue_no, issued_at, issued_by) are left out so the sender can compute it over
-what it sent. It detects any accidental difference; it is a consistency check, not a signature. A uid's form
-(`uid_form`: enrolled from a printed fob number) is kept beside it and is not part of the digest:
-the sender computes the digest over the canonical uid its printed form normalises to.
+The SPEC §4 issuance rules (issue numbers, duplicates, uid clashes) live in gateway.issuance and
+the set digest's recipe in gateway.credential_digest; the store loads what they need inside its
+transaction, applies them and writes the outcome, keeping each row's share of the digest beside it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, tzinfo
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
+from gateway.credential_digest import credential_share, digest_text, utc_text
 from gateway.credential_input import CredentialFields, FieldError, parse_credential_fields
-from gateway.model import OUTSTANDING_STATUSES, Credential, Kind, Role, Status, check_text_id
+from gateway.issuance import IssuanceError, KnownCredentials, check_replaceable, issue_batch, replacement_id, successor
+from gateway.model import OUTSTANDING_STATUSES, Credential, Kind, Role, Status
 from gateway.sqlite import Step, open_database, write_transaction
-from gateway.uid import UidError, answer_keys, mask_uid, own_keys, parse_uid
+from gateway.uid import answer_keys, mask_uid
 
 DATABASE_FILE = "credentials.db"
 #: Page cache per connection: a 100,000-row import touches a few tens of MB of table and index pages.
@@ -147,11 +133,12 @@ def _backfill_record_hashes(db: sqlite3.Connection) -> None:
     total = 0
     # The columns of schema 2 (later migrations add more; the digest reads only these).
     rows = db.execute(f"SELECT {', '.join(_COLUMNS[:16])} FROM credentials").fetchall()
+    read = _RowReader()
     for row in rows:
-        value = _record_hash(_digest_record(row))
+        value = credential_share(read((*row, "", 0)))  # uid_form and single_use came later
         total += value
         db.execute("UPDATE credentials SET record_hash = ? WHERE id = ?", (f"{value:064x}", row[0]))
-    db.execute("INSERT INTO set_digest (id, value) VALUES (1, ?)", (_digest_text(total),))
+    db.execute("INSERT INTO set_digest (id, value) VALUES (1, ?)", (digest_text(total),))
 
 
 def _add_column(name: str, declaration: str) -> Callable[[sqlite3.Connection], None]:
@@ -260,24 +247,11 @@ _OUTSTANDING_SQL = ", ".join(f"'{status}'" for status in sorted(_OUTSTANDING))
 #: SQLite's default limit on host parameters is 32766 (999 before 3.32); stay well under either.
 _CHUNK = 900
 _WRITE_CHUNK = 10_000
-_WHOLE_SITE_ROLES = (Role.SITE_MASTER, Role.EMERGENCY)
 #: One encoder for every row: json.dumps with options builds a new encoder per call.
 _SCOPE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-#: gateway.events.canonical_json's bytes (before UTF-8) for a `_digest_record`, whose keys come sorted.
-_CANONICAL = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-_DIGEST_MODULUS = 1 << 256
 _ROLES = {member.value: member for member in Role}
 _KINDS = {member.value: member for member in Kind}
 _STATUSES = {member.value: member for member in Status}
-
-
-@lru_cache(maxsize=1024)
-def _time_text(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    utc = moment.astimezone(UTC)
-    spec = "microseconds" if utc.microsecond else "seconds"
-    return utc.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
 
 
 def _time_value(text: str | None) -> datetime | None:
@@ -298,14 +272,14 @@ def _row(credential: Credential) -> tuple[Any, ...]:
         _scope_json(credential.scope),
         credential.status.value,
         credential.kind.value,
-        _time_text(credential.valid_from),
-        _time_text(credential.valid_until),
+        utc_text(credential.valid_from),
+        utc_text(credential.valid_until),
         credential.schedule,
         credential.key_code,
         credential.deposit,
         credential.approved_by,
         credential.issue_no,
-        _time_text(credential.issued_at),
+        utc_text(credential.issued_at),
         credential.issued_by,
         credential.uid_form,
         int(credential.single_use),
@@ -364,50 +338,6 @@ def _credential(row: Sequence[Any]) -> Credential:
     return _RowReader()(row)
 
 
-def _record_hash(record: Mapping[str, Any]) -> int:
-    return int.from_bytes(hashlib.sha256(_CANONICAL.encode(record).encode("utf-8")).digest(), "big")
-
-
-def _digest_text(total: int) -> str:
-    return f"{total % _DIGEST_MODULUS:064x}"
-
-
-def set_digest(records: Iterable[Mapping[str, Any]]) -> str:
-    """The digest recipe over upsert-field records (what a central system computes; see the module doc)."""
-    return _digest_text(sum(_record_hash(dict(sorted(record.items()))) for record in records))
-
-
-def _digest_record(row: Sequence[Any], scope: Sequence[str] | None = None) -> dict[str, Any]:
-    """A row's (or `_row(credential)`'s) upsert fields as the digest sees them.
-
-    Built with its keys already sorted, so encoding it without `sort_keys` gives the canonical bytes
-    (scope holds only strings) at a fraction of the cost — this runs for every row an import writes.
-    `single_use` is a member only when true, so sets without visitor codes keep the digest they had.
-    """
-    if len(row) > 17 and row[17]:  # _COLUMNS: uid_form (16) is never part of the digest, single_use (17)
-        record = _digest_record(row[:16], scope)
-        return {**{k: record[k] for k in _BEFORE_SINGLE_USE}, "single_use": True, **{k: record[k] for k in _AFTER}}
-    return {
-        "approved_by": row[12],
-        "deposit": row[11],
-        "holder": row[2],
-        "id": row[0],
-        "key_code": row[10],
-        "kind": row[6],
-        "role": row[3],
-        "schedule": row[9],
-        "scope": json.loads(row[4]) if scope is None else list(scope),
-        "status": row[5],
-        "uid": row[1],
-        "valid_from": row[7],
-        "valid_until": row[8],
-    }
-
-
-_BEFORE_SINGLE_USE = ("approved_by", "deposit", "holder", "id", "key_code", "kind", "role", "schedule", "scope")
-_AFTER = ("status", "uid", "valid_from", "valid_until")
-
-
 def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
@@ -415,155 +345,6 @@ def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]
 
 def _utc(now: datetime) -> datetime:
     return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
-
-
-# ---- the rules a batch is checked against ------------------------------------------------------
-
-
-class _World:
-    """The credentials an upsert is checked against, changed item by item as the batch is applied.
-
-    Holds only what the checks can touch: the batch's own ids, every credential of the batch's
-    holders, every physical key cut to the batch's codes, and the owners of the batch's uids.
-    """
-
-    def __init__(
-        self,
-        credentials: Iterable[Credential],
-        uid_owners: Mapping[str, str],
-        answer_owners: Mapping[str, str] | None = None,
-    ) -> None:
-        self.by_id: dict[str, Credential] = {}
-        self.by_holder: dict[str, set[str]] = {}
-        self.by_code: dict[str, set[str]] = {}
-        #: uid or printed-form key → the credential found under it
-        self.uid_owner: dict[str, str] = dict(uid_owners)
-        #: printed-form key → a credential whose card also answers to it (the same card in another form)
-        self.answer_owner: dict[str, str] = dict(answer_owners or {})
-        for credential in credentials:
-            self.put(credential)
-
-    def put(self, credential: Credential) -> None:
-        old = self.by_id.get(credential.id)
-        if old is not None:
-            self.by_holder.get(old.holder, set()).discard(old.id)
-            if old.key_code is not None:
-                self.by_code.get(old.key_code, set()).discard(old.id)
-            for owners, keys in self._keys(old):
-                for key in keys:
-                    if owners.get(key) == old.id:
-                        del owners[key]
-        self.by_id[credential.id] = credential
-        self.by_holder.setdefault(credential.holder, set()).add(credential.id)
-        if credential.key_code is not None:
-            self.by_code.setdefault(credential.key_code, set()).add(credential.id)
-        for owners, keys in self._keys(credential):
-            for key in keys:
-                owners[key] = credential.id
-
-    def _keys(self, credential: Credential) -> tuple[tuple[dict[str, str], tuple[str, ...]], ...]:
-        return (
-            (self.uid_owner, own_keys(credential.uid, credential.uid_form)),
-            (self.answer_owner, answer_keys(credential.uid, credential.uid_form)),
-        )
-
-    def same_card(self, credential: Credential) -> str | None:
-        """Another credential for this credential's card (its uid, or the same card in another form)."""
-        for key in own_keys(credential.uid, credential.uid_form):
-            for owners in (self.uid_owner, self.answer_owner):
-                owner = owners.get(key)
-                if owner is not None and owner != credential.id:
-                    return owner
-        for key in answer_keys(credential.uid, credential.uid_form):
-            owner = self.uid_owner.get(key)
-            if owner is not None and owner != credential.id:
-                return owner
-        return None
-
-    def same_holder(self, holder: str, other_than: str) -> list[Credential]:
-        """The holder's other credentials, by id (most holders have one: that case costs one lookup)."""
-        return self._others(self.by_holder.get(holder), other_than)
-
-    def same_code(self, key_code: str, other_than: str) -> list[Credential]:
-        return self._others(self.by_code.get(key_code), other_than)
-
-    def _others(self, ids: set[str] | None, other_than: str) -> list[Credential]:
-        if not ids or (len(ids) == 1 and other_than in ids):
-            return []
-        return [self.by_id[ident] for ident in sorted(ids) if ident != other_than]
-
-
-def _shares_scope(a: Credential, b: Credential) -> bool:
-    return bool(set(a.scope) & set(b.scope))
-
-
-def _is_active_user(credential: Credential) -> bool:
-    return credential.role is Role.USER and credential.status is Status.ACTIVE
-
-
-def _is_outstanding_physical(credential: Credential) -> bool:
-    return credential.kind is Kind.PHYSICAL_KEY and credential.status in OUTSTANDING_STATUSES
-
-
-def _user_duplicates(world: _World, new: Credential) -> list[Credential]:
-    """Other active user keys of the same holder that open one of the same lockers."""
-    if not _is_active_user(new):
-        return []
-    return [
-        other for other in world.same_holder(new.holder, new.id) if _is_active_user(other) and _shares_scope(other, new)
-    ]
-
-
-def _code_duplicates(world: _World, new: Credential) -> list[Credential]:
-    """Other outstanding physical keys cut to the same code."""
-    if not _is_outstanding_physical(new) or new.key_code is None:
-        return []
-    return [other for other in world.same_code(new.key_code, new.id) if _is_outstanding_physical(other)]
-
-
-def _lineage_issue_no(world: _World, new: CredentialFields) -> int:
-    """The highest issue number among the keys `new` follows on from (0 when it is the first)."""
-    highest = 0
-    scope = set(new["scope"])
-    for other in world.same_holder(new["holder"], new["id"]):
-        if other.role is not new["role"]:
-            continue
-        if new["role"] in _WHOLE_SITE_ROLES or scope.intersection(other.scope):
-            highest = max(highest, other.issue_no)
-    if new["kind"] is Kind.PHYSICAL_KEY and new["key_code"] is not None:
-        for other in world.same_code(new["key_code"], new["id"]):
-            if other.kind is Kind.PHYSICAL_KEY:
-                highest = max(highest, other.issue_no)
-    return highest
-
-
-def _duplicate_problem(world: _World, new: Credential, old: Credential | None) -> tuple[str, str] | None:
-    """A (field, message) when `new` is an unapproved second key; duplicates `old` already lived with
-    are not new (re-importing an unchanged file must not trip over an approved duplicate)."""
-    if new.approved_by:
-        return None
-    users = _user_duplicates(world, new)
-    if users and old is not None:
-        known = {other.id for other in _user_duplicates(world, old)}
-        users = [other for other in users if other.id not in known]
-    if users:
-        other = users[0]
-        lockers = sorted(set(other.scope) & set(new.scope))
-        return (
-            "approved_by",
-            f"holder {new.holder} already has active {other.id} for locker {lockers[0]}; "
-            "a second key needs approved_by",
-        )
-    keys = _code_duplicates(world, new)
-    if keys and old is not None:
-        known = {other.id for other in _code_duplicates(world, old)}
-        keys = [other for other in keys if other.id not in known]
-    if keys:
-        return (
-            "approved_by",
-            f"physical key {keys[0].id} is already cut to key code {new.key_code}; a further key needs approved_by",
-        )
-    return None
 
 
 # ---- the store ---------------------------------------------------------------------------------
@@ -762,41 +543,23 @@ class Store:
         moment = _utc(now)
         with write_transaction(self._db, _busy):
             old = self._require(credential_id)
-            if old.status not in OUTSTANDING_STATUSES:
-                raise StoreError(
-                    f"{old.id} is {old.status.value}: only an active, suspended or lost credential can be replaced"
-                )
-            issue_no = old.issue_no + 1
-            successor_id = _checked_id(new_id if new_id else f"{old.id}-{issue_no}", "new id")
-            if self.get(successor_id) is not None:
-                hint = "" if new_id else " (choose another with new_id)"
-                raise StoreError(f"{successor_id} already exists{hint}")
-            uid, uid_form = _replacement_uid(old, new_uid)
-            if uid:
-                owner = self._db.execute("SELECT id FROM credentials WHERE uid = ?", (uid,)).fetchone()
+            try:
+                check_replaceable(old)
+                successor_id = replacement_id(old, new_id)
+                if self.get(successor_id) is not None:
+                    hint = "" if new_id else " (choose another with new_id)"
+                    raise StoreError(f"{successor_id} already exists{hint}")
+                new = successor(old, new_uid, successor_id=successor_id, by=by, now=moment)
+            except IssuanceError as exc:
+                raise StoreError(str(exc)) from None
+            if new.uid:
+                owner = self._db.execute("SELECT id FROM credentials WHERE uid = ?", (new.uid,)).fetchone()
                 if owner is not None:
-                    raise StoreError(f"uid {mask_uid(uid)} is already on credential {owner[0]}")
-            successor = Credential(
-                id=successor_id,
-                uid=uid,
-                holder=old.holder,
-                role=old.role,
-                scope=old.scope,
-                status=Status.ACTIVE,
-                kind=old.kind,
-                valid_from=old.valid_from,
-                valid_until=old.valid_until,
-                schedule=old.schedule,
-                key_code=old.key_code,
-                issue_no=issue_no,
-                issued_at=moment,
-                issued_by=by,
-                uid_form=uid_form,
-            )
+                    raise StoreError(f"uid {mask_uid(new.uid)} is already on credential {owner[0]}")
             rev = _next_rev(self._db)
-            self._write([replace(old, status=Status.REPLACED), successor], rev, existing={old.id})
-            _log(self._db, rev, moment, by, "replace", [old.id, successor.id], None)
-        return successor
+            self._write([replace(old, status=Status.REPLACED), new], rev, existing={old.id})
+            _log(self._db, rev, moment, by, "replace", [old.id, new.id], None)
+        return new
 
     def remove(self, credential_id: str, *, by: str, now: datetime, force: bool = False) -> None:
         """Delete a credential (its history stays in the journal); an outstanding key needs `force`."""
@@ -887,7 +650,7 @@ class Store:
         with write_transaction(self._db, _busy):
             if whole_set:
                 existing = {credential.id: credential for credential in self._select_in("id", ids.values(), {})}
-                world = _World((), {})
+                known = KnownCredentials()
             else:
                 holders = {fields["holder"] for fields in parsed.values()}
                 codes = {fields["key_code"] for fields in parsed.values() if fields["key_code"] is not None}
@@ -897,24 +660,18 @@ class Store:
                 existing = {ident: loaded[ident] for ident in ids.values() if ident in loaded}
                 same_card = self._same_card_candidates(parsed.values(), loaded)
                 loaded.update((c.id, c) for c in same_card)
-                world = _World(loaded.values(), {})
-            stored: list[Credential] = []
-            changed: list[Credential] = []
-            for position, (index, fields) in enumerate(parsed.items()):
-                if progress is not None and position % 2000 == 0:
-                    progress("matching", position, len(parsed))
-                old = existing.get(fields["id"])
-                credential = self._issue(fields, old, world, by=by, now=now)
-                problem = self._check(world, credential, old if not whole_set else None)
-                if problem is not None:
-                    problems[index] = Problem(index, *problem)
-                    continue
-                world.put(credential)
-                stored.append(credential)
-                if credential != old:
-                    changed.append(credential)
-            if progress is not None:
-                progress("matching", len(parsed), len(parsed))
+                known = KnownCredentials(loaded.values())
+            outcome = issue_batch(
+                parsed,
+                known,
+                existing,
+                by=by,
+                now=now,
+                whole_set=whole_set,
+                progress=None if progress is None else partial(progress, "matching"),
+            )
+            problems.update((index, Problem(index, r.field, r.message)) for index, r in outcome.refusals.items())
+            stored, changed = outcome.issued, outcome.changed
             if problems:
                 raise UpsertRefused([problems[index] for index in sorted(problems)], {**_names(items), **ids})
             removed: list[str] = []
@@ -971,24 +728,6 @@ class Store:
             progress("checking", total, total)
         return parsed
 
-    @staticmethod
-    def _issue(
-        fields: CredentialFields, old: Credential | None, world: _World, *, by: str, now: datetime
-    ) -> Credential:
-        if old is not None:
-            return Credential(**fields, issue_no=old.issue_no, issued_at=old.issued_at, issued_by=old.issued_by)
-        return Credential(**fields, issue_no=_lineage_issue_no(world, fields) + 1, issued_at=now, issued_by=by)
-
-    @staticmethod
-    def _check(world: _World, credential: Credential, old: Credential | None) -> tuple[str, str] | None:
-        owner = world.same_card(credential)
-        if owner is not None:
-            other = world.by_id.get(owner)
-            if other is not None and other.uid != credential.uid:
-                return "uid", f"{mask_uid(credential.uid)} is the same card as credential {owner} (in another form)"
-            return "uid", f"{mask_uid(credential.uid)} is already on credential {owner}"
-        return _duplicate_problem(world, credential, old)
-
     def _write(
         self, credentials: Sequence[Credential], rev: int, *, existing: set[str], progress: Progress | None = None
     ) -> None:
@@ -1007,7 +746,7 @@ class Store:
             rows = []
             for credential in chunk:
                 row = _row(credential)
-                share = _record_hash(_digest_record(row, credential.scope))
+                share = credential_share(credential)
                 delta += share
                 rows.append((*row, f"{share:064x}", rev))
             self._db.executemany(_UPSERT_ROW, rows)
@@ -1042,7 +781,7 @@ class Store:
     def _add_to_digest(self, delta: int) -> None:
         if delta:
             current = int(self._db.execute("SELECT value FROM set_digest WHERE id = 1").fetchone()[0], 16)
-            self._db.execute("UPDATE set_digest SET value = ? WHERE id = 1", (_digest_text(current + delta),))
+            self._db.execute("UPDATE set_digest SET value = ? WHERE id = 1", (digest_text(current + delta),))
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -1078,7 +817,7 @@ def _log(
 ) -> None:
     db.execute(
         "INSERT INTO change_log (rev, at, by, action, ids, reason) VALUES (?, ?, ?, ?, ?, ?)",
-        (rev, _time_text(at), by, action, json.dumps(list(ids), ensure_ascii=False), reason),
+        (rev, utc_text(at), by, action, json.dumps(list(ids), ensure_ascii=False), reason),
     )
 
 
@@ -1100,25 +839,3 @@ def _status(value: Status | str) -> Status:
     except ValueError:
         names = ", ".join(status.value for status in Status)
         raise StoreError(f"unknown status {value!r} (one of: {names})") from None
-
-
-def _checked_id(value: str, what: str) -> str:
-    try:
-        return check_text_id(value.strip(), what)
-    except ValueError as exc:
-        raise StoreError(str(exc)) from None
-
-
-def _replacement_uid(old: Credential, new_uid: str) -> tuple[str, str]:
-    if old.kind is Kind.PHYSICAL_KEY:
-        if new_uid.strip():
-            raise StoreError(f"{old.id} is a physical key: its replacement has no uid (it is cut to the same code)")
-        return "", ""
-    if not new_uid.strip():
-        raise StoreError(f"{old.id} is a {old.kind.value}: its replacement needs the new card's uid")
-    try:
-        return parse_uid(new_uid)
-    except UidError as exc:
-        raise StoreError(
-            "new uid: " + str(exc).replace(repr(new_uid.strip()), repr(mask_uid(new_uid.strip())))
-        ) from None
