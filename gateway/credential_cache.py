@@ -14,6 +14,7 @@ opens the old holder's locker meanwhile.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -85,8 +86,24 @@ class CredentialCache:
         self.rev = 0
 
     def load(self, store: Store) -> None:
-        self._uids, self._ids, self.rev, self._store = CredentialIndex(), {}, 0, store
-        self.apply(store.changed_keys(0), 0)
+        """Build the index from scratch (start-up). The garbage collector is paused meanwhile: a
+        million row tuples would otherwise trigger it again and again, for nothing to collect."""
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            changes = store.changed_keys(0)
+            uids: CredentialIndex[str] = CredentialIndex()
+            ids: dict[str, str] = {}
+            for row in changes.rows:
+                credential_id, uid, form = _keys(row)
+                ids[credential_id] = uid
+                if uid:
+                    uids.put(uid, credential_id, form)
+            del changes.rows[:]
+        finally:
+            if paused:
+                gc.enable()
+        self._uids, self._ids, self.rev, self._store = uids, ids, changes.rev, store
 
     def refresh(self, store: Store) -> list[ChangeLogEntry]:
         """Apply the store's changes since the last look; return the change-log entries applied."""
