@@ -35,8 +35,8 @@ def parse_topic(prefix: str, topic: str) -> GatewayTopic | None:
 
 
 def subscriptions(prefix: str, share_group: str) -> tuple[str, list[str]]:
-    """The shared events filter and the non-shared ones every worker holds (retained state, info, lockers,
-    and responses to central's requests)."""
+    """The shared events filter and the non-shared ones every worker holds (retained state, info, lockers).
+    Responses to central's requests go to `central.requests.GatewayRequestLink`'s own connection."""
     shared = f"$share/{share_group}/{prefix}/+/+/events/#"
-    own = [f"{prefix}/+/+/state", f"{prefix}/+/+/info", f"{prefix}/+/+/lockers/+", f"{prefix}/+/+/response/#"]
+    own = [f"{prefix}/+/+/state", f"{prefix}/+/+/info", f"{prefix}/+/+/lockers/+"]
     return shared, own

@@ -7,9 +7,11 @@
 Received messages are stored in batches (`central.batch`, one transaction, committed within `batch_ms`)
 and acknowledged only after the commit. After a batch, and every second, the gateways with new rows are
 verified and their gaps planned (`central.verify`, `central.repair`); every second the offline gateways,
-closed doors and the alert outbox are looked at; every few seconds a heartbeat is written and, on
+closed doors, overdue keys and the alert outbox are looked at; credentials are pushed to the gateways
+(`central.credential_push`); every few seconds a heartbeat is written and, on
 PostgreSQL, a dead worker's session taken over (`central.takeover`). Requests to gateways (a remote opening,
-gap repair's `events/replay`) go out through `central.requests`.
+gap repair's `events/replay`, credential pushes) go out through `self.requests`, the process's one
+`central.requests.GatewayRequestLink` (its own MQTT connection, started and stopped with the worker).
 """
 
 from __future__ import annotations
@@ -21,19 +23,21 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from central import metrics
 from central.alerts import publish_pending, refresh_open_gauge, resolve_closed_doors
 from central.batch import DatabaseUnavailable, apply_batch
 from central.config import CentralSettings
+from central.credential_push import CredentialPusher
 from central.database import is_sqlite
 from central.mqtt_session import Delivery, MqttSession
 from central.registry import raise_offline_alerts
 from central.repair import RepairPolicy, ReplayRequest, plan_repair
-from central.requests import GatewayRequestSender
+from central.requests import GatewayRequestLink
 from central.schema import gateways
+from central.services.credentials import raise_overdue_alerts
 from central.sql import now
 from central.takeover import (
     client_id_of,
@@ -75,7 +79,9 @@ class Worker:
         self._stopping = False
         self._stop_requested = asyncio.Event()
         self.session = self.open_session(client_id_of(settings.central.id), [self.shared, *self.own])
-        self.requests = GatewayRequestSender(self.session, settings.signing, self.prefix)
+        self.requests = GatewayRequestLink(settings)
+        self.credentials = CredentialPusher(engine, self, settings.central.id)
+        self._overdue_checked_at: datetime | None = None
 
     def open_session(self, client_id: str, filters: list[str] | None = None) -> MqttSession:
         return MqttSession(
@@ -89,12 +95,14 @@ class Worker:
 
     async def __aenter__(self) -> Worker:
         await asyncio.to_thread(self._beat)
+        await self.requests.__aenter__()
         await self.session.__aenter__()
         self._batches = asyncio.create_task(self._batch_loop(), name="central batches")
         self._tasks = [
             asyncio.create_task(self._chain_loop(), name="central chain"),
             asyncio.create_task(self._housekeeping_loop(), name="central housekeeping"),
             asyncio.create_task(self._heartbeat_loop(), name="central heartbeat"),
+            asyncio.create_task(self.credentials.run(), name="central credentials"),
         ]
         return self
 
@@ -110,7 +118,7 @@ class Worker:
     async def request(
         self, site: str, gateway: str, command: str, body: dict[str, Any], *, timeout_s: float = 10.0
     ) -> dict[str, Any]:
-        """`central.context.GatewayRequests`: see `central.requests.GatewayRequestSender.request`."""
+        """`central.context.GatewayRequests`: see `central.requests.GatewayRequestLink.request`."""
         return await self.requests.request(site, gateway, command, body, timeout_s=timeout_s)
 
     # ---- the stream in ---------------------------------------------------------------------------
@@ -147,11 +155,10 @@ class Worker:
 
     async def commit(self, session: MqttSession, batch: list[Delivery]) -> None:
         """Store a batch (retrying while the database is unreachable), then acknowledge it."""
-        events = [delivery for delivery in batch if not self.requests.answer(delivery)]
         delay = 1.0
         while True:
             try:
-                result = await asyncio.to_thread(apply_batch, self.engine, self.prefix, events)
+                result = await asyncio.to_thread(apply_batch, self.engine, self.prefix, batch)
                 break
             except DatabaseUnavailable as exc:
                 log.error("database unavailable, %d messages held unacknowledged: %s", len(batch), exc)
@@ -175,7 +182,7 @@ class Worker:
             self._chain_wake.clear()
             requests = await self._guarded(self.chain_pass)
             for request in requests or []:
-                self.requests.replay(request.site, request.gateway, request.from_seq)
+                await self.requests.replay(request.site, request.gateway, request.from_seq)
 
     def chain_pass(self) -> list[ReplayRequest]:
         """Verify every gateway with new rows, and plan their repairs (one transaction per gateway)."""
@@ -206,8 +213,18 @@ class Worker:
         with self.engine.begin() as connection:
             raise_offline_alerts(connection, at, self.settings.central.gateway_offline_s)
             resolve_closed_doors(connection, at)
+            self._check_overdue_keys(connection, at)
             refresh_open_gauge(connection)
         publish_pending(self.engine, self.session.publish_and_wait, self.prefix)
+
+    def _check_overdue_keys(self, connection: Connection, at: datetime) -> None:
+        """`key.overdue` every `overdue_check_s` (daily by default; at start too). Idempotent, so several
+        workers doing it at once open each alert once."""
+        last = self._overdue_checked_at
+        if last is not None and (at - last).total_seconds() < self.settings.central.overdue_check_s:
+            return
+        self._overdue_checked_at = at
+        raise_overdue_alerts(connection, at)
 
     async def _guarded(self, work: Callable[[], Any]) -> Any:
         """Run a blocking pass in a thread; a database fault is one log line, and the next tick tries again."""
@@ -275,6 +292,7 @@ class Worker:
         if leave:
             await self._guarded(self._mark_stopped)
         await self.session.close(end_session=False)
+        await self.requests.__aexit__(None, None, None)
         metrics.MQTT_CONNECTED.set(0)
 
     def _others_alive(self) -> int:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from gateway.model import Credential
+from gateway.model import Credential, Locker
 from gateway.policy import Decision, ReaderState
 
 Record = dict[str, Any]
@@ -25,6 +25,22 @@ def credential_summary(credential: Credential | None, uid: str, hasher: UidHashe
         "holder": credential.holder,
         "role": str(credential.role),
         "uid_hash": hasher(credential.uid) if credential.uid else None,
+    }
+
+
+def remote_open_record(locker: str, operator: str, note: str, authorizers: list[dict[str, Any]], unlock: str) -> Record:
+    """The journal record of a `lockers/open` request (SPEC §7): an override grant with no reader or card."""
+    return {
+        "kind": "access.granted",
+        "reader": None,
+        "locker": locker,
+        "credential": None,
+        "reason": "remote_open",
+        "override": True,
+        "unlock": unlock,
+        "operator": operator,
+        "note": note,
+        "authorizers": authorizers,
     }
 
 
@@ -80,6 +96,11 @@ def decision_records(
 
 
 # ---- persisted reader state (lockouts survive a restart; pending overrides and keypad entries do not)
+
+
+def locker_state_to_json(locker: Locker) -> dict[str, Any]:
+    """What the journal's state keeps of a locker across restarts (`locker:{id}`)."""
+    return {"service": str(locker.service), "occupant": locker.occupant}
 
 
 def reader_state_to_json(state: ReaderState) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """`lockergw central --config central.toml`: one central worker.
 
 Opens (creates or upgrades) the database, refuses a second worker on one SQLite database (exit 2),
-runs the MQTT worker with its periodic tasks and, when the HTTP API is installed (`central.api.app`),
-its server in the same event loop. SIGTERM or SIGINT stops gracefully: nothing held is lost, exit 0.
+runs the MQTT worker with its periodic tasks and the HTTP API (`central.api.app`) in the same event
+loop. SIGTERM or SIGINT stops gracefully: nothing held is lost, exit 0.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
-from importlib import import_module
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,6 +35,10 @@ log = logging.getLogger("lockergw.central")
 
 
 class AlreadyRunning(Exception):
+    pass
+
+
+class MissingDependency(Exception):
     pass
 
 
@@ -58,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
                 engine.dispose()
     except AlreadyRunning as exc:
         return fail(str(exc))
-    except (DatabaseError, LinkError) as exc:
+    except (DatabaseError, LinkError, MissingDependency) as exc:
         return fail(str(exc))
 
 
@@ -90,16 +93,6 @@ def sqlite_single_worker(url: str) -> Iterator[None]:
         handle.close()
 
 
-def _http_app(context: CentralContext) -> Any | None:
-    try:
-        module = import_module("central.api.app")
-    except ModuleNotFoundError as exc:
-        if exc.name in ("central.api", "central.api.app"):
-            return None
-        raise
-    return module.create_app(context)
-
-
 async def serve(settings: CentralSettings, engine: Engine) -> int:
     from central.worker import Worker
 
@@ -109,24 +102,27 @@ async def serve(settings: CentralSettings, engine: Engine) -> int:
         loop.add_signal_handler(signum, stop.set)
     async with Worker(settings, engine) as worker:
         log.info("central worker %s started (%s)", settings.central.id, engine.url.render_as_string(hide_password=True))
-        server = _http_server(settings, CentralContext(settings, engine, worker, worker))
-        http = asyncio.create_task(server.serve(), name="central http") if server is not None else None
+        server = _http_server(settings, CentralContext(settings, engine, worker.requests, worker))
+        http = asyncio.create_task(server.serve(), name="central http")
         await stop.wait()
         log.info("stopping central worker %s", settings.central.id)
-        if server is not None and http is not None:
-            server.should_exit = True
-            await asyncio.gather(http, return_exceptions=True)
+        server.should_exit = True
+        await asyncio.gather(http, return_exceptions=True)
         await worker.stop()
     log.info("central worker %s stopped", settings.central.id)
     return 0
 
 
-def _http_server(settings: CentralSettings, context: CentralContext) -> Any | None:
-    app = _http_app(context)
-    if app is None:
-        log.info("HTTP API not installed (central.api is missing): running without it")
-        return None
-    import uvicorn
+def _http_server(settings: CentralSettings, context: CentralContext) -> Any:
+    try:
+        import uvicorn
+
+        from central.api.app import create_app
+    except ModuleNotFoundError as exc:
+        raise MissingDependency(
+            f"the HTTP API needs {exc.name}, which is not installed: pip install 'locker-gateway[central]'"
+        ) from None
+    app = create_app(context)
 
     class EmbeddedServer(uvicorn.Server):
         """uvicorn in central's event loop; the worker handles SIGTERM, not uvicorn."""

@@ -23,7 +23,7 @@ from central.api.app import create_app
 from central.config import CentralSettings
 from central.context import CentralContext, GatewayTimeout, GatewayUnavailable
 from central.database import open_database
-from central.gateway_requests import GatewayRequestLink
+from central.requests import GatewayRequestLink
 from central.schema import audit_log, gateways, lockers
 from central_tests.api_kit import FakeStatus, bearer, tokens
 from simulators.site import SimulatedSite

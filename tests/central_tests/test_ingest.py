@@ -41,6 +41,7 @@ async def worker(tmp_path: Path, central_database: str, engine: Engine, broker: 
     settings = load_central_config(write_central_config(tmp_path, central_database, broker.url))
     async with Worker(settings, engine) as worker:
         await worker.session.wait_connected()
+        await worker.requests.wait_connected(10)
         yield worker
 
 

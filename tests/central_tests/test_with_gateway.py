@@ -99,6 +99,9 @@ async def test_signed_requests_reach_the_real_gateway_and_a_lost_range_is_replay
     env = {"LOCKERGW_MQTT__HMAC_KEY_FILE": str(key_file)}
     async with Worker(settings, engine) as worker, SimulatedSite(gateway_settings) as site, running(config, env) as gw:
         await devices_online_all(gw)
+        await worker.requests.wait_connected(10)
+        # the gateway publishes `online` only after subscribing to its requests
+        await async_wait_until(lambda: state_of(engine) == "online", what="the gateway online")
         opened = await worker.request(
             SITE, GATEWAY, "lockers/open", {"locker": "A-03", "operator": "ops", "reason": "t"}
         )
