@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 from importlib import import_module
+from typing import TYPE_CHECKING
 
 from central.config import DEFAULT_CENTRAL_CONFIG_PATH
 from gateway.commands.common import fail
+from gateway.settings_file import ConfigError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from central.config import CentralSettings
 
 #: Modules under central.commands, in the order `lockergw central --help` lists them.
 MODULE_NAMES = ("token", "credentials", "user")
@@ -32,6 +40,27 @@ def add_central_config_option(parser: argparse.ArgumentParser) -> None:
 
 def missing_dependencies() -> list[str]:
     return [name for name in REQUIRED_MODULES if importlib.util.find_spec(name) is None]
+
+
+def open_central(config: str) -> tuple[CentralSettings, Engine] | int:
+    """The settings and the (migrated) database of `--config`, or the exit status after one plain line per
+    fault — for the administrative commands, which import SQLAlchemy only when they run."""
+    missing = missing_dependencies()
+    if missing:
+        return fail(f"central needs {', '.join(missing)}: install with pip install 'locker-gateway[central]'")
+    from central.config import load_central_config
+    from central.database import DatabaseError, open_database
+
+    try:
+        settings = load_central_config(config)
+    except ConfigError as exc:
+        for fault in exc.faults:
+            print(fault, file=sys.stderr)
+        return 2
+    try:
+        return settings, open_database(settings.central.database)
+    except DatabaseError as exc:
+        return fail(str(exc))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -33,6 +34,19 @@ class CentralSection(Section):
     session_expiry_s: int = Field(default=3600, ge=0)
     #: How many unacknowledged QoS 1 messages the broker may send this worker (MQTT 5 Receive Maximum).
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    #: The estate's time zone: a date-only `valid_from` / `valid_until` of a credential is read in it (SPEC §4).
+    timezone: str = "UTC"
+    #: How often credentials past `valid_until` and not returned are looked for (`key.overdue`; daily).
+    overdue_check_s: float = Field(default=86_400, gt=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/London)") from None
+        return value
 
     @field_validator("database")
     @classmethod

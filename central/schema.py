@@ -241,3 +241,92 @@ audit_log = Table(
     Column("detail", Text, nullable=False, server_default="{}"),
 )
 Index("audit_log_by_at", audit_log.c.at)
+
+# -- credentials: central is the estate's issuing office (SPEC §11) --------------------------------------
+
+#: Every credential central has issued, per site. `uid` is raw (central must push it to the gateways) and
+#: never leaves central unmasked; `scope` is a JSON list. The columns up to `uid_form` are the gateway's
+#: (SPEC §4, gateway.model.Credential); the rest are central's governance: the deposit's state and who
+#: changed it, the return of a key, the reason of the last status change.
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("site", Text, nullable=False),
+    Column("id", Text, nullable=False),
+    Column("uid", Text, nullable=False, server_default=""),
+    Column("uid_form", Text, nullable=False, server_default=""),
+    Column("holder", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("scope", Text, nullable=False, server_default="[]"),
+    Column("kind", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("valid_from", DateTime(timezone=True)),
+    Column("valid_until", DateTime(timezone=True)),
+    Column("schedule", Text),
+    Column("key_code", Text),
+    Column("deposit", Text),  # the amount, as given
+    Column("deposit_state", Text),  # held | refunded | forfeited (null without a deposit)
+    Column("deposit_changed_by", Text),
+    Column("deposit_changed_at", DateTime(timezone=True)),
+    Column("approved_by", Text),
+    Column("issue_no", Integer, nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("issued_by", Text, nullable=False),
+    Column("returned_at", DateTime(timezone=True)),
+    Column("returned_by", Text),
+    Column("status_reason", Text),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("revision", BigInteger, nullable=False),  # the site revision that last changed it
+    PrimaryKeyConstraint("site", "id", name="credentials_pkey"),
+)
+Index("credentials_by_holder", credentials.c.site, credentials.c.holder)
+Index("credentials_by_uid", credentials.c.site, credentials.c.uid)
+Index("credentials_by_key_code", credentials.c.site, credentials.c.key_code)
+Index("credentials_by_status_until", credentials.c.status, credentials.c.valid_until)
+
+#: One row per site central issues for: its credential revision (+1 per change) and the digest of its set
+#: (gateway.store.set_digest), both written in the transaction of the change. Changes of one site
+#: serialise on this row (SELECT … FOR UPDATE).
+credential_sites = Table(
+    "credential_sites",
+    metadata,
+    Column("site", Text, primary_key=True),
+    Column("revision", BigInteger, nullable=False, server_default="0"),
+    Column("digest", Text, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+)
+
+#: The outbox: each change as the SPEC §7 request that carries it to a gateway (`command`, `body` as JSON,
+#: raw uids included), written in the transaction of the change. Every gateway of the site receives them in
+#: revision order; `digest` is the site's set digest once this change is applied.
+credential_changes = Table(
+    "credential_changes",
+    metadata,
+    Column("site", Text, nullable=False),
+    Column("revision", BigInteger, nullable=False),
+    Column("command", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("digest", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("site", "revision", name="credential_changes_pkey"),
+)
+
+#: Per gateway: the site revision it has acknowledged with `ok` (null: never synced), the boot it did so in,
+#: and what it said its set was (its version and digest). `resync` asks for a full snapshot (drift seen).
+gateway_credentials = Table(
+    "gateway_credentials",
+    metadata,
+    Column("site", Text, nullable=False),
+    Column("gateway", Text, nullable=False),
+    Column("revision", BigInteger),
+    Column("boot_id", Text),
+    Column("gateway_version", BigInteger),
+    Column("gateway_digest", Text),
+    Column("resync", Boolean, nullable=False, server_default="0"),
+    Column("last_error", Text),
+    Column("next_attempt_at", DateTime(timezone=True)),
+    Column("synced_at", DateTime(timezone=True)),
+    Column("claimed_by", Text),  # the worker pushing to it now (a lease, see central.credential_push)
+    Column("claimed_until", DateTime(timezone=True)),
+    PrimaryKeyConstraint("site", "gateway", name="gateway_credentials_pkey"),
+)

@@ -7,7 +7,8 @@
 Received messages are stored in batches (`central.batch`, one transaction, committed within `batch_ms`)
 and acknowledged only after the commit. After a batch, and every second, the gateways with new rows are
 verified and their gaps planned (`central.verify`, `central.repair`); every second the offline gateways,
-closed doors and the alert outbox are looked at; every few seconds a heartbeat is written and, on
+closed doors, overdue keys and the alert outbox are looked at; credentials are pushed to the gateways
+(`central.credential_push`); every few seconds a heartbeat is written and, on
 PostgreSQL, a dead worker's session taken over (`central.takeover`). Requests to gateways (a remote opening,
 gap repair's `events/replay`, credential pushes) go out through `self.requests`, the process's one
 `central.requests.GatewayRequestLink` (its own MQTT connection, started and stopped with the worker).
@@ -29,12 +30,14 @@ from central import metrics
 from central.alerts import publish_pending, refresh_open_gauge, resolve_closed_doors
 from central.batch import DatabaseUnavailable, apply_batch
 from central.config import CentralSettings
+from central.credential_push import CredentialPusher
 from central.database import is_sqlite
 from central.mqtt_session import Delivery, MqttSession
 from central.registry import raise_offline_alerts
 from central.repair import RepairPolicy, ReplayRequest, plan_repair
 from central.requests import GatewayRequestLink
 from central.schema import gateways
+from central.services.credentials import raise_overdue_alerts
 from central.sql import now
 from central.takeover import (
     client_id_of,
@@ -77,6 +80,8 @@ class Worker:
         self._stop_requested = asyncio.Event()
         self.session = self.open_session(client_id_of(settings.central.id), [self.shared, *self.own])
         self.requests = GatewayRequestLink(settings)
+        self.credentials = CredentialPusher(engine, self, settings.central.id)
+        self._overdue_checked_at: datetime | None = None
 
     def open_session(self, client_id: str, filters: list[str] | None = None) -> MqttSession:
         return MqttSession(
@@ -97,6 +102,7 @@ class Worker:
             asyncio.create_task(self._chain_loop(), name="central chain"),
             asyncio.create_task(self._housekeeping_loop(), name="central housekeeping"),
             asyncio.create_task(self._heartbeat_loop(), name="central heartbeat"),
+            asyncio.create_task(self.credentials.run(), name="central credentials"),
         ]
         return self
 
@@ -222,8 +228,18 @@ class Worker:
         with self.engine.begin() as connection:
             raise_offline_alerts(connection, at, self.settings.central.gateway_offline_s)
             resolve_closed_doors(connection, at)
+            self._check_overdue_keys(connection, at)
             refresh_open_gauge(connection)
         publish_pending(self.engine, self.session.publish_and_wait, self.prefix)
+
+    def _check_overdue_keys(self, connection: Connection, at: datetime) -> None:
+        """`key.overdue` every `overdue_check_s` (daily by default; at start too). Idempotent, so several
+        workers doing it at once open each alert once."""
+        last = self._overdue_checked_at
+        if last is not None and (at - last).total_seconds() < self.settings.central.overdue_check_s:
+            return
+        self._overdue_checked_at = at
+        raise_overdue_alerts(connection, at)
 
     async def _guarded(self, work: Callable[[], Any]) -> Any:
         """Run a blocking pass in a thread; a database fault is one log line, and the next tick tries again."""

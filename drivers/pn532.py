@@ -31,7 +31,6 @@ import nfc.clf
 
 from drivers.base import CardRead, DeviceOffline, DeviceOnline, Emit, Reader, utcnow
 from drivers.presence import PresenceFilter
-from gateway.config import ReaderSection
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +69,6 @@ class Pn532Reader(Reader):
         self.retry_cap_s = retry_cap_s
         #: The worker thread of the current `run` (None before the first run).
         self.worker: threading.Thread | None = None
-
-    @classmethod
-    def from_config(cls, section: ReaderSection) -> Pn532Reader:
-        return cls(section.id, section.port, repeat_gap_s=section.repeat_gap_s)
 
     async def run(self, emit: Emit) -> None:
         loop = asyncio.get_running_loop()

@@ -13,8 +13,7 @@ from functools import reduce
 from operator import xor
 
 from drivers.base import Signal
-from drivers.serial_reader import ParseResult, SerialReader, feedback_bytes
-from gateway.config import ReaderSection
+from drivers.serial_reader import ParseResult, SerialReader
 
 STX = 0x02
 ETX = 0x03
@@ -24,7 +23,7 @@ _HEX_DIGITS = frozenset(b"0123456789ABCDEFabcdef")
 
 
 def encode_frame(uid: str) -> bytes:
-    """The frame a reader sends for a 10-hex-character EM4100 uid (used by tests and the simulator)."""
+    """The frame a reader sends for a 10-hex-character EM4100 uid (for the driver tests)."""
     data = bytes.fromhex(uid)
     if len(data) != 5:
         raise ValueError(f"an EM4100 uid has 5 bytes (10 hex characters), got {len(uid)} characters")
@@ -110,16 +109,6 @@ class Rdm6300Reader(SerialReader):
         feedback_bytes: Mapping[Signal, bytes] | None = None,
     ) -> None:
         super().__init__(device_id, port, baudrate=baudrate, repeat_gap_s=repeat_gap_s, feedback_bytes=feedback_bytes)
-
-    @classmethod
-    def from_config(cls, section: ReaderSection) -> Rdm6300Reader:
-        return cls(
-            section.id,
-            section.port,
-            baudrate=section.baudrate or BAUDRATE,
-            repeat_gap_s=section.repeat_gap_s,
-            feedback_bytes=feedback_bytes(section.feedback.model_dump() if section.feedback else None),
-        )
 
     def new_parser(self) -> Rdm6300Parser:
         return Rdm6300Parser()

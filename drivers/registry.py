@@ -1,19 +1,18 @@
-"""From a configuration's `driver = "…"` to device objects.
+"""Reader driver names → their classes, imported only when a device uses them (so nfcpy for pn532 and
+libosdp for osdp load only on gateways that have such readers).
 
-Driver modules are imported only when a device uses them, so nfcpy (pn532) and libosdp (osdp) load
-only on gateways that have such readers. Boards that share a serial port share one `KerongBus`.
+Each class is built as `cls(device_id, port, **arguments)`; the gateway translates its configuration
+into those plain arguments (gateway.devices). Nothing here knows the gateway's configuration.
 """
 
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Protocol
+from typing import Any, Protocol
 
-from drivers.base import LockBoard, Reader
-from drivers.kerong import CODECS, KerongBoard, KerongBus
-from gateway.config import ReaderSection, Settings
+from drivers.base import Reader
 
-#: driver name → (module, class); each class has `from_config(section) -> Reader`.
+#: driver name → (module, class).
 READER_CLASSES: dict[str, tuple[str, str]] = {
     "rdm6300": ("drivers.rdm6300", "Rdm6300Reader"),
     "serial-ascii": ("drivers.serial_ascii", "SerialAsciiReader"),
@@ -29,7 +28,7 @@ class DriverUnavailable(Exception):
 
 
 class ReaderFactory(Protocol):
-    def from_config(self, section: ReaderSection) -> Reader: ...
+    def __call__(self, device_id: str, port: str, /, **arguments: Any) -> Reader: ...
 
 
 def reader_class(driver: str) -> ReaderFactory:
@@ -51,33 +50,3 @@ def reader_class(driver: str) -> ReaderFactory:
         raise
     factory: ReaderFactory = getattr(module, class_name)
     return factory
-
-
-def build_devices(settings: Settings) -> tuple[dict[str, Reader], dict[str, LockBoard]]:
-    """Every configured reader and board, by id, ready to `run`; DriverUnavailable names the device."""
-    readers: dict[str, Reader] = {}
-    for section in settings.readers:
-        try:
-            readers[section.id] = reader_class(section.driver).from_config(section)
-        except DriverUnavailable as exc:
-            raise DriverUnavailable(f"reader {section.id!r}: {exc}") from None
-    buses: dict[str, KerongBus] = {}
-    boards: dict[str, LockBoard] = {}
-    for board in settings.boards:
-        codec = CODECS.get(board.driver)
-        if codec is None:
-            raise DriverUnavailable(f"board {board.id!r}: unknown board driver {board.driver!r}")
-        bus = buses.get(board.port)
-        if bus is None:
-            bus = buses[board.port] = KerongBus(
-                board.port, board.baudrate, codec, reply_timeout_s=board.reply_timeout_ms / 1000
-            )
-        boards[board.id] = KerongBoard(
-            board.id,
-            bus,
-            board.address,
-            poll_ms=board.poll_ms,
-            unlock_ms=board.unlock_ms,
-            latch_closed_bit=board.latch_closed_bit,
-        )
-    return readers, boards

@@ -26,9 +26,8 @@ from collections.abc import Mapping
 from typing import Literal
 
 from drivers.base import CODE_DIGITS, Signal
-from drivers.serial_reader import ParseResult, SerialReader, feedback_bytes
-from gateway.config import ReaderSection
-from gateway.uid import decimal_to_uid
+from drivers.card_number import decimal_to_uid
+from drivers.serial_reader import ParseResult, SerialReader
 
 Format = Literal["auto", "hex", "decimal", "wiegand26", "wiegand34", "text"]
 BAUDRATE = 9600
@@ -102,7 +101,7 @@ def parse_line(line: str, fmt: Format, bit_width: int = 24) -> str:
 
 
 def format_line(uid: str, fmt: Format, bit_width: int = 24) -> bytes:
-    """The line (with CR LF) a converter in `fmt` sends for `uid`; the simulator's half of `parse_line`.
+    """The line (with CR LF) a converter in `fmt` sends for `uid`; the tests' half of `parse_line`.
 
     Wiegand and decimal converters carry only their data bits, so a longer uid is cut to its low 24/32
     (or `bit_width`) bits, as a real converter would. `auto` sends Wiegand for 6- and 8-character
@@ -187,18 +186,6 @@ class SerialAsciiReader(SerialReader):
         super().__init__(device_id, port, baudrate=baudrate, repeat_gap_s=repeat_gap_s, feedback_bytes=feedback_bytes)
         self.format: Format = fmt
         self.bit_width = bit_width
-
-    @classmethod
-    def from_config(cls, section: ReaderSection) -> SerialAsciiReader:
-        return cls(
-            section.id,
-            section.port,
-            baudrate=section.baudrate or BAUDRATE,
-            repeat_gap_s=section.repeat_gap_s,
-            fmt=section.format,
-            bit_width=section.bit_width,
-            feedback_bytes=feedback_bytes(section.feedback.model_dump() if section.feedback else None),
-        )
 
     def new_parser(self) -> LineParser:
         return LineParser(self.format, self.bit_width)

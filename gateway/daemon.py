@@ -39,24 +39,24 @@ from gateway import __version__
 from gateway.config import Settings, load_config
 from gateway.control import ControlServer
 from gateway.credential_cache import CredentialCache
+from gateway.credential_follower import CredentialFollower
 from gateway.doors import DoorMonitor
 from gateway.events import format_ts, uuid7
 from gateway.feedback import tap_feedback
 from gateway.journal import Journal, StateWrite
+from gateway.locker_operations import LockerOperations
 from gateway.metrics import Metrics
-from gateway.model import KeypadEntry, Locker, LockerMode, Service, Status, Tap
-from gateway.mqtt.ops import RequestError
+from gateway.model import KeypadEntry, Locker, LockerMode, Service, Tap
 from gateway.policy import PolicySettings, ReaderState, Snapshot, decide, with_keypad
 from gateway.records import (
-    credential_summary,
     decision_records,
+    locker_state_to_json,
     reader_state_from_json,
     reader_state_to_json,
-    remote_open_record,
 )
 from gateway.sitekey import load_or_create_site_key, uid_hash
 from gateway.storage import JournalUnavailable, StateDirLock, describe_storage_error, prepare_state_dir
-from gateway.store import ChangeLogEntry, Store, StoreError
+from gateway.store import Store
 from gateway.systemd_notify import Notifier
 from gateway.uid import EM4100, EM4100_HEX
 from gateway.visitors import USED_UP_PREFIX, code_of_entry
@@ -154,8 +154,6 @@ class Gateway:
         self._ready = False
         self._store: Store | None = None
         self._follow_store_db: Store | None = None
-        self._follower: asyncio.Task[None] | None = None
-        self._follow_lock = asyncio.Lock()
         self._journal_fault: JournalFault | None = None
         self._retries: list[tuple[list[dict[str, Any]], datetime, list[StateWrite]]] = []
         self._journal: Journal | None = None
@@ -164,8 +162,21 @@ class Gateway:
         self._unlocks: set[asyncio.Task[bool]] = set()
         #: Single-use credentials used up (journaled) whose revocation the store has not taken yet.
         self.used_up: set[str] = set()
-        self._revocations: set[asyncio.Task[None]] = set()
         self.metrics = Metrics()
+        self.follower = CredentialFollower(
+            self.credentials,
+            self.clock,
+            append=self._append,
+            append_or_retry=self._append_or_retry,
+            info_changed=self._info_changed,
+        )
+        self.locker_ops = LockerOperations(
+            self,
+            append=self._append,
+            energise=self._energise,
+            board_online=self._board_online,
+            locker_changed=self._locker_changed,
+        )
 
     # ---- resources ---------------------------------------------------------------------------
 
@@ -202,6 +213,7 @@ class Gateway:
         self._journal = Journal.open(
             state_dir, site=self.settings.gateway.site, gateway=self.settings.gateway.id, boot_id=self.boot_id
         )
+        self.follower.attach(self.store, self._follow_store_db, self._journal)
         self.credentials.load(self.store)
         # A million credential objects would otherwise be walked by every full garbage collection.
         gc.collect()
@@ -239,7 +251,7 @@ class Gateway:
         self._append([{"kind": "gateway.started", "reason": None, "version": __version__}], now)
         for credential_id in sorted(self.used_up):
             self._revoke_used_up(credential_id)
-        self._journal_credential_changes(now, startup=True)
+        self.follower.journal_changes(now, startup=True)
 
     # ---- journal -----------------------------------------------------------------------------
 
@@ -326,63 +338,6 @@ class Gateway:
             return {"status": "ok"}
         return {"status": "failing", "since": format_ts(fault.since), "cause": fault.cause}
 
-    def _journal_credential_changes(self, now: datetime, startup: bool = False) -> None:
-        """Bring the cache up to date now (MQTT ok, SIGHUP, start-up) and journal what changed."""
-        self._journal_entries(self.credentials.refresh(self.store), now, startup)
-
-    async def catch_up_credentials(self) -> None:
-        """Bring the policy's credentials up to date with the store without stalling taps: the changed
-        rows are read on a worker thread through a connection of its own, then applied here in one step."""
-        assert self._follow_store_db is not None
-        async with self._follow_lock:
-            while self.store.rev != self.credentials.rev:
-                from_rev = self.credentials.rev
-                reading = asyncio.ensure_future(asyncio.to_thread(self._follow_store_db.changed_rows, from_rev))
-                try:
-                    changes = await asyncio.shield(reading)
-                except asyncio.CancelledError:
-                    # The worker thread cannot be stopped: keep the connection (and the lock) until it is
-                    # done, so no second thread ever uses it and stop never closes it under a reader.
-                    await asyncio.wait({reading})
-                    raise
-                entries = self.credentials.apply(changes, from_rev)
-                if entries is not None:  # None: the cache moved meanwhile; read again
-                    self._journal_entries(entries, self.clock.wall())
-
-    def _journal_entries(self, entries: list[ChangeLogEntry], now: datetime, startup: bool = False) -> None:
-        seen = self.journal.get_state("meta:credentials_rev").get("meta:credentials_rev", 0)
-        if startup and isinstance(seen, int) and seen < self.credentials.rev:
-            # Changes made while the daemon was stopped: one summary record.
-            version, digest = self.store.version_and_digest()
-            entries_note = {"kind": "credentials.changed", "reason": "changed_while_stopped", "version": version}
-            self._append(
-                [{**entries_note, "digest": digest}],
-                now,
-                [StateWrite("meta:credentials_rev", self.credentials.rev)],
-            )
-            return
-        if not entries:
-            return
-        applied = self.credentials.rev
-        version, digest = self.store.version_and_digest()
-        records = [
-            {
-                "kind": "credentials.changed",
-                "reason": entry.reason,
-                "action": entry.action,
-                "by": entry.by,
-                "ids": list(entry.ids[:50]),
-                "count": len(entry.ids),
-                "version": entry.rev,
-            }
-            for entry in entries
-        ]
-        if version == applied:  # else the store has moved on already: its digest is not of this set
-            records[-1]["digest"] = digest
-        self._append_or_retry(records, now, [StateWrite("meta:credentials_rev", applied)])
-        if self.mqtt is not None:
-            self.mqtt.info_changed()  # the retained info carries the credential-set version and digest
-
     # ---- taps --------------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
@@ -434,7 +389,7 @@ class Gateway:
         for locker_id, occupant in allocations:
             old = new_lockers[locker_id]
             new_lockers[locker_id] = _with(old, occupant=occupant)
-            writes.append(StateWrite(f"locker:{locker_id}", _locker_json(new_lockers[locker_id])))
+            writes.append(StateWrite(f"locker:{locker_id}", locker_state_to_json(new_lockers[locker_id])))
         committing = time.perf_counter()
         try:
             envelopes = self._append(records, now, writes)
@@ -465,6 +420,17 @@ class Gateway:
             self._revoke_used_up(used_up)
         return envelopes
 
+    def _revoke_used_up(self, credential_id: str) -> None:
+        """Have the store revoke a used-up single-use credential (off the tap path); until it has,
+        `used_up` refuses it."""
+        self.follower.revoke_used_up(
+            credential_id,
+            state_dir=self.settings.gateway.state_dir,
+            zone=self.zone,
+            revoked=self.used_up.discard,
+            on_failure=_log_task_failure,
+        )
+
     def _show(self, reader_id: str, envelopes: list[dict[str, Any]], state: ReaderState, timer: datetime) -> None:
         """Tell the person at the reader (LED, buzzer) what was decided; a reader fault never spreads.
         `timer` is the monotonic instant of the decision (a lockout's end is on that clock)."""
@@ -481,36 +447,6 @@ class Gateway:
             reader.feedback(feedback)
         except Exception:
             log.exception("reader %s: feedback failed", reader_id)
-
-    def _revoke_used_up(self, credential_id: str) -> None:
-        """Revoke a used-up single-use credential in the store, on a worker thread with a connection of
-        its own (the tap path never waits on it); the store change is journaled as credentials.changed.
-        Until it lands, `used_up` refuses the credential."""
-        state_dir, zone, clock = self.settings.gateway.state_dir, self.zone, self.clock
-
-        def revoke() -> None:
-            with Store.open(state_dir, zone=zone) as store:
-                current = store.get(credential_id)
-                if current is not None and current.status == Status.ACTIVE:
-                    store.set_status(credential_id, Status.REVOKED, by="gateway", now=clock.wall(), reason="single_use")
-
-        async def run() -> None:
-            try:
-                await asyncio.to_thread(revoke)
-            except (StoreError, sqlite3.Error, OSError) as exc:
-                # Still refused (used_up, journaled); the next start revokes it. One line, no traceback.
-                cause = describe_storage_error(exc, state_dir)
-                log.error("credential %s used up but not yet revoked in the store (%s)", credential_id, cause)
-                return
-            await self.catch_up_credentials()
-            self.used_up.discard(credential_id)
-            with contextlib.suppress(sqlite3.Error, OSError):  # left in place, the next start re-checks it
-                self.journal.put_state([StateWrite(f"{USED_UP_PREFIX}{credential_id}", None)])
-
-        task = asyncio.get_running_loop().create_task(run(), name=f"revoke {credential_id}")
-        self._revocations.add(task)
-        task.add_done_callback(self._revocations.discard)
-        task.add_done_callback(_log_task_failure)
 
     def handle_keypad(self, entry: KeypadInput) -> None:
         if entry.device not in self.reader_lockers:
@@ -653,9 +589,7 @@ class Gateway:
                     self._last_probe = self.clock.monotonic()
                     self._commit([], now, [])
         self._journal_door_records(self.doors.tick(self.clock.timer()), now)
-        if self.store.rev != self.credentials.rev and (self._follower is None or self._follower.done()):
-            self._follower = asyncio.get_running_loop().create_task(self.catch_up_credentials(), name="store changes")
-            self._follower.add_done_callback(_log_task_failure)
+        self.follower.follow(_log_task_failure)
         if not self._ready and self._all_devices_seen():
             self._become_ready()
 
@@ -694,7 +628,7 @@ class Gateway:
 
     def reload(self) -> None:
         """SIGHUP: re-read credentials and the policy section without dropping taps."""
-        task = asyncio.get_running_loop().create_task(self.catch_up_credentials(), name="reload credentials")
+        task = asyncio.get_running_loop().create_task(self.follower.catch_up(), name="reload credentials")
         task.add_done_callback(_log_task_failure)
         if self.config_path is not None:
             try:
@@ -737,7 +671,7 @@ class Gateway:
             return await self._run_locked()
 
     async def _run_locked(self) -> int:
-        from drivers.registry import build_devices
+        from gateway.devices import build_devices
 
         loop = asyncio.get_running_loop()
         # Checked before anything is journaled, so a driver or broker setting that cannot work stops
@@ -791,17 +725,10 @@ class Gateway:
                 self._drain_device_events()
                 if self._unlocks:
                     await asyncio.wait(self._unlocks, timeout=1.0)
-                if self._revocations:  # else the journal's used_up state revokes them at the next start
-                    await asyncio.wait(self._revocations, timeout=1.0)
+                await self.follower.settle_revocations()
                 await _cancel(device_tasks)
                 self._drain_device_events()
-                # A credential read may still be running on the worker thread: the lock is held until
-                # it is done, and only then may its connection be closed (in `finally` below).
-                if self._follower is not None:
-                    self._follower.cancel()
-                    await asyncio.wait({self._follower}, timeout=2.0)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._follow_lock.acquire(), 2.0)
+                await self.follower.stop()  # before its connection is closed (in `finally` below)
                 try:
                     self._append([{"kind": "gateway.stopped", "reason": "stopped"}], self.clock.wall())
                 except JournalUnavailable as exc:
@@ -856,93 +783,25 @@ class Gateway:
         return {locker_id: self.locker_payload(locker_id) for locker_id in self.lockers}
 
     async def credentials_changed(self) -> None:
-        await self.catch_up_credentials()
+        await self.follower.catch_up()
 
-    def _locker(self, locker_id: str) -> Locker:
-        locker = self.lockers.get(locker_id)
-        if locker is None:
-            raise RequestError(f"unknown locker {locker_id!r}")
-        return locker
+    def _info_changed(self) -> None:
+        if self.mqtt is not None:
+            self.mqtt.info_changed()
 
     async def open_locker(
         self, locker: str, operator: str, reason: str, authorizers: list[dict[str, Any]]
     ) -> dict[str, Any]:
-        target = self._locker(locker)
-        if target.board is None or target.lock is None:
-            raise RequestError(f"locker {locker!r} is keyed: the gateway cannot open it")
-        # Any outstanding key counts: a lost or suspended key's holder still has belongings inside.
-        in_use = target.occupant is not None or bool(self.store.keys_for_locker(locker))
-        if self.policy.emergency_two_person and in_use:
-            people = {str(a.get("holder") or a.get("id")).strip().casefold() for a in authorizers}
-            if len(authorizers) < 2 or len(people) < 2:
-                raise RequestError(
-                    f"locker {locker!r} is assigned or occupied: opening it needs two distinct authorizers"
-                )
-        now = self.clock.wall()
-        unlock = "sent" if self._board_online(target.board) else "failed"
-        envelopes = self._append([remote_open_record(locker, operator, reason, authorizers, unlock)], now)
-        if unlock == "sent":
-            self._energise(locker)
-        return {"locker": locker, "unlock": unlock, "seq": envelopes[0]["seq"]}
+        return await self.locker_ops.open_locker(locker, operator, reason, authorizers)
 
     async def set_locker_service(self, locker: str, service: str, by: str) -> dict[str, Any]:
-        target = self._locker(locker)
-        try:
-            new_service = Service(service)
-        except ValueError:
-            raise RequestError(f"service must be one of: in_service, out_of_service (got {service!r})") from None
-        updated = _with(target, service=new_service)
-        if updated == target:
-            return {"locker": locker, "service": str(new_service)}
-        record = {"kind": "locker.service", "locker": locker, "service": str(new_service), "by": by}
-        self._append([record], self.clock.wall(), [StateWrite(f"locker:{locker}", _locker_json(updated))])
-        self.lockers = {**self.lockers, locker: updated}
-        self._locker_changed(locker)
-        return {"locker": locker, "service": str(new_service)}
+        return await self.locker_ops.set_locker_service(locker, service, by)
 
     async def assign_locker(self, locker: str, credential_id: str, by: str) -> dict[str, Any]:
-        target = self._locker(locker)
-        credential = self.credentials.by_id.get(credential_id)
-        if credential is None:
-            raise RequestError(f"unknown credential {credential_id!r}")
-        if credential.role != "user" or credential.status != "active":
-            raise RequestError(
-                f"credential {credential_id!r} is {credential.status} {credential.role}: "
-                "shared lockers are held by active user credentials"
-            )
-        if target.mode != LockerMode.SHARED:
-            raise RequestError(
-                f"locker {locker!r} is an assigned locker: assign it by putting it in the credential's scope"
-            )
-        if target.occupant == credential_id:
-            return {"locker": locker, "occupant": credential_id}  # already so: nothing to journal
-        if target.occupant is not None:
-            raise RequestError(f"locker {locker!r} is held by another credential; release it first")
-        return self._set_occupant(target, credential_id, "locker.allocated", by)
+        return await self.locker_ops.assign_locker(locker, credential_id, by)
 
     async def release_locker(self, locker: str, by: str) -> dict[str, Any]:
-        target = self._locker(locker)
-        if target.mode != LockerMode.SHARED:
-            raise RequestError(f"locker {locker!r} is not a shared locker")
-        if target.occupant is None:
-            raise RequestError(f"locker {locker!r} is not held by anyone")
-        return self._set_occupant(target, None, "locker.released", by)
-
-    def _set_occupant(self, target: Locker, occupant: str | None, kind: str, by: str) -> dict[str, Any]:
-        previous = target.occupant
-        updated = _with(target, occupant=occupant)
-        holder = self.credentials.by_id.get(occupant or previous or "")
-        record = {
-            "kind": kind,
-            "locker": target.id,
-            "credential": credential_summary(holder, holder.uid if holder else "", self.hash_uid) if holder else None,
-            "reason": "remote",
-            "by": by,
-        }
-        self._append([record], self.clock.wall(), [StateWrite(f"locker:{target.id}", _locker_json(updated))])
-        self.lockers = {**self.lockers, target.id: updated}
-        self._locker_changed(target.id)
-        return {"locker": target.id, "occupant": occupant}
+        return await self.locker_ops.release_locker(locker, by)
 
 
 def tap_family(driver: str, uid: str) -> str:
@@ -955,10 +814,6 @@ def tap_family(driver: str, uid: str) -> str:
 
 def _with(locker: Locker, **changes: Any) -> Locker:
     return replace(locker, **changes)
-
-
-def _locker_json(locker: Locker) -> dict[str, Any]:
-    return {"service": str(locker.service), "occupant": locker.occupant}
 
 
 def _describe(envelope: dict[str, Any]) -> str:

@@ -148,4 +148,4 @@ class PolicyEvent:
     kind: str
     locker: str | None = None
     reason: str | None = None
-    data: tuple[tuple[str, str], ...] = field(default=())
+    data: tuple[tuple[str, str | int], ...] = field(default=())

@@ -543,7 +543,7 @@ def _settle(
             state = ReaderState(locked_until=timer + lockout_s, pending=state.pending, keypad=state.keypad)
             lockout = PolicyEvent(
                 "reader.lockout",
-                data=(("locked_until", format_ts(now + lockout_s)), ("denials", str(len(denials)))),
+                data=(("locked_until", format_ts(now + lockout_s)), ("denials", len(denials))),
             )
             events = (*events, lockout)
         else:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from gateway.model import Credential
+from gateway.model import Credential, Locker
 from gateway.policy import Decision, ReaderState
 
 Record = dict[str, Any]
@@ -96,6 +96,11 @@ def decision_records(
 
 
 # ---- persisted reader state (lockouts survive a restart; pending overrides and keypad entries do not)
+
+
+def locker_state_to_json(locker: Locker) -> dict[str, Any]:
+    """What the journal's state keeps of a locker across restarts (`locker:{id}`)."""
+    return {"service": str(locker.service), "occupant": locker.occupant}
 
 
 def reader_state_to_json(state: ReaderState) -> dict[str, Any]:

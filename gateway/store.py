@@ -1,6 +1,6 @@
 """The credential store: SQLite `credentials.db` in `state_dir`, shared by the daemon and the CLI.
 
-Every change bumps a revision; `changes_since(rev)` lets the running daemon pick up CLI and MQTT
+Every change bumps a revision; `changed_rows(rev)` lets the running daemon pick up CLI and MQTT
 changes incrementally (it polls `rev`, one indexed read, so a change is in force within a second).
 Each change also leaves a row in the change log, which the daemon journals as `credentials.changed`.
 
@@ -21,15 +21,30 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, tzinfo
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from gateway.credential_digest import credential_share, digest_text, utc_text
 from gateway.credential_input import CredentialFields, FieldError, parse_credential_fields
+from gateway.credential_rows import (
+    COLUMNS,
+    MIGRATIONS,
+    OUTSTANDING_SQL,
+    SELECT,
+    UPSERT_ROW,
+    RowReader,
+    row_of,
+)
+
+# Readers of raw rows (the daemon's credential cache) take the row layout from here, beside changed_rows.
+from gateway.credential_rows import ROW_FORM as ROW_FORM
+from gateway.credential_rows import ROW_ID as ROW_ID
+from gateway.credential_rows import ROW_UID as ROW_UID
+from gateway.credential_rows import credential_from_row as credential_from_row
 from gateway.issuance import IssuanceError, KnownCredentials, check_replaceable, issue_batch, replacement_id, successor
-from gateway.model import OUTSTANDING_STATUSES, Credential, Kind, Role, Status
-from gateway.sqlite import Step, open_database, write_transaction
+from gateway.model import OUTSTANDING_STATUSES, Credential, Status
+from gateway.sqlite import open_database, write_transaction
 from gateway.uid import answer_keys, mask_uid
 
 DATABASE_FILE = "credentials.db"
@@ -78,16 +93,9 @@ class ChangeLogEntry:
 
 
 @dataclass(frozen=True, slots=True)
-class Changes:
-    rev: int
-    upserted: tuple[Credential, ...]
-    removed: tuple[str, ...]  # credential ids
-    log: tuple[ChangeLogEntry, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class RawChanges:
-    """`Changes` with the credentials as database rows (see `Store.changed_rows`)."""
+    """What changed since a revision: credentials as database rows (see `Store.changed_rows`), removed
+    ids, and the change log."""
 
     rev: int
     rows: list[tuple[Any, ...]]
@@ -97,8 +105,6 @@ class RawChanges:
 
 #: Rows a change must touch before `changed_rows` scans the table instead of walking the rev index.
 BULK_ROWS = 5000
-#: Where the id, the uid and its form are in a raw row.
-ROW_ID, ROW_UID, ROW_FORM = 0, 1, 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,218 +130,9 @@ class UpsertResult:
     rev: int
 
 
-# ---- schema ------------------------------------------------------------------------------------
-
-#: A migration step: an SQL statement, or a function for what SQL alone cannot do.
-
-
-def _backfill_record_hashes(db: sqlite3.Connection) -> None:
-    total = 0
-    # The columns of schema 2 (later migrations add more; the digest reads only these).
-    rows = db.execute(f"SELECT {', '.join(_COLUMNS[:16])} FROM credentials").fetchall()
-    read = _RowReader()
-    for row in rows:
-        value = credential_share(read((*row, "", 0)))  # uid_form and single_use came later
-        total += value
-        db.execute("UPDATE credentials SET record_hash = ? WHERE id = ?", (f"{value:064x}", row[0]))
-    db.execute("INSERT INTO set_digest (id, value) VALUES (1, ?)", (digest_text(total),))
-
-
-def _add_column(name: str, declaration: str) -> Callable[[sqlite3.Connection], None]:
-    """A migration step adding a column to `credentials` unless it is there already."""
-
-    def add(db: sqlite3.Connection) -> None:
-        if name not in {row[1] for row in db.execute("PRAGMA table_info(credentials)")}:
-            db.execute(f"ALTER TABLE credentials ADD COLUMN {name} {declaration}")
-
-    return add
-
-
-#: Migration n (1-based) brings the schema from user_version n-1 to n. Append, never edit.
-MIGRATIONS: tuple[tuple[Step, ...], ...] = (
-    (
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-        "INSERT INTO meta (key, value) VALUES ('rev', 0)",
-        """CREATE TABLE credentials (
-            id TEXT PRIMARY KEY,
-            uid TEXT NOT NULL,
-            holder TEXT NOT NULL,
-            role TEXT NOT NULL,
-            scope TEXT NOT NULL,
-            status TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            valid_from TEXT,
-            valid_until TEXT,
-            schedule TEXT,
-            key_code TEXT,
-            deposit TEXT,
-            approved_by TEXT,
-            issue_no INTEGER NOT NULL,
-            issued_at TEXT,
-            issued_by TEXT,
-            rev INTEGER NOT NULL
-        )""",
-        "CREATE UNIQUE INDEX credentials_uid ON credentials (uid) WHERE uid != ''",
-        "CREATE INDEX credentials_holder ON credentials (holder)",
-        "CREATE INDEX credentials_key_code ON credentials (key_code) WHERE key_code IS NOT NULL",
-        "CREATE INDEX credentials_rev ON credentials (rev)",
-        """CREATE TABLE credential_scope (
-            item TEXT NOT NULL,
-            credential_id TEXT NOT NULL,
-            PRIMARY KEY (item, credential_id)
-        ) WITHOUT ROWID""",
-        "CREATE INDEX credential_scope_credential ON credential_scope (credential_id)",
-        "CREATE TABLE removals (id TEXT PRIMARY KEY, rev INTEGER NOT NULL)",
-        "CREATE INDEX removals_rev ON removals (rev)",
-        """CREATE TABLE change_log (
-            rev INTEGER PRIMARY KEY,
-            at TEXT NOT NULL,
-            by TEXT NOT NULL,
-            action TEXT NOT NULL,
-            ids TEXT NOT NULL,
-            reason TEXT
-        )""",
-    ),
-    (
-        # 2: the set digest, kept up to date per change (each row's share of it kept beside the row).
-        "ALTER TABLE credentials ADD COLUMN record_hash TEXT NOT NULL DEFAULT ''",
-        "CREATE TABLE set_digest (id INTEGER PRIMARY KEY CHECK (id = 1), value TEXT NOT NULL)",
-        _backfill_record_hashes,
-    ),
-    (
-        # 3: the form a uid was enrolled in ("" hex, "dec" / "fc" printed on a fob): only a printed form
-        # matches an EM4100 tap by its low bits (SPEC §4). Existing short uids become exact-only.
-        _add_column("uid_form", "TEXT NOT NULL DEFAULT ''"),
-    ),
-    (
-        # 4: single-use mobile credentials (visitor codes); existing rows and their digest shares unchanged.
-        # A store at schema 3 from a build that numbered single_use 3 (and had no uid_form) gets uid_form
-        # here; each step adds only a column that is missing.
-        _add_column("single_use", "INTEGER NOT NULL DEFAULT 0"),
-        _add_column("uid_form", "TEXT NOT NULL DEFAULT ''"),
-    ),
-)
-
-_COLUMNS = (
-    "id",
-    "uid",
-    "holder",
-    "role",
-    "scope",
-    "status",
-    "kind",
-    "valid_from",
-    "valid_until",
-    "schedule",
-    "key_code",
-    "deposit",
-    "approved_by",
-    "issue_no",
-    "issued_at",
-    "issued_by",
-    "uid_form",
-    "single_use",
-)
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM credentials"
-_WRITTEN = (*_COLUMNS, "record_hash", "rev")
-_UPSERT_ROW = (
-    f"INSERT INTO credentials ({', '.join(_WRITTEN)}) VALUES ({', '.join('?' * len(_WRITTEN))}) "
-    f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _WRITTEN[1:])}"
-)
-_OUTSTANDING = tuple(status.value for status in OUTSTANDING_STATUSES)
-_OUTSTANDING_SQL = ", ".join(f"'{status}'" for status in sorted(_OUTSTANDING))
 #: SQLite's default limit on host parameters is 32766 (999 before 3.32); stay well under either.
 _CHUNK = 900
 _WRITE_CHUNK = 10_000
-#: One encoder for every row: json.dumps with options builds a new encoder per call.
-_SCOPE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_ROLES = {member.value: member for member in Role}
-_KINDS = {member.value: member for member in Kind}
-_STATUSES = {member.value: member for member in Status}
-
-
-def _time_value(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
-
-
-@lru_cache(maxsize=4096)
-def _scope_json(scope: tuple[str, ...]) -> str:
-    return _SCOPE_JSON.encode(list(scope))
-
-
-def _row(credential: Credential) -> tuple[Any, ...]:
-    return (
-        credential.id,
-        credential.uid,
-        credential.holder,
-        credential.role.value,
-        _scope_json(credential.scope),
-        credential.status.value,
-        credential.kind.value,
-        utc_text(credential.valid_from),
-        utc_text(credential.valid_until),
-        credential.schedule,
-        credential.key_code,
-        credential.deposit,
-        credential.approved_by,
-        credential.issue_no,
-        utc_text(credential.issued_at),
-        credential.issued_by,
-        credential.uid_form,
-        int(credential.single_use),
-    )
-
-
-def credential_from_row(row: Sequence[Any]) -> Credential:
-    """One raw row of `changed_rows` as a Credential."""
-    return _RowReader()(row)
-
-
-class _RowReader:
-    """Rows → Credentials. Scopes and times repeat across rows (one import shares its issued_at,
-    a school's lockers share a handful of scopes), so each distinct text is decoded once."""
-
-    def __init__(self) -> None:
-        self._scopes: dict[str, tuple[str, ...]] = {}
-        self._times: dict[str | None, datetime | None] = {None: None}
-
-    def __call__(self, row: Sequence[Any]) -> Credential:
-        scope = self._scopes.get(row[4])
-        if scope is None:
-            scope = self._scopes[row[4]] = tuple(json.loads(row[4]))
-        return Credential(
-            id=row[0],
-            uid=row[1],
-            holder=row[2],
-            role=_ROLES[row[3]],
-            scope=scope,
-            status=_STATUSES[row[5]],
-            kind=_KINDS[row[6]],
-            valid_from=self._time(row[7]),
-            valid_until=self._time(row[8]),
-            schedule=row[9],
-            key_code=row[10],
-            deposit=row[11],
-            approved_by=row[12],
-            issue_no=row[13],
-            issued_at=self._time(row[14]),
-            issued_by=row[15],
-            uid_form=row[16],
-            single_use=bool(row[17]),
-        )
-
-    def _time(self, text: str | None) -> datetime | None:
-        try:
-            return self._times[text]
-        except KeyError:
-            value = self._times[text] = _time_value(text)
-            if len(self._times) > 10_000:
-                self._times = {None: None}
-            return value
-
-
-def _credential(row: Sequence[Any]) -> Credential:
-    return _RowReader()(row)
 
 
 def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -379,20 +176,20 @@ class Store:
 
     # -- reading
     def get(self, credential_id: str) -> Credential | None:
-        row = self._db.execute(f"{_SELECT} WHERE id = ?", (credential_id,)).fetchone()
-        return None if row is None else _credential(row)
+        row = self._db.execute(f"{SELECT} WHERE id = ?", (credential_id,)).fetchone()
+        return None if row is None else credential_from_row(row)
 
     def by_uid(self, uid: str) -> Credential | None:
         """The credential with exactly this canonical uid (the policy's fob-number match rule aside)."""
         if not uid:
             return None
-        row = self._db.execute(f"{_SELECT} WHERE uid = ? AND uid != ''", (uid,)).fetchone()
-        return None if row is None else _credential(row)
+        row = self._db.execute(f"{SELECT} WHERE uid = ? AND uid != ''", (uid,)).fetchone()
+        return None if row is None else credential_from_row(row)
 
     def all(self) -> Iterator[Credential]:
         """Every credential, ordered by id (read as one consistent snapshot)."""
-        cursor = self._db.execute(f"{_SELECT} ORDER BY id")
-        read = _RowReader()
+        cursor = self._db.execute(f"{SELECT} ORDER BY id")
+        read = RowReader()
         try:
             while rows := cursor.fetchmany(1000):
                 for row in rows:
@@ -408,13 +205,8 @@ class Store:
     def rev(self) -> int:
         return _current_rev(self._db)
 
-    def changes_since(self, rev: int) -> Changes:
-        raw = self.changed_rows(rev)
-        read = _RowReader()
-        return Changes(rev=raw.rev, upserted=tuple(read(row) for row in raw.rows), removed=raw.removed, log=raw.log)
-
     def changed_rows(self, rev: int) -> RawChanges:
-        """What `changes_since` returns, with credentials as raw rows (`credential_from_row` turns one
+        """What changed after `rev`, with credentials as raw rows (`credential_from_row` turns one
         into a Credential). The running daemon loads a 100,000-row import this way in a fraction of the
         time, and builds each Credential only when its card is presented."""
         with _read_transaction(self._db):
@@ -422,7 +214,7 @@ class Store:
             changed: int = self._db.execute("SELECT count(*) FROM credentials WHERE rev > ?", (rev,)).fetchone()[0]
             # Few changed rows: by the rev index. Many (an import, a snapshot, start-up): one table scan.
             source = "credentials" if changed < BULK_ROWS else "credentials NOT INDEXED"
-            rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM {source} WHERE rev > ?", (rev,)).fetchall()
+            rows = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM {source} WHERE rev > ?", (rev,)).fetchall()
             removed = tuple(
                 row[0] for row in self._db.execute("SELECT id FROM removals WHERE rev > ? ORDER BY rev, id", (rev,))
             )
@@ -453,7 +245,7 @@ class Store:
         rows = self._db.execute(
             "SELECT c.id, c.holder, c.kind, c.status, c.issue_no FROM credential_scope s "
             "JOIN credentials c ON c.id = s.credential_id "
-            f"WHERE s.item = ? AND c.role = 'user' AND c.status IN ({_OUTSTANDING_SQL}) ORDER BY c.issue_no, c.id",
+            f"WHERE s.item = ? AND c.role = 'user' AND c.status IN ({OUTSTANDING_SQL}) ORDER BY c.issue_no, c.id",
             (locker_id,),
         )
         return [KeyHolding(*row) for row in rows]
@@ -462,26 +254,10 @@ class Store:
         """Outstanding physical keys cut to this key code."""
         rows = self._db.execute(
             "SELECT id, holder, kind, status, issue_no FROM credentials "
-            f"WHERE key_code = ? AND kind = 'physical_key' AND status IN ({_OUTSTANDING_SQL}) ORDER BY issue_no, id",
+            f"WHERE key_code = ? AND kind = 'physical_key' AND status IN ({OUTSTANDING_SQL}) ORDER BY issue_no, id",
             (key_code,),
         )
         return [KeyHolding(*row) for row in rows]
-
-    def key_counts_by_locker(self) -> dict[str, int]:
-        """locker id → number of outstanding user keys naming it (lockers with none are absent)."""
-        rows = self._db.execute(
-            "SELECT s.item, count(*) FROM credential_scope s JOIN credentials c ON c.id = s.credential_id "
-            f"WHERE c.role = 'user' AND c.status IN ({_OUTSTANDING_SQL}) GROUP BY s.item ORDER BY s.item"
-        )
-        return dict(rows.fetchall())
-
-    def key_counts_by_code(self) -> dict[str, int]:
-        """key code → number of outstanding physical keys cut to it."""
-        rows = self._db.execute(
-            "SELECT key_code, count(*) FROM credentials "
-            f"WHERE kind = 'physical_key' AND status IN ({_OUTSTANDING_SQL}) GROUP BY key_code ORDER BY key_code"
-        )
-        return dict(rows.fetchall())
 
     # -- changing (each call is one transaction: all or nothing)
     def upsert(
@@ -589,10 +365,10 @@ class Store:
         # The partial indexes on uid and key_code serve only queries that imply their condition.
         condition = {"uid": " AND uid != ''", "key_code": " AND key_code IS NOT NULL"}.get(column, "")
         found: list[Credential] = []
-        read = _RowReader()
+        read = RowReader()
         for chunk in _chunks(wanted):
             marks = ", ".join("?" * len(chunk))
-            rows = self._db.execute(f"{_SELECT} WHERE {column} IN ({marks}){condition}", chunk)
+            rows = self._db.execute(f"{SELECT} WHERE {column} IN ({marks}){condition}", chunk)
             found += [read(row) for row in rows if row[0] not in skip]
         return found
 
@@ -620,11 +396,11 @@ class Store:
         for values, start, lengths in ((sorted(dec), 3, (10,)), (sorted(fc), 5, (10,)), (sorted(fc), 3, (8,))):
             for chunk in _chunks(values):
                 marks = ", ".join("?" * len(chunk))
-                query = f"{_SELECT} WHERE length(uid) = ? AND substr(uid, ?) IN ({marks})"
+                query = f"{SELECT} WHERE length(uid) = ? AND substr(uid, ?) IN ({marks})"
                 for row in self._db.execute(query, (lengths[0], start, *chunk)):
                     if row[0] not in skip and row[0] not in seen:
                         seen.add(row[0])
-                        found.append(_credential(row))
+                        found.append(credential_from_row(row))
         return found
 
     def _apply(
@@ -739,11 +515,11 @@ class Store:
             )
             rows = []
             for credential in chunk:
-                row = _row(credential)
+                row = row_of(credential)
                 share = credential_share(credential)
                 delta += share
                 rows.append((*row, f"{share:064x}", rev))
-            self._db.executemany(_UPSERT_ROW, rows)
+            self._db.executemany(UPSERT_ROW, rows)
             self._db.executemany(
                 "INSERT OR IGNORE INTO credential_scope (item, credential_id) VALUES (?, ?)",
                 ((item, credential.id) for credential in chunk for item in credential.scope),

@@ -26,6 +26,8 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TypeVar
 
+from drivers.card_number import decimal_to_uid as decimal_to_uid  # readers' side; enrolment shares it
+
 _HEX = re.compile(r"^[0-9A-F]+$")
 _FACILITY_CARD = re.compile(r"^(\d{1,3}),(\d{1,5})$")
 _SEPARATORS = re.compile(r"[\s:.-]")
@@ -78,12 +80,6 @@ def parse_uid(text: str) -> tuple[str, str]:
     if len(upper) > 32:
         raise UidError(f"card number is longer than 16 bytes ({len(upper) // 2})")
     return upper, ""
-
-
-def decimal_to_uid(number: int, bit_width: int = 24) -> str:
-    """A decimal converter's card number as canonical hex, zero-padded to the reader's bit width."""
-    digits = (bit_width + 3) // 4
-    return f"{number:0{digits}X}"
 
 
 def mask_uid(uid: str) -> str:

@@ -38,7 +38,7 @@ from pydantic import ValidationError
 from gateway.config import MqttSection
 from gateway.events import canonical_json
 from gateway.mqtt.link import LinkError, make_client
-from gateway.mqtt.requests import error_message
+from gateway.mqtt.request_models import error_message
 from gateway.mqtt.signing import RequestVerifier
 from simulators.fleet_faults import Fault, Faults
 from simulators.fleet_gateway import DEFAULT_KEEP, SimulatedGateway

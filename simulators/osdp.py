@@ -25,7 +25,7 @@ from typing import Any
 
 import osdp
 
-from drivers.osdp import ScbkError, pack_bits, read_scbk, wiegand_frame
+from drivers.osdp_card import ScbkError, read_scbk
 from gateway.config import ReaderSection
 from simulators.pty import SimError
 from simulators.reader import SIGNAL_HISTORY, Notify, SimulatedReader
@@ -196,26 +196,16 @@ class SimulatedOsdp(SimulatedReader):
 
     @staticmethod
     def card_event(uid: str) -> dict[str, Any]:
-        """The libosdp card-read event for a canonical uid."""
-        value = int(uid, 16)
-        if len(uid) in (6, 8):
-            length = len(uid) * 4 + 2
-            return {
-                "event": osdp.Event.CardRead,
-                "reader_no": 0,
-                "format": osdp.CardFormat.Wiegand,
-                "direction": 0,
-                "length": length,
-                "data": pack_bits(wiegand_frame(value, length), length),
-            }
-        length = len(uid) * 4
+        """The libosdp card-read event for a canonical uid (see `raw_card_read`)."""
+        length, data = raw_card_read(uid)
+        wiegand = len(uid) in (6, 8)
         return {
             "event": osdp.Event.CardRead,
             "reader_no": 0,
-            "format": osdp.CardFormat.Unspecified,
+            "format": osdp.CardFormat.Wiegand if wiegand else osdp.CardFormat.Unspecified,
             "direction": 0,
             "length": length,
-            "data": pack_bits(value, length),
+            "data": data,
         }
 
     async def _present(self, uid: str, hold_s: float) -> None:
@@ -249,3 +239,18 @@ class SimulatedOsdp(SimulatedReader):
             "led": self.led,
             "buzzer": self.buzzer,
         }
+
+
+def raw_card_read(uid: str) -> tuple[int, bytes]:
+    """(bit count, data) of the osdp_RAW card read a reader sends for a canonical uid, written from
+    PROTOCOLS.md §2 and §5 apart from the driver's decoder: a 6- or 8-character uid is a Wiegand-26/34
+    frame with its parity bits (even over the first half of the data bits, odd over the second), any
+    other uid its bits as they are; the bits go MSB first, left-aligned in whole bytes."""
+    value, length = int(uid, 16), len(uid) * 4
+    if len(uid) in (6, 8):
+        half = length // 2
+        even = bin(value >> half).count("1") % 2
+        odd = 1 - bin(value & ((1 << half) - 1)).count("1") % 2
+        value, length = even << (length + 1) | value << 1 | odd, length + 2
+    size = (length + 7) // 8
+    return length, (value << (size * 8 - length)).to_bytes(size, "big")

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from store_changes import changes_since
 
 from gateway.cli import main
 from gateway.model import Status
@@ -162,7 +163,7 @@ def test_set_status_and_remove_refusal(cli: Cli) -> None:
     assert cli("remove", "C-1") == 0
     with cli.store() as store:
         assert store.count() == 0
-        assert [(entry.action, entry.by, entry.reason) for entry in store.changes_since(1).log] == [
+        assert [(entry.action, entry.by, entry.reason) for entry in changes_since(store, 1).log] == [
             ("set_status", "desk", "left on the bus"),
             ("set_status", "cli", None),
             ("remove", "cli", None),
@@ -336,7 +337,7 @@ def test_the_cli_changes_the_store_a_running_daemon_has_open(config: Path, tmp_p
         )
         assert done.returncode == 0, done.stderr
         assert UID not in done.stdout + done.stderr
-        changes = daemon.changes_since(seen)
+        changes = changes_since(daemon, seen)
         assert [credential.id for credential in changes.upserted] == ["C-1"]
         assert changes.log[0].by == "cli"
 

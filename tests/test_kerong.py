@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from drivers.base import BoardStatus, DeviceOffline, DeviceOnline
 from drivers.kerong import CU16, CU48, KerongBoard, ReplyScanner, is_valid_reply
-from drivers.registry import build_devices
+from gateway.devices import build_devices
 from simulators.kerong import SimulatedBoard, SimulatedKerongBus
 from simulators.site import SimulatedSite
 

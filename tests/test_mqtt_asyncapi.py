@@ -4,18 +4,22 @@ are validated against it, channel by channel."""
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from broker.contract import Contract
-from broker.kit import Capture, is_event, running_gateway
+from broker.kit import Capture, events_of, is_event, running_gateway
 from broker.mosquitto import Mosquitto
+from gateway_world import devices_online_all, running, write_site
 from jsonschema import ValidationError
 
 from gateway.events import EVENT_KINDS
 from gateway.mqtt.requests import COMMANDS
 from gateway.mqtt.signing import UNSIGNED_COMMANDS
+from gateway.store import Store
+from simulators.site import SimulatedSite
 
 BASE = "lockers/test-site/gw-01"
 UID_HASH = "9f2c" + "0" * 60
@@ -36,7 +40,8 @@ SAMPLE_RECORDS: list[dict[str, Any]] = [
      "authorizers": [{"id": "E-1", "holder": "ann"}, {"id": "E-2", "holder": "bob"}]},
     {"kind": "credential.lost_presented", "reader": "bank-a", "reason": "credential_lost",
      "credential": {"id": "C-2", "holder": "u-2", "role": "user", "uid_hash": UID_HASH}},
-    {"kind": "reader.lockout", "reader": "bank-a", "reason": "too_many_denials", "until": "2026-11-28T10:13:12.345Z"},
+    {"kind": "reader.lockout", "reader": "bank-a", "reason": "too_many_denials",
+     "locked_until": "2026-11-28T10:13:12.345Z", "denials": 5},
     {"kind": "locker.allocated", "reader": "bank-a", "locker": "S-01", "reason": "shared_allocated",
      "credential": {"id": "C-1", "holder": "u-1", "role": "user", "uid_hash": UID_HASH}},
     {"kind": "locker.released", "locker": "S-01", "reason": "remote", "by": "mqtt", "credential": None},
@@ -191,3 +196,74 @@ async def test_every_payload_the_gateway_sends_matches_the_contract(
     unused = {c.name for c in contract.channels} - set(seen)
     # readerTag exists only with Home Assistant discovery: tests/test_homeassistant.py holds it to the contract.
     assert unused <= {c.name for c in contract.channels if "/request/" in c.address} | {"readerTag"}, unused
+
+
+async def test_the_real_daemon_answers_locker_operations_and_sends_only_what_the_contract_says(
+    contract: Contract, broker: Mosquitto, tmp_path: Path
+) -> None:
+    """`lockergw run` on the simulators: a lockout, then every remote locker operation over MQTT;
+    every payload it publishes is validated (events allow no member the document does not list)."""
+    config, settings = write_site(tmp_path, broker.url)
+    base = settings.base_topic()
+    state_dir = settings.gateway.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    people = [
+        {"id": "C-1", "uid": "3C00CE754C", "holder": "amira", "role": "user", "scope": ["A-03"]},
+        {"id": "C-2", "uid": "14008EC793", "holder": "ben", "role": "user", "scope": ["A-01"], "status": "lost"},
+    ]
+    with Store.open(state_dir) as store:
+        store.upsert(people, by="test", now=datetime.now(UTC))
+    async with SimulatedSite(settings) as site, running(config) as gw, Capture(broker.url, f"{base}/#") as capture:
+        await devices_online_all(gw)
+        await capture.wait_for(lambda m: m.topic == f"{base}/state" and m.json()["state"] == "online")
+        for uid in ("0102030405", "0102030406", "0102030407"):  # lockout_after = 3 unknown cards
+            await site.tap("bank-a", uid, hold=0.05)
+        lockout = await gw.wait_for("reader.lockout", reader="bank-a")
+        assert lockout["denials"] == 3 and isinstance(lockout["locked_until"], str)
+
+        async def ask(command: str, payload: dict[str, Any]) -> dict[str, Any]:
+            response = await capture.request(base, command, payload)
+            contract.validate(f"{base}/response/{command}", response)
+            return response
+
+        # A lost key is still out in the world: its holder's locker needs two people to open it.
+        one = {"locker": "A-01", "operator": "desk", "reason": "check", "authorizers": [{"id": "desk"}]}
+        refused = await ask("lockers/open", one)
+        assert refused["status"] == "error" and "two distinct authorizers" in refused["error"]
+        two = {**one, "authorizers": [{"id": "desk"}, {"id": "E-1", "holder": "ann"}]}
+        opened = await ask("lockers/open", two)
+        assert opened["status"] == "ok" and opened["data"]["unlock"] == "sent", opened
+        granted = await gw.wait_for("access.granted", locker="A-01", reason="remote_open")
+        assert granted["override"] is True
+        assert (await ask("lockers/set_service", {"locker": "A-03", "service": "out_of_service"}))["status"] == "ok"
+        await gw.wait_for("locker.service", locker="A-03", service="out_of_service")
+        await site.tap("bank-a", "3C00CE754C")  # reader still locked out: refused either way, nothing opens
+        assigned = await ask("lockers/assign", {"locker": "B-01", "credential": "C-1", "by": "desk"})
+        assert assigned["status"] == "ok" and assigned["data"] == {"locker": "B-01", "occupant": "C-1"}
+        allocated = await gw.wait_for("locker.allocated", locker="B-01")
+        assert allocated["credential"]["id"] == "C-1" and "uid" not in allocated["credential"]
+        taken = await ask("lockers/assign", {"locker": "B-01", "credential": "C-2"})
+        assert taken["status"] == "error"
+        released = await ask("lockers/release", {"locker": "B-01", "by": "desk"})
+        assert released["status"] == "ok" and released["data"] == {"locker": "B-01", "occupant": None}
+        await gw.wait_for("locker.released", locker="B-01")
+        last = gw.events[-1]["seq"]
+        await capture.wait_until(lambda messages: last in {e["seq"] for e in events_of(messages)}, 20)
+        await capture.wait_for(  # the retained locker state follows the service change
+            lambda m: m.topic == f"{base}/lockers/A-03" and m.json()["service"] == "out_of_service"
+        )
+
+    failures: list[str] = []
+    kinds: set[str] = set()
+    for message in capture.messages:
+        if "/request/" in message.topic:
+            continue
+        try:
+            contract.validate(message.topic, message.json())
+        except (ValidationError, AssertionError) as exc:
+            failures.append(f"{message.topic}: {str(exc).splitlines()[0]}\n  {message.payload[:300]!r}")
+        if is_event(message):
+            kinds.add(message.json()["kind"])
+    assert not failures, "\n".join(failures)
+    assert {"reader.lockout", "access.denied", "access.granted", "locker.service", "locker.allocated"} <= kinds
+    assert "locker.released" in kinds

@@ -338,7 +338,7 @@ async def test_locker_commands_update_the_retained_locker_topics(broker: Mosquit
         released = await capture.request(BASE, "lockers/release", {"locker": "S-01"})
         assert released["status"] == "ok"
         await capture.wait_for(lambda m: m.topic == f"{BASE}/lockers/S-01" and m.json()["occupied"] is False)
-        assert rig.bank.lockers["S-01"]["occupant"] is None
+        assert rig.bank.lockers["S-01"].occupant is None
         await capture.wait_for(lambda m: m.topic == f"{BASE}/events/locker.allocated")
         await capture.wait_for(lambda m: m.topic == f"{BASE}/events/locker.released")
 
@@ -409,7 +409,7 @@ async def test_a_large_upsert_does_not_hold_up_the_event_loop(broker: Mosquitto,
 async def test_a_snapshot_larger_than_the_bound_is_dropped_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gateway.mqtt import requests as requests_module
+    from gateway.mqtt import snapshot_pages as requests_module
 
     monkeypatch.setattr(requests_module, "MAX_SNAPSHOT_CREDENTIALS", 4)
     # The handler is called directly, unsigned: what is tested here is the snapshot bound.

@@ -12,8 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.base import CardRead, DeviceOffline, DeviceOnline, KeypadInput, ReaderFault
-from drivers.osdp import KeypadEntry, OsdpReader, card_uid, pack_bits, read_scbk, wiegand_data, wiegand_frame
-from drivers.registry import DriverUnavailable, build_devices
+from drivers.osdp import OsdpReader
+from drivers.osdp_card import KeypadEntry, card_uid, pack_bits, read_scbk, wiegand_data, wiegand_frame
+from drivers.registry import DriverUnavailable
+from gateway.devices import build_devices
 from simulators.osdp import SimulatedOsdp
 from simulators.pty import SimError
 from simulators.site import SimulatedSite

@@ -17,8 +17,8 @@ from device_world import EventLog, running
 
 from drivers.base import CardRead, DeviceOffline, DeviceOnline
 from drivers.pn532 import Pn532Reader
-from drivers.registry import build_devices
 from gateway.config import Settings
+from gateway.devices import build_devices
 from simulators.pn532 import MIN_FIELD_S, SimulatedPn532, card_memory
 from simulators.pty import SimError
 from simulators.site import SimulatedSite

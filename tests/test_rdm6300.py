@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from drivers.base import CardRead, DeviceOnline, ReaderFault
 from drivers.presence import BadFrameCounter, PresenceFilter
 from drivers.rdm6300 import Rdm6300Parser, Rdm6300Reader, encode_frame
-from drivers.registry import build_devices
+from gateway.devices import build_devices
 from simulators.site import SimulatedSite
 
 # (uid, frame) pairs exactly as PROTOCOLS.md §1 lists them.

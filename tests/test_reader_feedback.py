@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.base import Feedback, Signal
-from drivers.osdp import feedback_commands
+from drivers.osdp_card import feedback_commands
 from gateway.config import ConfigError
 from gateway.feedback import tap_feedback
 from gateway.policy import PolicySettings, ReaderState

@@ -9,9 +9,9 @@ from device_world import make_settings
 
 from drivers.kerong import CU16, CU48, KerongBoard
 from drivers.rdm6300 import Rdm6300Reader
-from drivers.registry import build_devices
 from drivers.serial_ascii import SerialAsciiReader
 from gateway.config import Settings
+from gateway.devices import build_devices
 
 
 def test_drivers_are_built_from_the_configuration(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.base import CardRead, DeviceOnline
-from drivers.registry import build_devices
 from drivers.serial_ascii import FrameError, LineParser, SerialAsciiReader, parse_line, wiegand_bits, wiegand_uid
+from gateway.devices import build_devices
 from simulators.site import SimulatedSite
 
 W26_FC90_CN324 = "00101101000000001010001000"

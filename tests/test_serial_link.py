@@ -11,8 +11,8 @@ from device_world import EventLog, make_settings, running
 
 from drivers.base import CardRead, DeviceOffline, DeviceOnline
 from drivers.rdm6300 import Rdm6300Reader, encode_frame
-from drivers.registry import build_devices
 from drivers.serial_link import describe_error
+from gateway.devices import build_devices
 from simulators.pty import PtyPort
 from simulators.site import SimulatedSite
 

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from store_changes import changes_since
 
 from gateway.credential_input import FieldError, parse_credential_fields
 from gateway.model import Kind, Role, Status
@@ -167,7 +168,7 @@ def test_a_second_active_key_for_the_same_holder_and_locker_needs_approval(store
     (second,) = store.upsert([card("C-2", "AA02", scope="A-02", approved_by="head")], by="t", now=NOW)
     assert second.issue_no == 2 and second.approved_by == "head"
     assert [k.credential_id for k in store.keys_for_locker("A-02")] == ["C-1", "C-2"]
-    assert store.key_counts_by_locker() == {"A-01": 1, "A-02": 2}
+    assert {locker: len(store.keys_for_locker(locker)) for locker in ("A-01", "A-02")} == {"A-01": 1, "A-02": 2}
 
 
 def test_keys_for_other_lockers_or_other_holders_are_not_duplicates(store: Store) -> None:
@@ -216,7 +217,7 @@ def test_a_further_physical_key_cut_to_the_same_code_needs_approval(store: Store
         ("K-1", "u-1", 1),
         ("K-2", "u-2", 2),
     ]
-    assert store.key_counts_by_code() == {"9A-114": 2}
+    assert {"9A-114": len(store.keys_for_code("9A-114"))} == {"9A-114": 2}
     store.set_status("K-1", "lost", by="t", now=NOW)
     assert len(store.keys_for_code("9A-114")) == 2  # a lost key is still out there
     store.set_status("K-1", "returned", by="t", now=NOW)
@@ -230,7 +231,7 @@ def test_set_status_changes_and_logs_with_reason(store: Store) -> None:
     store.upsert([card("C-1", "AA01")], by="t", now=NOW)
     lost = store.set_status("C-1", "LOST", by="desk", now=NOW, reason="left on the bus")
     assert lost.status is Status.LOST and store.get("C-1") == lost
-    entry = store.changes_since(1).log[0]
+    entry = changes_since(store, 1).log[0]
     assert (entry.action, entry.by, entry.ids, entry.reason) == ("set_status", "desk", ("C-1",), "left on the bus")
 
 
@@ -315,7 +316,7 @@ def test_changes_since_gives_only_what_changed_after_a_revision(store: Store) ->
     store.set_status("C-1", "returned", by="desk", now=NOW)
     store.remove("C-1", by="desk", now=NOW)
     store.upsert([card("C-3", "AA03", holder="u-3")], by="mqtt", now=NOW)
-    changes = store.changes_since(seen)
+    changes = changes_since(store, seen)
     assert changes.rev == store.rev == seen + 3
     assert [c.id for c in changes.upserted] == ["C-3"]
     assert changes.removed == ("C-1",)
@@ -325,8 +326,8 @@ def test_changes_since_gives_only_what_changed_after_a_revision(store: Store) ->
         ("upsert", ("C-3",)),
     ]
     store.upsert([card("C-1", "AA01")], by="t", now=NOW)  # back again: no longer a removal
-    assert store.changes_since(seen).removed == ()
-    assert store.changes_since(store.rev) == type(changes)(store.rev, (), (), ())
+    assert changes_since(store, seen).removed == ()
+    assert changes_since(store, store.rev) == type(changes)(store.rev, (), (), ())
 
 
 def test_an_unchanged_upsert_does_not_bump_the_revision(store: Store) -> None:
@@ -343,7 +344,7 @@ def test_replace_all_makes_the_set_exactly_the_snapshot(store: Store) -> None:
     )
     assert count == 2
     assert {c.id: c.uid for c in store.all()} == {"C-2": "AA01", "C-3": "AA02"}
-    changes = store.changes_since(seen)
+    changes = changes_since(store, seen)
     assert sorted(changes.removed) == ["C-1", "K-1"] and changes.log[0].action == "snapshot"
     assert store.get("C-2").issued_at == NOW  # type: ignore[union-attr]
     with pytest.raises(StoreError):
@@ -440,7 +441,7 @@ def test_the_digest_stays_right_through_every_kind_of_change(store: Store) -> No
 
 
 def test_a_schema_1_store_is_migrated_with_its_credentials(tmp_path: Path) -> None:
-    from gateway.store import MIGRATIONS
+    from gateway.credential_rows import MIGRATIONS
 
     db = sqlite3.connect(tmp_path / "credentials.db")
     for statement in MIGRATIONS[0]:
@@ -575,7 +576,7 @@ def test_what_is_stored_is_what_is_read_back(
         assert fresh.get(ident) == stored == next(fresh.all())
         # (a 10-character all-digit uid is read as a printed fob number: gateway.uid's rule)
         assert (stored.id, stored.holder, stored.uid, stored.scope) == (ident, holder, normalise_uid(uid), tuple(scope))
-        assert fresh.changes_since(0).upserted == (stored,)
+        assert changes_since(fresh, 0).upserted == (stored,)
 
 
 @settings(max_examples=200, deadline=None)

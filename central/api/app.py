@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from central.api import errors
-from central.api.routes import alerts, events, gateways, health, lockers, metrics, reports, tokens
+from central.api.routes import alerts, credentials, events, gateways, health, lockers, metrics, reports, tokens
 from central.context import CentralContext
 
 
@@ -23,7 +23,7 @@ def create_app(context: CentralContext) -> FastAPI:
     app.state.context = context
     errors.install(app)
     app.include_router(health.router)
-    for module in (gateways, events, lockers, alerts, reports, tokens, metrics):
+    for module in (gateways, events, lockers, credentials, alerts, reports, tokens, metrics):
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

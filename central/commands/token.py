@@ -6,13 +6,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from central.cli import add_central_config_option, missing_dependencies
+from central.cli import add_central_config_option, open_central
 from gateway.commands.common import fail
-from gateway.settings_file import ConfigError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -42,22 +40,8 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def _open(config: str) -> Engine | int:
     """The configured database, or the exit status after one plain line per fault."""
-    missing = missing_dependencies()
-    if missing:
-        return fail(f"central needs {', '.join(missing)}: install with pip install 'locker-gateway[central]'")
-    from central.config import load_central_config
-    from central.database import DatabaseError, open_database
-
-    try:
-        settings = load_central_config(config)
-    except ConfigError as exc:
-        for fault in exc.faults:
-            print(fault, file=sys.stderr)
-        return 2
-    try:
-        return open_database(settings.central.database)
-    except DatabaseError as exc:
-        return fail(str(exc))
+    opened = open_central(config)
+    return opened if isinstance(opened, int) else opened[1]
 
 
 def _create(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, func, select
 
-from central.schema import event_chain, gateways
+from central.schema import credential_sites, event_chain, gateway_credentials, gateways
 from central.services.models import Gateway
 from central.services.times import iso
 
@@ -31,7 +31,7 @@ def list_gateways(connection: Connection, site: str | None = None) -> list[Gatew
             missing=missing_ranges(
                 connection, row.site, row.gateway, row.anchor_seq, row.verified_seq, row.received_seq
             ),
-            credentials="unknown",  # central issues credentials from the next issue on
+            credentials=sync_state(connection, row.site, row.gateway, row.boot_id),
         )
         for row in connection.execute(query)
     ]
@@ -64,3 +64,20 @@ def missing_ranges(
         .limit(MAX_MISSING_RANGES)
     )
     return [(row.seq + 1, row.next_seq - 1) for row in connection.execute(holes)]
+
+
+def sync_state(connection: Connection, site: str, gateway: str, boot_id: str | None) -> str:
+    """`in_sync`, `pending (N changes)` or `unknown` (SPEC §11): whether the gateway holds the credential set
+    central issues for its site, by the revision it acknowledged and the digest it reported."""
+    issued = connection.execute(
+        select(credential_sites.c.revision, credential_sites.c.digest).where(credential_sites.c.site == site)
+    ).first()
+    mine = connection.execute(
+        select(gateway_credentials).where(gateway_credentials.c.site == site, gateway_credentials.c.gateway == gateway)
+    ).first()
+    if issued is None or mine is None or mine.revision is None:
+        return "unknown"
+    behind = issued.revision - mine.revision
+    if behind == 0 and not mine.resync and mine.boot_id == boot_id and mine.gateway_digest == issued.digest:
+        return "in_sync"
+    return f"pending ({max(behind, 1)} change{'s' if max(behind, 1) != 1 else ''})"

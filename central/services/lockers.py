@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, and_, or_, select
 
 from central.schema import events, gateways, lockers
+from central.services.credentials import key_counts, site_state
 from central.services.errors import Conflict, NotFound
 from central.services.models import Locker
 from central.services.times import utc_or_none
@@ -94,7 +95,17 @@ def holdings(connection: Connection, site: str | None = None) -> list[Holding]:
     return result
 
 
+def keys_out_by_site(connection: Connection, sites: set[str]) -> dict[str, dict[str, int] | None]:
+    """Per site: the keys out per locker (central.services.credentials.key_counts), or None for a site
+    central does not issue credentials for."""
+    return {name: key_counts(connection, name)["lockers"] if site_state(connection, name) else None for name in sites}
+
+
 def list_lockers(connection: Connection, site: str | None = None) -> list[Locker]:
+    """Every locker now; `keys_out` counts the keys central issued for it that are still out (null for a
+    site central does not issue credentials for)."""
+    found = holdings(connection, site)
+    counts = keys_out_by_site(connection, {h.site for h in found})
     return [
         Locker(
             site=h.site,
@@ -104,9 +115,9 @@ def list_lockers(connection: Connection, site: str | None = None) -> list[Locker
             service=h.service,
             occupied=h.occupied,
             holder=h.holder,
-            keys_out=None,
+            keys_out=None if (per := counts[h.site]) is None else per.get(h.locker, 0),
         )
-        for h in holdings(connection, site)
+        for h in found
     ]
 
 

@@ -67,7 +67,10 @@ class Locker(BaseModel):
     service: str
     occupied: bool | None
     holder: str | None = Field(description="who holds it: the latest allocation, or the latest assigned opening")
-    keys_out: int | None = Field(description="null until central issues credentials (central cannot know it yet)")
+    keys_out: int | None = Field(
+        description="keys central issued for this locker that are still out (active, suspended, lost); "
+        "null for a site central does not issue credentials for"
+    )
 
 
 class LockerList(BaseModel):
@@ -136,3 +139,68 @@ class Health(BaseModel):
     database: Literal["ok", "error"]
     mqtt: Literal["connected", "disconnected"]
     workers: int
+
+
+class Deposit(BaseModel):
+    amount: str
+    state: Literal["held", "refunded", "forfeited"]
+    changed_by: str | None
+    changed_at: str | None
+
+
+class CredentialView(BaseModel):
+    """A credential as central shows it: `uid` masked (SPEC §4), never the raw card number."""
+
+    site: str
+    id: str
+    uid: str | None = Field(description="masked: … and the last 4 (or 2) hex characters; null for a physical key")
+    holder: str
+    role: str
+    scope: list[str]
+    kind: str
+    status: str
+    status_reason: str | None
+    valid_from: str | None
+    valid_until: str | None
+    schedule: str | None
+    key_code: str | None
+    deposit: Deposit | None
+    approved_by: str | None
+    issue_no: int
+    issued_at: str
+    issued_by: str
+    returned_at: str | None
+    returned_by: str | None
+    revision: int = Field(description="the site's credential revision that last changed it")
+
+
+class CredentialList(BaseModel):
+    credentials: list[CredentialView]
+    cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+
+
+class UpsertOutcome(BaseModel):
+    site: str
+    revision: int = Field(description="the site's credential-set version after the change")
+    added: int
+    updated: int
+    unchanged: int
+    credentials: list[CredentialView] = Field(description="the credentials this change wrote")
+
+
+class HistoryEntry(BaseModel):
+    at: str
+    actor: str
+    action: str
+    detail: dict[str, Any]
+
+
+class KeyHistory(BaseModel):
+    credential: CredentialView
+    history: list[HistoryEntry]
+
+
+class KeyCounts(BaseModel):
+    site: str
+    lockers: dict[str, int] = Field(description="keys out (active, suspended, lost) per locker")
+    key_codes: dict[str, int] = Field(description="keys out per key code")

@@ -333,10 +333,11 @@ def _enroll(args: argparse.Namespace) -> int:
         print(value)
         _say_if_issued(settings, value)
         return 0
-    from drivers.registry import DriverUnavailable, reader_class
+    from drivers.registry import DriverUnavailable
+    from gateway.devices import build_reader
 
     try:
-        reader = reader_class(section.driver).from_config(section)
+        reader = build_reader(section)
     except DriverUnavailable as exc:
         return fail(f"reader {section.id!r}: {exc}")
     outcome = asyncio.run(next_card(reader, args.timeout))

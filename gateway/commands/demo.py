@@ -34,20 +34,20 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _default_config_path() -> Path:
-    from simulators.demo import default_config_path
+    from gateway.commands.demo_scenario import default_config_path
 
     return default_config_path()
 
 
 def _relocate(settings: Settings, root: Path) -> Settings:
-    from simulators.demo import DEMO_ROOT, relocate
+    from gateway.commands.demo_scenario import DEMO_ROOT, relocate
 
     return relocate(settings, DEMO_ROOT, root)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from simulators.demo import run_demo
-    from simulators.demo_view import DemoView
+    from gateway.commands.demo_scenario import run_demo
+    from gateway.commands.demo_view import DemoView
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("lockergw").setLevel(logging.WARNING)

@@ -23,23 +23,39 @@ import contextlib
 import json
 import logging
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Protocol
+from typing import Any, Protocol
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from gateway.config import Settings
 from gateway.credential_input import CredentialFields, FieldError, parse_credential_fields
 from gateway.events import format_ts
-from gateway.model import Credential, Status, has_control_character
+from gateway.model import Credential, Status
 from gateway.mqtt.ops import GatewayOps, RequestError
+from gateway.mqtt.request_models import (
+    Assign,
+    Get,
+    HealthCheck,
+    Open,
+    Release,
+    Remove,
+    Replace,
+    Replay,
+    RequestModel,
+    SetService,
+    SetStatus,
+    Snapshot,
+    Upsert,
+    error_message,
+)
 from gateway.mqtt.signing import RequestVerifier, SignatureError, needs_signature
+from gateway.mqtt.snapshot_pages import SnapshotAssembler, SnapshotRefused
 from gateway.mqtt.store_worker import StoreWorker
 from gateway.mqtt.topics import Topics
 from gateway.sitekey import uid_hash
@@ -65,26 +81,8 @@ COMMANDS = (
     "events/replay",
 )
 
-#: A snapshot may come in at most this many pages (a guard on memory, far above any real set).
-MAX_SNAPSHOT_PAGES = 10_000
-#: A snapshot in transfer is held in memory until its last page: bound what a sender can pile up.
-MAX_SNAPSHOT_CREDENTIALS = 1_500_000
-#: A snapshot whose next page does not come within this long is dropped.
-SNAPSHOT_IDLE_S = 600.0
-
 #: JSON nested deeper than this is bad input (no request needs more than a few levels).
 MAX_DEPTH = 32
-
-
-def _no_control(value: str) -> str:
-    if has_control_character(value):
-        raise ValueError("contains a control character")
-    return value
-
-
-Text = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_no_control)]
-By = Text
-Note = Annotated[str, Field(max_length=1024), AfterValidator(_no_control)]
 
 
 class Replayer(Protocol):
@@ -93,93 +91,6 @@ class Replayer(Protocol):
     def replay(self, from_seq: int) -> dict[str, Any]: ...
 
     def info_changed(self) -> None: ...
-
-
-class RequestModel(BaseModel):
-    """Fields every request may carry: its transaction and, when signing is on, its signature."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    transaction: Any = None
-    issued_at: Any = None
-    nonce: Any = None
-    hmac: Any = None
-
-
-class HealthCheck(RequestModel):
-    pass
-
-
-class Upsert(RequestModel):
-    credentials: list[dict[str, Any]] = Field(min_length=1)
-    by: By = "mqtt"
-
-
-class Remove(RequestModel):
-    id: Text
-    force: bool = False
-    by: By = "mqtt"
-
-
-class SetStatus(RequestModel):
-    id: Text
-    status: Literal["active", "suspended", "lost", "revoked", "returned", "replaced"]
-    reason: Note | None = None
-    by: By = "mqtt"
-
-
-class Replace(RequestModel):
-    id: Text
-    new_uid: str = Field(default="", max_length=64)  # empty for a physical key
-    new_id: Text | None = None
-    by: By = "mqtt"
-
-
-class Snapshot(RequestModel):
-    version: int | Text
-    page: int = Field(ge=1, le=MAX_SNAPSHOT_PAGES)
-    pages: int = Field(ge=1, le=MAX_SNAPSHOT_PAGES)
-    credentials: list[dict[str, Any]]
-    by: By = "mqtt"
-
-
-class Get(RequestModel):
-    id: Text
-
-
-class Authorizer(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    id: Text
-    holder: Text | None = None
-
-
-class Open(RequestModel):
-    locker: Text
-    operator: Text
-    reason: Annotated[Note, Field(min_length=1)]
-    authorizers: list[Authorizer] = Field(default_factory=list, max_length=16)
-
-
-class SetService(RequestModel):
-    locker: Text
-    service: Literal["in_service", "out_of_service"]
-    by: By = "mqtt"
-
-
-class Assign(RequestModel):
-    locker: Text
-    credential: Text
-    by: By = "mqtt"
-
-
-class Release(RequestModel):
-    locker: Text
-    by: By = "mqtt"
-
-
-class Replay(RequestModel):
-    from_seq: int = Field(ge=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,35 +109,6 @@ class Response:
 
 class _Refused(Exception):
     """A request that is answered with an error; the message is the response's `error`."""
-
-
-@dataclass(slots=True)
-class _PartialSnapshot:
-    version: int | str
-    pages: int
-    received: dict[int, list[CredentialFields]] = field(default_factory=dict)
-    last_page_at: float = field(default_factory=time.monotonic)
-
-    def held(self) -> int:
-        return sum(len(items) for items in self.received.values())
-
-
-def error_message(exc: ValidationError) -> str:
-    """Pydantic's errors as `path: problem; …` — never quoting the input (it may hold a card number)."""
-    parts: list[str] = []
-    for item in exc.errors(include_input=False, include_url=False):
-        path = ""
-        for part in item["loc"]:
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        kind = item["type"]
-        if kind == "missing":
-            problem = "missing (required)"
-        elif kind == "extra_forbidden":
-            problem = "unknown field"
-        else:
-            problem = str(item["msg"]).removeprefix("Value error, ")
-        parts.append(f"{path}: {problem}" if path else problem)
-    return "; ".join(dict.fromkeys(parts))
 
 
 def credential_data(credential: Credential, site_key: bytes) -> dict[str, Any]:
@@ -309,7 +191,7 @@ class RequestHandler:
         self._verifier = verifier
         self._allow_unsigned = allow_unsigned
         self._clock = clock
-        self._snapshot: _PartialSnapshot | None = None
+        self._snapshots = SnapshotAssembler()
         self._commands: dict[str, tuple[type[RequestModel], Callable[[Any], Awaitable[dict[str, Any]]]]] = {
             "health_check": (HealthCheck, self._health_check),
             "credentials/upsert": (Upsert, self._upsert),
@@ -501,50 +383,16 @@ class RequestHandler:
         if request.page > request.pages:
             raise _Refused(f"page: {request.page} is beyond pages ({request.pages})")
         items = await self.writer.run(lambda _: self._parse_items(request.credentials))
-        partial = self._snapshot
-        if partial is not None and time.monotonic() - partial.last_page_at > SNAPSHOT_IDLE_S:
-            log.info("credential snapshot %r dropped: no page for %.0f s", partial.version, SNAPSHOT_IDLE_S)
-            partial = self._snapshot = None
-        if partial is None or partial.version != request.version or partial.pages != request.pages:
-            if partial is not None:
-                log.info(
-                    "credential snapshot %r abandoned after %d of %d pages: snapshot %r started",
-                    partial.version,
-                    len(partial.received),
-                    partial.pages,
-                    request.version,
-                )
-            partial = self._snapshot = _PartialSnapshot(request.version, request.pages)
-        if partial.held() - len(partial.received.get(request.page, [])) + len(items) > MAX_SNAPSHOT_CREDENTIALS:
-            self._snapshot = None
-            raise _Refused(
-                f"snapshot {request.version!r} holds more than {MAX_SNAPSHOT_CREDENTIALS} credentials; "
-                "dropped, nothing changed"
-            )
-        partial.received[request.page] = items
-        partial.last_page_at = time.monotonic()
-        if len(partial.received) < partial.pages:
-            return {
-                "snapshot": request.version,
-                "page": request.page,
-                "pages": request.pages,
-                "received": len(partial.received),
-                "complete": False,
-            }
-        self._snapshot = None
-        everything = [item for page in sorted(partial.received) for item in partial.received[page]]
-        ids: dict[str, int] = {}
-        for item in everything:
-            ids[item["id"]] = ids.get(item["id"], 0) + 1
-        twice = [i for i, n in ids.items() if n > 1]
-        if twice:
-            raise _Refused(
-                f"snapshot {request.version!r}: id {twice[0]!r} appears on more than one page; nothing changed"
-            )
+        try:
+            assembled = self._snapshots.add_page(request.version, request.page, request.pages, items)
+        except SnapshotRefused as exc:
+            raise _Refused(str(exc)) from None
+        if isinstance(assembled, dict):
+            return assembled
         now = self._clock()
 
         def replace_all(store: Store) -> dict[str, Any]:
-            return {"count": store.replace_all([dict(item) for item in everything], by=request.by, now=now)}
+            return {"count": store.replace_all([dict(item) for item in assembled], by=request.by, now=now)}
 
         data = await self._change(replace_all)
         return {"snapshot": request.version, "pages": request.pages, "complete": True, **data}

@@ -1,6 +1,6 @@
 """What MQTT tests need around a broker: a recording subscriber, gateway settings, and a small gateway
-(`LockerBank`) that implements GatewayOps over a real journal and store — the part of the daemon the
-request handlers talk to, without readers or lock boards.
+(`LockerBank`) that implements GatewayOps over a real journal and store with the daemon's own locker
+operations — the part of the daemon the request handlers talk to, without readers or lock boards.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import functools
 import json
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,13 +24,15 @@ from paho.mqtt.properties import Properties
 
 from broker.mosquitto import TlsFiles
 from gateway.config import Settings
+from gateway.credential_cache import CredentialCache
+from gateway.daemon import Clock, policy_settings
 from gateway.events import format_ts, uuid7
-from gateway.journal import Journal
-from gateway.mqtt.ops import RequestError
+from gateway.journal import Journal, StateWrite
+from gateway.locker_operations import LockerOperations
+from gateway.model import Locker, LockerMode
 from gateway.mqtt.service import MqttService
 from gateway.mqtt.signing import needs_signature, sign
-from gateway.records import remote_open_record
-from gateway.sitekey import load_or_create_site_key
+from gateway.sitekey import load_or_create_site_key, uid_hash
 from gateway.store import Store
 
 SITE = "test-site"
@@ -65,14 +67,18 @@ def gateway_settings(
         "gateway": {"id": gateway, "site": site, "state_dir": str(state_dir), "timezone": "Europe/London"},
         "mqtt": {"url": url, "keepalive": 5, **mqtt},
         "policy": {"emergency_two_person": two_person},
+        # A board the MQTT-only tests never open (LockerBank counts it online): the lockers are not keyed.
+        "boards": [{"id": "board-a", "driver": "kerong-cu16", "port": str(state_dir.parent / "rs485")}],
         "lockers": [
             {
                 "id": locker,
+                "board": "board-a",
+                "lock": number,
                 "section": "A",
                 "department": "sports",
                 "mode": "shared" if locker.startswith("S") else "assigned",
             }
-            for locker in lockers
+            for number, locker in enumerate(lockers, start=1)
         ],
     }
     return Settings(**raw)
@@ -226,29 +232,56 @@ def events_of(messages: list[Received]) -> list[dict[str, Any]]:
 
 
 class LockerBank:
-    """GatewayOps over a real journal and store: lockers held in memory, every change journaled.
+    """GatewayOps over a real journal and store, for MQTT tests that need no readers or lock boards.
 
-    It follows the daemon's rules for what the MQTT requests reach (remote open journaled first, the
-    two-person rule for an assigned or occupied locker) so the request handlers can be exercised
-    against real storage and a real broker before the whole daemon runs.
+    The locker operations are the daemon's own (gateway.locker_operations), over lockers held in
+    memory: every board counts as online, and an unlock is recorded in `opened`. Tests of these
+    operations against the whole daemon are in test_mqtt_asyncapi.py and test_gateway_mqtt_e2e.py.
     """
 
     def __init__(self, settings: Settings, journal: Journal, store: Store, *, boot_id: str) -> None:
         self.settings = settings
         self.journal = journal
-        self.store = store
+        self._store = store
         self.boot_id = boot_id
         self.notify: Callable[[], None] = lambda: None
         self.on_locker: Callable[[str, dict[str, Any]], None] = lambda locker, payload: None
-        self.lockers: dict[str, dict[str, Any]] = {
-            section.id: {"mode": section.mode, "service": "in_service", "occupant": None, "door": "closed"}
+        self.lockers: dict[str, Locker] = {
+            section.id: Locker(
+                id=section.id,
+                board=section.board,
+                lock=section.lock,
+                section=section.section,
+                department=section.department,
+                mode=LockerMode(section.mode),
+            )
             for section in settings.lockers
         }
+        self.policy = policy_settings(settings)
+        self.credentials = CredentialCache()
+        self.credentials.load(store)
+        self.clock = Clock()
+        self._site_key = load_or_create_site_key(settings.gateway.state_dir)
         self.credential_changes = 0
         self.opened: list[str] = []
+        self.operations = LockerOperations(
+            self,
+            append=lambda records, at, state=(): self.append(records, state),
+            energise=self.opened.append,
+            board_online=lambda board: True,
+            locker_changed=lambda locker: self.on_locker(locker, self.locker_payload(locker)),
+        )
 
-    def append(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        envelopes = self.journal.append(records, datetime.now(UTC))
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    def hash_uid(self, uid: str) -> str:
+        hashed: str = uid_hash(self._site_key, uid)
+        return hashed
+
+    def append(self, records: list[dict[str, Any]], state: Sequence[StateWrite] = ()) -> list[dict[str, Any]]:
+        envelopes = self.journal.append(records, datetime.now(UTC), state)
         self.notify()
         return envelopes
 
@@ -285,9 +318,9 @@ class LockerBank:
     def locker_payload(self, locker_id: str) -> dict[str, Any]:
         locker = self.lockers[locker_id]
         return {
-            "door": locker["door"],
-            "service": locker["service"],
-            "occupied": locker["occupant"] is not None,
+            "door": "closed",
+            "service": str(locker.service),
+            "occupied": locker.occupant is not None,
             "ts": format_ts(datetime.now(UTC)),
         }
 
@@ -296,53 +329,23 @@ class LockerBank:
 
     async def credentials_changed(self) -> None:
         self.credential_changes += 1
+        self.credentials.refresh(self.store)
         version, digest = self.store.version_and_digest()
         self.append([{"kind": "credentials.changed", "reason": None, "version": version, "digest": digest}])
-
-    def _locker(self, locker_id: str) -> dict[str, Any]:
-        if locker_id not in self.lockers:
-            raise RequestError(f"unknown locker {locker_id!r}")
-        return self.lockers[locker_id]
 
     async def open_locker(
         self, locker: str, operator: str, reason: str, authorizers: list[dict[str, Any]]
     ) -> dict[str, Any]:
-        target = self._locker(locker)
-        in_use = target["occupant"] is not None or any(k.status == "active" for k in self.store.keys_for_locker(locker))
-        if self.settings.policy.emergency_two_person and in_use:
-            people = {str(a.get("holder") or a["id"]).strip().casefold() for a in authorizers}
-            if len(people) < 2:
-                raise RequestError(
-                    f"locker {locker!r} is assigned or occupied: opening it needs two distinct authorizers"
-                )
-        envelopes = self.append([remote_open_record(locker, operator, reason, authorizers, "sent")])
-        self.opened.append(locker)
-        return {"locker": locker, "unlock": "sent", "seq": envelopes[0]["seq"]}
+        return await self.operations.open_locker(locker, operator, reason, authorizers)
 
     async def set_locker_service(self, locker: str, service: str, by: str) -> dict[str, Any]:
-        self._locker(locker)["service"] = service
-        self.on_locker(locker, self.locker_payload(locker))
-        return {"locker": locker, "service": service}
+        return await self.operations.set_locker_service(locker, service, by)
 
     async def assign_locker(self, locker: str, credential_id: str, by: str) -> dict[str, Any]:
-        target = self._locker(locker)
-        if self.store.get(credential_id) is None:
-            raise RequestError(f"unknown credential {credential_id!r}")
-        if target["mode"] != "shared":
-            raise RequestError(f"locker {locker!r} is an assigned locker")
-        target["occupant"] = credential_id
-        self.append([{"kind": "locker.allocated", "locker": locker, "reason": "remote", "by": by}])
-        self.on_locker(locker, self.locker_payload(locker))
-        return {"locker": locker, "occupant": credential_id}
+        return await self.operations.assign_locker(locker, credential_id, by)
 
     async def release_locker(self, locker: str, by: str) -> dict[str, Any]:
-        target = self._locker(locker)
-        if target["mode"] != "shared":
-            raise RequestError(f"locker {locker!r} is not a shared locker")
-        target["occupant"] = None
-        self.append([{"kind": "locker.released", "locker": locker, "reason": "remote", "by": by}])
-        self.on_locker(locker, self.locker_payload(locker))
-        return {"locker": locker, "occupant": None}
+        return await self.operations.release_locker(locker, by)
 
 
 @dataclass

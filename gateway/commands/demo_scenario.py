@@ -1,4 +1,4 @@
-"""`lockergw demo`: the gateway and the simulators together, acting out a school morning.
+"""`lockergw demo`'s scenario: the gateway and the simulators together, acting out a school morning.
 
 Everything is real but the hardware: the unmodified daemon (`gateway.daemon.Gateway`) opens the
 simulated readers and boards through pseudo-terminals, decides, journals and unlocks; the scenario
@@ -17,11 +17,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from gateway.commands.demo_view import DemoView, LockerTile, ReaderTile
 from gateway.config import Settings
 from gateway.daemon import Gateway
 from gateway.store import Store
 from gateway.visitors import grouped, new_code
-from simulators.demo_view import DemoView, LockerTile, ReaderTile
 from simulators.site import SimulatedSite
 
 # Card numbers as the readers report them: 10 hex for the RDM6300 banks, 6 hex (Wiegand-26) at the door reader.
@@ -301,5 +301,5 @@ async def _wait_for_kind(
 
 
 def default_config_path() -> Path:
-    here = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
+    here = Path(__file__).resolve().parents[2] / "config" / "demo.toml"
     return Path("config/demo.toml") if Path("config/demo.toml").exists() else here
