@@ -9,9 +9,12 @@ Three layers, each usable alone:
   with a lock) and `KerongBoard` (one per configured board: polls status every `poll_ms`, reports
   `BoardStatus`, goes offline after 3 polls without a valid reply, sends unlocks).
 
-Kerong boards do not reply to an unlock; some do (0x35). An unlock is therefore sent without waiting,
-and the bus keeps quiet for a moment afterwards and discards whatever arrived before the next request,
-so that a stray reply never answers the next poll.
+Kerong boards do not reply to an unlock; some do (0x35). An unlock is therefore sent without waiting.
+Only where a reply may come does the bus keep quiet afterwards — after an unlock to a board configured
+as answering unlocks, and after a request whose reply did not come in time — and then discards whatever
+arrived before the next request, so that a stray reply never answers the next poll. The quiet window is
+sized from the baud rate (`reply_window_s`: the reply's wire time twice over plus the board's turnaround),
+so a burst of unlocks on one bus goes out at the wire's pace, not 50 ms apart.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ STX = 0x02
 ETX = 0x03
 #: Polls without a valid reply before a board is reported offline.
 MISSED_POLLS_OFFLINE = 3
-#: After an unlock, how long the bus waits for a possible stray reply before the next request.
-STRAY_REPLY_WINDOW_S = 0.05
+#: Bits on the wire per byte: start, 8 data, stop.
+BITS_PER_BYTE = 10
+#: How long a board may take between the end of a request and the start of its reply.
+BOARD_TURNAROUND_S = 0.002
 #: After setting the unlock time the board saves to EEPROM; the spec asks for more than 500 ms.
 EEPROM_SAVE_S = 0.55
 
@@ -52,6 +57,17 @@ def with_sum(*parts: int) -> bytes:
 
 def is_valid_reply(frame: bytes, length: int) -> bool:
     return len(frame) == length and frame[0] == STX and frame[-2] == ETX and frame[-1] == checksum(frame[:-1])
+
+
+def wire_time_s(byte_count: int, baudrate: int) -> float:
+    """How long `byte_count` bytes take on the wire at `baudrate`."""
+    return byte_count * BITS_PER_BYTE / baudrate
+
+
+def reply_window_s(reply_length: int, baudrate: int) -> float:
+    """The quiet window in which a possible reply of `reply_length` bytes has surely arrived:
+    the board's turnaround plus twice the reply's wire time (≈ 11 ms for 9 bytes at 19,200 baud)."""
+    return BOARD_TURNAROUND_S + 2 * wire_time_s(reply_length, baudrate)
 
 
 def hook_bits(data: bytes, lock_count: int) -> tuple[int, ...]:
@@ -207,6 +223,9 @@ class KerongBus:
     The link runs while at least one board is attached (`async with bus.attached():`). `request`
     writes a frame and returns the first reply `accept` recognises, or None after `reply_timeout_s`;
     `send` writes without waiting. Both hold the bus lock, so frames never interleave.
+
+    Frames written back to back queue in the port's transmit buffer; the bus keeps track of when the
+    wire is free again so that a reply's deadline counts from the end of its request on the wire.
     """
 
     def __init__(self, port: str, baudrate: int, codec: Codec, *, reply_timeout_s: float = 0.15) -> None:
@@ -222,6 +241,9 @@ class KerongBus:
         self._frames: asyncio.Queue[bytes] = asyncio.Queue(maxsize=64)
         self._scanner = ReplyScanner(codec.reply_length)
         self._quiet_until = 0.0
+        self._wire_free_at = 0.0
+        #: The quiet window after a request that may still be answered (sized from the baud rate).
+        self.reply_window_s = reply_window_s(codec.reply_length, baudrate)
         self._users = 0
         self._task: asyncio.Task[None] | None = None
         self.link = SerialLink(port, baudrate, on_online=self._port_open, on_offline=self._port_lost)
@@ -291,18 +313,26 @@ class KerongBus:
             await asyncio.sleep(wait)
         self._discard_pending()
 
+    def _write(self, writer: asyncio.StreamWriter, frame: bytes) -> float:
+        """Write `frame`; return when its last byte will have left (it queues behind earlier frames)."""
+        now = asyncio.get_running_loop().time()
+        writer.write(frame)
+        self._wire_free_at = max(now, self._wire_free_at) + wire_time_s(len(frame), self.baudrate)
+        return self._wire_free_at
+
     async def request(
         self, frame: bytes, accept: Callable[[bytes], T | None], *, quiet_after_s: float = 0.0
     ) -> T | None:
-        """Write `frame`; return `accept(reply)` for the first reply it accepts, or None on timeout."""
+        """Write `frame`; return `accept(reply)` for the first reply it accepts, or None on timeout
+        (the bus then keeps quiet for `reply_window_s`, in case the reply was only late)."""
         loop = asyncio.get_running_loop()
         async with self._lock:
             await self._settle()
             writer = self._writer
             if writer is None:
                 return None
-            writer.write(frame)
-            deadline = loop.time() + self.reply_timeout_s
+            deadline = self._write(writer, frame) + self.reply_timeout_s
+            answered = False
             try:
                 while (remaining := deadline - loop.time()) > 0:
                     try:
@@ -314,23 +344,25 @@ class KerongBus:
                         break
                     value = accept(reply)
                     if value is not None:
+                        answered = True
                         return value
                     log.debug("%s: ignored a reply that does not answer the request", self.port)
                 self._count_bad(self._scanner.flush())  # a truncated reply is a bad one
                 return None
             finally:
-                self._quiet_until = loop.time() + quiet_after_s
+                quiet = quiet_after_s if answered else max(quiet_after_s, self.reply_window_s)
+                self._quiet_until = loop.time() + quiet
 
-    async def send(self, frame: bytes, *, quiet_after_s: float = STRAY_REPLY_WINDOW_S) -> bool:
-        """Write `frame` without waiting for a reply; True if the port was open to take it."""
-        loop = asyncio.get_running_loop()
+    async def send(self, frame: bytes, *, quiet_after_s: float = 0.0) -> bool:
+        """Write `frame` without waiting for a reply; True if the port was open to take it.
+        `quiet_after_s` (from when the frame has left): how long a possible stray reply may take."""
         async with self._lock:
             await self._settle()
             writer = self._writer
             if writer is None:
                 return False
-            writer.write(frame)
-            self._quiet_until = loop.time() + quiet_after_s
+            left_at = self._write(writer, frame)
+            self._quiet_until = left_at + quiet_after_s if quiet_after_s > 0 else 0.0
             return True
 
 
@@ -346,7 +378,11 @@ class KerongBoard(LockBoard):
         poll_ms: int = 250,
         unlock_ms: int = 550,
         latch_closed_bit: int = 1,
+        answers_unlock: bool = False,
+        unlock_quiet_ms: int | None = None,
     ) -> None:
+        """`answers_unlock`: this board replies to an unlock (some do, with a status reply), so the bus
+        keeps quiet after each unlock for `unlock_quiet_ms` (default: sized from the baud rate)."""
         super().__init__(device_id, bus.codec.lock_count)
         self.bus = bus
         self.codec = bus.codec
@@ -354,6 +390,10 @@ class KerongBoard(LockBoard):
         self.poll_s = poll_ms / 1000
         self.unlock_ms = unlock_ms
         self.latch_closed_bit = latch_closed_bit
+        if unlock_quiet_ms is not None:
+            self.unlock_quiet_s = unlock_quiet_ms / 1000
+        else:
+            self.unlock_quiet_s = bus.reply_window_s if answers_unlock else 0.0
         self.missed_polls = 0
         #: What was last reported: None before the first report, then online (True) or offline (False).
         self._reported: bool | None = None
@@ -373,7 +413,7 @@ class KerongBoard(LockBoard):
     async def unlock(self, lock: int) -> bool:
         if not 1 <= lock <= self.lock_count:
             raise ValueError(f"{self.id}: lock {lock} out of range 1-{self.lock_count}")
-        return await self.bus.send(self.codec.unlock_request(self.address, lock))
+        return await self.bus.send(self.codec.unlock_request(self.address, lock), quiet_after_s=self.unlock_quiet_s)
 
     async def ensure_unlock_time(self) -> None:
         """Read the board's unlock pulse (0x37) and set it to `unlock_ms` when it differs (CU16 only)."""

@@ -155,6 +155,10 @@ class BoardSection(Section):
     unlock_ms: int = Field(default=550, ge=10, le=60_000)
     latch_closed_bit: Literal[0, 1] = 1
     reply_timeout_ms: int = Field(default=150, ge=10, le=5000)
+    #: The board replies to an unlock (some Kerong boards send a status reply): the bus then keeps
+    #: quiet after each unlock to it, for `unlock_quiet_ms` (default: sized from the baud rate).
+    answers_unlock: bool = False
+    unlock_quiet_ms: int | None = Field(default=None, ge=0, le=1000)
 
     @field_validator("driver")
     @classmethod

@@ -1,86 +1,115 @@
-"""The daemon's in-memory view of the credential store, kept current incrementally.
+"""The daemon's compact index of the credential store, kept current incrementally.
 
-Loading 1,000,000 credentials once at start-up is fine; reloading them on every CLI change is not,
-so `refresh`/`apply` take only the rows changed since the last revision seen. Rows are kept as read
-from the database and turned into a `Credential` the first time their card is presented (about
-10 µs, once): that is what lets a 100,000-row import be in force within a second of the command's
-exit, as SPEC §4 asks, instead of building 100,000 objects first.
+A million credentials must fit a 1 GB Raspberry Pi beside everything else, so the daemon keeps only
+what finding a card needs: uid (and printed-form key) → credential id, and id → uid, the strings
+shared between the two. The credential itself is read from the store, by its primary key, when its
+card is presented (one indexed SELECT, tens of µs). `refresh`/`apply` take only the keys changed
+since the last revision seen, so a 100,000-row import is in force within a second of the command's
+exit (SPEC §4) and start-up reads three columns, not sixteen.
+
+A row the store has changed but the index has not taken yet (the follower applies it within a tick)
+is only found under the uid it has now: a card number that has just moved to someone else never
+opens the old holder's locker meanwhile.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import gc
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from gateway.model import Credential
-from gateway.store import ROW_FORM, ROW_ID, ROW_UID, ChangeLogEntry, RawChanges, Store, credential_from_row
-from gateway.uid import CredentialIndex
+from gateway.store import ChangeLogEntry, RawChanges, Store
+from gateway.uid import CredentialIndex, form_key
 
-Row = tuple[Any, ...]
-Entry = Credential | Row
-
-
-def _credential(entry: Entry) -> Credential:
-    return entry if isinstance(entry, Credential) else credential_from_row(entry)
+Row = Sequence[Any]
 
 
-def _uid(entry: Entry) -> str:
-    return entry.uid if isinstance(entry, Credential) else str(entry[ROW_UID])
+def _keys(row: Row) -> tuple[str, str, str]:
+    """(id, uid, uid_form) of a key row (`Store.changed_keys`) or a full row (`Store.changed_rows`)."""
+    form = row[2] if len(row) == 3 else row[16]
+    return str(row[0]), str(row[1] or ""), str(form or "")
 
 
 class _ByUid(Mapping[str, Credential]):
-    """uid → Credential with the fob-number match rule; rows become Credentials on first use."""
+    """uid → Credential with the fob-number match rule, read from the store on demand."""
 
-    def __init__(self, index: CredentialIndex[Entry]) -> None:
-        self._index = index
+    def __init__(self, cache: CredentialCache) -> None:
+        self._cache = cache
 
-    def __getitem__(self, uid: str) -> Credential:
-        entry = self._index[uid]
-        if isinstance(entry, Credential):
-            return entry
-        credential = credential_from_row(entry)
-        self._index.put(credential.uid, credential, credential.uid_form)
+    def __getitem__(self, key: str) -> Credential:
+        credential_id = self._cache._uids[key]
+        credential = self._cache._read(credential_id)
+        if credential is None or not (key == credential.uid or form_key(credential.uid, credential.uid_form) == key):
+            raise KeyError(key)
         return credential
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._index)
+        return iter(self._cache._uids)
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._cache._uids)
 
 
 class _ById(Mapping[str, Credential]):
-    def __init__(self, entries: dict[str, Entry]) -> None:
-        self._entries = entries
+    def __init__(self, cache: CredentialCache) -> None:
+        self._cache = cache
 
     def __getitem__(self, credential_id: str) -> Credential:
-        return _credential(self._entries[credential_id])
+        if credential_id not in self._cache._ids:
+            raise KeyError(credential_id)
+        credential = self._cache._read(credential_id)
+        if credential is None:
+            raise KeyError(credential_id)
+        return credential
+
+    def __contains__(self, credential_id: object) -> bool:
+        return credential_id in self._cache._ids
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
+        return iter(self._cache._ids)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._cache._ids)
 
 
 class CredentialCache:
+    """`load(store)` once; `refresh(store)` or `apply(changes, from_rev)` after each store change.
+    `by_uid` and `by_id` read credentials through the store given to `load`."""
+
     def __init__(self) -> None:
-        self._uids: CredentialIndex[Entry] = CredentialIndex()
-        self._ids: dict[str, Entry] = {}
-        self.by_uid: Mapping[str, Credential] = _ByUid(self._uids)
-        self.by_id: Mapping[str, Credential] = _ById(self._ids)
+        self._uids: CredentialIndex[str] = CredentialIndex()
+        self._ids: dict[str, str] = {}
+        self._store: Store | None = None
+        self.by_uid: Mapping[str, Credential] = _ByUid(self)
+        self.by_id: Mapping[str, Credential] = _ById(self)
         self.rev = 0
 
     def load(self, store: Store) -> None:
-        self._uids, self._ids, self.rev = CredentialIndex(), {}, 0
-        self.by_uid, self.by_id = _ByUid(self._uids), _ById(self._ids)
-        self.apply(store.changed_rows(0), 0)
+        """Build the index from scratch (start-up). The garbage collector is paused meanwhile: a
+        million row tuples would otherwise trigger it again and again, for nothing to collect."""
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            changes = store.changed_keys(0)
+            uids: CredentialIndex[str] = CredentialIndex()
+            ids: dict[str, str] = {}
+            for row in changes.rows:
+                credential_id, uid, form = _keys(row)
+                ids[credential_id] = uid
+                if uid:
+                    uids.put(uid, credential_id, form)
+            del changes.rows[:]
+        finally:
+            if paused:
+                gc.enable()
+        self._uids, self._ids, self.rev, self._store = uids, ids, changes.rev, store
 
     def refresh(self, store: Store) -> list[ChangeLogEntry]:
         """Apply the store's changes since the last look; return the change-log entries applied."""
         if store.rev == self.rev:
             return []
-        return self.apply(store.changed_rows(self.rev), self.rev) or []
+        return self.apply(store.changed_keys(self.rev), self.rev) or []
 
     def apply(self, changes: RawChanges, from_rev: int) -> list[ChangeLogEntry] | None:
         """Apply changes read (perhaps on another thread) since `from_rev`; None if the cache has moved
@@ -90,24 +119,19 @@ class CredentialCache:
         for credential_id in changes.removed:
             self._drop(credential_id)
         for row in changes.rows:
-            credential_id = row[ROW_ID]
+            credential_id, uid, form = _keys(row)
             self._drop(credential_id)
-            self._ids[credential_id] = row
-            if row[ROW_UID]:
-                self._uids.put(row[ROW_UID], row, row[ROW_FORM])
+            self._ids[credential_id] = uid
+            if uid:
+                self._uids.put(uid, credential_id, form)
         self.rev = changes.rev
         return list(changes.log)
 
+    def _read(self, credential_id: str) -> Credential | None:
+        assert self._store is not None, "credential cache not loaded"
+        return self._store.get(credential_id)
+
     def _drop(self, credential_id: str) -> None:
-        old = self._ids.pop(credential_id, None)
-        if old is None:
-            return
-        uid = _uid(old)
-        if uid:
-            current = self._uids.get(uid)
-            if current is not None and (current is old or _same_credential(current, credential_id)):
-                self._uids.discard(uid)
-
-
-def _same_credential(entry: Entry, credential_id: str) -> bool:
-    return (entry.id if isinstance(entry, Credential) else entry[ROW_ID]) == credential_id
+        uid = self._ids.pop(credential_id, None)
+        if uid and self._uids.get(uid) == credential_id:
+            self._uids.discard(uid)

@@ -96,7 +96,7 @@ class CredentialFollower:
         async with self._lock:
             while self.store.rev != self.cache.rev:
                 from_rev = self.cache.rev
-                reading = asyncio.ensure_future(asyncio.to_thread(self._worker_db.changed_rows, from_rev))
+                reading = asyncio.ensure_future(asyncio.to_thread(self._worker_db.changed_keys, from_rev))
                 try:
                     changes = await asyncio.shield(reading)
                 except asyncio.CancelledError:

@@ -5,6 +5,13 @@ Everything that touches the world happens here and in the drivers; the rules liv
 
 The one rule this module exists to keep: a lock is energised only after `journal.append` has
 returned, i.e. after the decision is durably on disk.
+
+Taps are decided in the order they were read and committed in groups (group commit): while one
+commit runs on the journal's writer thread (gateway.journal_writer), the taps read meanwhile queue up;
+they are then decided one after the other, each against the state the previous decisions left, and
+journaled together in the next transaction — seq in decision order — before any of their locks is
+energised. The unlock is written first; logging, listeners, the publisher's wake-up, the reader's
+signal and metrics follow it.
 """
 
 from __future__ import annotations
@@ -43,11 +50,12 @@ from gateway.credential_follower import CredentialFollower
 from gateway.doors import DoorMonitor
 from gateway.events import format_ts, uuid7
 from gateway.feedback import tap_feedback
-from gateway.journal import Journal, StateWrite
+from gateway.journal import Group, Journal, StateWrite
+from gateway.journal_writer import JournalWriter
 from gateway.locker_operations import LockerOperations
 from gateway.metrics import Metrics
 from gateway.model import KeypadEntry, Locker, LockerMode, Service, Tap
-from gateway.policy import PolicySettings, ReaderState, Snapshot, decide, with_keypad
+from gateway.policy import Decision, PolicySettings, ReaderState, Snapshot, decide, with_keypad
 from gateway.records import (
     decision_records,
     locker_state_to_json,
@@ -65,6 +73,10 @@ log = logging.getLogger("lockergw")
 
 TICK_S = 0.1  # door timers, store changes (a CLI change is in force within a second), watchdog
 STOP_BUDGET_S = 4.0
+#: SQLite page cache of the daemon's store connections (KiB): one for look-ups and requests, one
+#: for following changes. The CLI's import keeps the store's larger default.
+DAEMON_STORE_CACHE_KIB = 8192
+FOLLOWER_CACHE_KIB = 2048
 PROBE_EVERY_S = 1.0  # while the journal fails: how often a commit is tried without a tap
 RETENTION_EVERY_S = 3600.0  # with no broker: how often retention runs
 
@@ -157,6 +169,7 @@ class Gateway:
         self._journal_fault: JournalFault | None = None
         self._retries: list[tuple[list[dict[str, Any]], datetime, list[StateWrite]]] = []
         self._journal: Journal | None = None
+        self._writer: JournalWriter | None = None
         self._site_key = b""
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self._unlocks: set[asyncio.Task[bool]] = set()
@@ -208,11 +221,13 @@ class Gateway:
         state_dir = self.settings.gateway.state_dir
         prepare_state_dir(state_dir)
         self._site_key = load_or_create_site_key(state_dir)
-        self._store = Store.open(state_dir, zone=self.zone)
-        self._follow_store_db = Store.open(state_dir, zone=self.zone)
+        # Page caches sized for the daemon: look-ups by primary key and the change follower's reads.
+        self._store = Store.open(state_dir, zone=self.zone, cache_kib=DAEMON_STORE_CACHE_KIB)
+        self._follow_store_db = Store.open(state_dir, zone=self.zone, cache_kib=FOLLOWER_CACHE_KIB)
         self._journal = Journal.open(
             state_dir, site=self.settings.gateway.site, gateway=self.settings.gateway.id, boot_id=self.boot_id
         )
+        self._writer = JournalWriter(self._journal)
         self.follower.attach(self.store, self._follow_store_db, self._journal)
         self.credentials.load(self.store)
         # A million credential objects would otherwise be walked by every full garbage collection.
@@ -278,30 +293,63 @@ class Gateway:
             self._commit(records, at, state)
             self._retries.pop(0)
 
-    def _commit(self, records: list[dict[str, Any]], at: datetime, state: list[StateWrite]) -> list[dict[str, Any]]:
-        """Durably journal records; then log them, tell listeners and wake the publisher.
+    def _commit(
+        self, records: list[dict[str, Any]], at: datetime, state: list[StateWrite], *, announce: bool = True
+    ) -> list[dict[str, Any]]:
+        """Durably journal records; then (unless the caller does it after an unlock) announce them.
 
         Raises JournalUnavailable when the journal cannot commit. The first failure of an episode is
         logged (one ERROR line naming the cause) and shown on health_check, `{base}/state` and the
         metrics; the first commit that succeeds afterwards carries a `journal.unavailable` record
         saying from when to when, and how many taps were refused meanwhile."""
-        fault = self._journal_fault
-        if fault is not None:
-            records = [fault.record(self.clock.wall()), *records]
+        fault, (group,) = self._with_fault_record([Group(records, at, state)])
         try:
-            envelopes = self.journal.append(records, at, state)
+            results = [self.journal.append(group.records, group.at, group.state)]
         except (sqlite3.Error, OSError) as exc:
-            self._journal_failed(exc)
-            raise JournalUnavailable(f"the journal cannot commit: {self._journal_fault_cause()}") from None
+            raise self._commit_failed(exc) from None
+        return self._committed(fault, results, announce)[0]
+
+    async def _commit_groups(self, groups: list[Group]) -> list[list[dict[str, Any]]]:
+        """Group commit on the writer thread, after any records waiting for a retry; not announced."""
+        self._flush_retries()
+        fault, groups = self._with_fault_record(groups)
+        assert self._writer is not None, "gateway not started"
+        try:
+            results = await self._writer.append_groups(groups)
+        except (sqlite3.Error, OSError) as exc:
+            raise self._commit_failed(exc) from None
+        return self._committed(fault, results, announce=False)
+
+    def _with_fault_record(self, groups: list[Group]) -> tuple[JournalFault | None, list[Group]]:
+        fault = self._journal_fault
+        if fault is None:
+            return None, groups
+        first = groups[0]
+        return fault, [Group([fault.record(self.clock.wall()), *first.records], first.at, first.state), *groups[1:]]
+
+    def _commit_failed(self, exc: BaseException) -> JournalUnavailable:
+        self._journal_failed(exc)
+        return JournalUnavailable(f"the journal cannot commit: {self._journal_fault_cause()}")
+
+    def _committed(
+        self, fault: JournalFault | None, results: list[list[dict[str, Any]]], announce: bool
+    ) -> list[list[dict[str, Any]]]:
         if fault is not None:
             self._journal_recovered(fault)
+            outage, results[0] = results[0][:1], results[0][1:]
+            self._announce(outage)
+        if announce:
+            self._announce([envelope for envelopes in results for envelope in envelopes])
+        return results
+
+    def _announce(self, envelopes: list[dict[str, Any]]) -> None:
+        """Log journaled events, tell listeners and wake the publisher (after any unlock they carry)."""
         for envelope in envelopes:
             log.info("%s", _describe(envelope), extra={"fields": {"event": envelope}})
             for listener in self.listeners:
                 listener(envelope)
-        if self.mqtt is not None:
+        if self.mqtt is not None and envelopes:
             self.mqtt.notify()
-        return envelopes
 
     def _journal_failed(self, exc: BaseException) -> None:
         if self._journal_fault is not None:
@@ -353,20 +401,59 @@ class Gateway:
 
     def handle_tap(self, read: CardRead) -> list[dict[str, Any]]:
         """Decide, journal (durably), then energise. Returns the journaled envelopes."""
-        if read.device not in self.reader_lockers:
+        pending = self._decide_tap(read)
+        if pending is None:
             return []
+        committing = time.perf_counter()
+        try:
+            envelopes = self._commit(pending.records, pending.at, pending.writes, announce=False)
+        except JournalUnavailable:
+            self._refuse([pending])
+            return []
+        self.metrics.journal_seconds.observe(time.perf_counter() - committing)
+        self._apply(pending)
+        self._carry_out([(pending, envelopes)])
+        return envelopes
+
+    async def handle_taps(self, reads: list[CardRead]) -> list[list[dict[str, Any]]]:
+        """Group commit: decide `reads` in order (each against the state the previous ones left),
+        journal them in one transaction on the writer thread, then energise. Returns each tap's
+        envelopes ([] for a tap not decided or refused)."""
+        before = (dict(self.reader_states), self.lockers, set(self.used_up))
+        decided: list[tuple[int, PendingTap]] = []
+        for index, read in enumerate(reads):
+            pending = self._decide_tap(read)
+            if pending is not None:
+                self._apply(pending)  # provisional: the next decision depends on it
+                decided.append((index, pending))
+        results: list[list[dict[str, Any]]] = [[] for _ in reads]
+        if not decided:
+            return results
+        committing = time.perf_counter()
+        try:
+            journaled = await self._commit_groups([Group(p.records, p.at, p.writes) for _, p in decided])
+        except JournalUnavailable:
+            self.reader_states, self.lockers, self.used_up = before
+            self._refuse([p for _, p in decided])
+            return results
+        elapsed = time.perf_counter() - committing
+        for _ in decided:
+            self.metrics.journal_seconds.observe(elapsed)
+        self._carry_out([(p, envelopes) for (_, p), envelopes in zip(decided, journaled, strict=True)])
+        for (index, _), envelopes in zip(decided, journaled, strict=True):
+            results[index] = envelopes
+        return results
+
+    def _decide_tap(self, read: CardRead) -> PendingTap | None:
+        """The decision on one tap and what it will journal and change; nothing is changed yet."""
+        if read.device not in self.reader_lockers:
+            return None
         now = self.clock.wall()
         started = time.perf_counter()
         tap = Tap(read.device, read.uid, now, family=tap_family(self.reader_drivers[read.device], read.uid))
         timer = self.clock.timer()
         decision = decide(self.snapshot(), tap, now, timer)
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
-        self.metrics.taps.labels(read.device).inc()
-        if decision.granted:
-            for _ in decision.lockers:
-                self.metrics.grants.labels(decision.reason).inc()
-        elif decision.kind == "access.denied":
-            self.metrics.denials.labels(decision.reason).inc()
         records = decision_records(decision, read.uid, self.hash_uid, self._board_of, self._board_online)
         # A shared locker whose board is offline was not opened: it is neither allocated nor released
         # (the holder's things stay theirs; nobody is given a locker they never got into).
@@ -390,35 +477,54 @@ class Gateway:
             old = new_lockers[locker_id]
             new_lockers[locker_id] = _with(old, occupant=occupant)
             writes.append(StateWrite(f"locker:{locker_id}", locker_state_to_json(new_lockers[locker_id])))
-        committing = time.perf_counter()
-        try:
-            envelopes = self._append(records, now, writes)
-        except JournalUnavailable:
+        return PendingTap(read, now, timer, decision, records, writes, new_lockers, allocations, used_up)
+
+    def _apply(self, pending: PendingTap) -> None:
+        """The in-memory state the decision leaves (once durable, or provisionally within a group)."""
+        self.reader_states[pending.read.device] = pending.decision.reader_state
+        self.lockers = {
+            **self.lockers,
+            **{locker_id: pending.lockers[locker_id] for locker_id, _ in pending.allocations},
+        }
+        if pending.used_up is not None:
+            self.used_up.add(pending.used_up)
+
+    def _refuse(self, pendings: list[PendingTap]) -> None:
+        """The journal cannot commit: the taps are neither granted nor denied, nothing opens."""
+        for pending in pendings:
             if self._journal_fault is not None:
                 self._journal_fault.refused_taps += 1
-            log.debug("reader %s: tap refused: the journal cannot commit", read.device)
+            log.debug("reader %s: tap refused: the journal cannot commit", pending.read.device)
+            self.metrics.taps.labels(pending.read.device).inc()
             self.metrics.refused_taps.inc()
-            self._signal(read.device, Feedback(Signal.DENIED))  # nothing opens: the person is told at once
-            return []
-        self.metrics.journal_seconds.observe(time.perf_counter() - committing)
-        # Durable: now the in-memory state and the locks may follow.
-        self.reader_states[read.device] = decision.reader_state
-        self.lockers = new_lockers
-        if used_up is not None:
-            self.used_up.add(used_up)
-        for envelope in envelopes:
-            if envelope["kind"] == "access.granted" and envelope["unlock"] == "sent":
-                self._energise(envelope["locker"])
-        # Everything below follows the unlock: the person's signal, then the bookkeeping.
-        self._show(read.device, envelopes, decision.reader_state, timer)
+            self._signal(pending.read.device, Feedback(Signal.DENIED))  # the person is told at once
+
+    def _carry_out(self, taps: list[tuple[PendingTap, list[dict[str, Any]]]]) -> None:
+        """Durable: energise every granted lock first; then announce, signal and do the bookkeeping."""
+        for _, envelopes in taps:
+            for envelope in envelopes:
+                if envelope["kind"] == "access.granted" and envelope["unlock"] == "sent":
+                    self._energise(envelope["locker"])
+        self._announce([envelope for _, envelopes in taps for envelope in envelopes])
+        for pending, envelopes in taps:
+            self._follow_up(pending, envelopes)
+
+    def _follow_up(self, pending: PendingTap, envelopes: list[dict[str, Any]]) -> None:
+        read, decision = pending.read, pending.decision
+        self._show(read.device, envelopes, decision.reader_state, pending.timer)
+        self.metrics.taps.labels(read.device).inc()
+        if decision.granted:
+            for _ in decision.lockers:
+                self.metrics.grants.labels(decision.reason).inc()
+        elif decision.kind == "access.denied":
+            self.metrics.denials.labels(decision.reason).inc()
         if self.mqtt is not None and envelopes:
             credential = envelopes[0].get("credential") or {}
             self.mqtt.tag_scanned(read.device, credential.get("uid_hash"), envelopes[0]["ts"])
-        for locker_id, _ in allocations:
+        for locker_id, _ in pending.allocations:
             self._locker_changed(locker_id)
-        if used_up is not None:
-            self._revoke_used_up(used_up)
-        return envelopes
+        if pending.used_up is not None:
+            self._revoke_used_up(pending.used_up)
 
     def _revoke_used_up(self, credential_id: str) -> None:
         """Have the store revoke a used-up single-use credential (off the tap path); until it has,
@@ -483,12 +589,16 @@ class Gateway:
     def emit(self, event: DeviceEvent) -> None:
         self.device_events.put_nowait(event)
 
+    def _taken_for_enrolment(self, read: CardRead) -> bool:
+        if self.control is not None and self.control.take_card(read.device, read.uid):
+            log.info("reader %s: card handed to an enrolment (not decided)", read.device)
+            return True
+        return False
+
     def handle_device_event(self, event: DeviceEvent) -> None:
         if isinstance(event, CardRead):
-            if self.control is not None and self.control.take_card(event.device, event.uid):
-                log.info("reader %s: card handed to an enrolment (not decided)", event.device)
-                return
-            self.handle_tap(event)
+            if not self._taken_for_enrolment(event):
+                self.handle_tap(event)
         elif isinstance(event, KeypadInput):
             self.handle_keypad(event)
         elif isinstance(event, BoardStatus):
@@ -556,12 +666,31 @@ class Gateway:
                 log.exception("failed to handle %s while stopping", type(event).__name__)
 
     async def _consume_device_events(self) -> None:
+        """Handle device events in order; the card reads among them that queued up together (while
+        the previous commit ran) are decided in order and journaled in one group commit."""
         while True:
-            event = await self.device_events.get()
-            try:
-                self.handle_device_event(event)
-            except Exception:  # a bug must not stop the gateway deciding
-                log.exception("failed to handle %s", type(event).__name__)
+            events = [await self.device_events.get()]
+            while not self.device_events.empty():
+                events.append(self.device_events.get_nowait())
+            taps: list[CardRead] = []
+            for event in events:
+                try:
+                    if isinstance(event, CardRead) and not self._taken_for_enrolment(event):
+                        taps.append(event)
+                        continue
+                    if taps:
+                        await self.handle_taps(taps)
+                        taps = []
+                    if not isinstance(event, CardRead):
+                        self.handle_device_event(event)
+                except Exception:  # a bug must not stop the gateway deciding
+                    log.exception("failed to handle %s", type(event).__name__)
+                    taps = []
+            if taps:
+                try:
+                    await self.handle_taps(taps)
+                except Exception:
+                    log.exception("failed to handle %d taps", len(taps))
 
     async def _tick(self) -> None:
         watchdog_every = self.notifier.watchdog_interval_s
@@ -740,6 +869,8 @@ class Gateway:
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
+            if self._writer is not None:
+                self._writer.close()
             self.journal.close()
             self.store.close()
             if self._follow_store_db is not None:
@@ -802,6 +933,21 @@ class Gateway:
 
     async def release_locker(self, locker: str, by: str) -> dict[str, Any]:
         return await self.locker_ops.release_locker(locker, by)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingTap:
+    """A decided tap on its way to the journal: its records and the state it changes."""
+
+    read: CardRead
+    at: datetime
+    timer: datetime
+    decision: Decision
+    records: list[dict[str, Any]]
+    writes: list[StateWrite]
+    lockers: dict[str, Locker]
+    allocations: list[tuple[str, str | None]]
+    used_up: str | None
 
 
 def tap_family(driver: str, uid: str) -> str:

@@ -90,5 +90,7 @@ def build_devices(settings: Settings) -> tuple[dict[str, Reader], dict[str, Lock
             poll_ms=board.poll_ms,
             unlock_ms=board.unlock_ms,
             latch_closed_bit=board.latch_closed_bit,
+            answers_unlock=board.answers_unlock,
+            unlock_quiet_ms=board.unlock_quiet_ms,
         )
     return readers, boards

@@ -4,6 +4,10 @@ One SQLite file, `journal.db` in `state_dir`, WAL mode, `synchronous=FULL`: an `
 the disk when it returns, so the caller may then energise a lock. The daemon is its only writer;
 the CLI's reports and `events/replay` read it.
 
+Appends go through a connection of their own, behind a lock, so that the daemon may run them on a
+dedicated writer thread (group commit, gateway.journal_writer) while the event loop keeps reading
+through the other connection — which never sees an event before its transaction has committed.
+
 Runtime state that must survive a restart and must change atomically with the events that
 announce it lives here too: shared-locker occupants, locker service state, reader lockouts.
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,6 +37,9 @@ from gateway.sqlite import open_database, write_transaction
 STANDARD_FIELDS = ("reader", "locker", "credential", "reason", "override", "unlock")
 
 DATABASE_FILE = "journal.db"
+#: The journal is written at the tail and read near it: a small page cache (SQLite's default is
+#: 2 MB per connection; KiB when negative) is plenty.
+JOURNAL_PRAGMAS = ("cache_size = -1024",)
 
 #: Envelope fields the journal fills in; a record must not carry them.
 CHAIN_FIELDS = frozenset(
@@ -84,6 +92,25 @@ class StateWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class Group:
+    """Records of one moment (one tap, one door report) and the state that changes with them."""
+
+    records: Sequence[Mapping[str, Any]]
+    at: datetime
+    state: Sequence[StateWrite] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """A journaled event as stored: its envelope is canonical JSON text (gateway.events.canonical_json)."""
+
+    seq: int
+    kind: str
+    text: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Anchor:
     """Where the kept chain starts: the first kept seq and the hash it links to."""
 
@@ -94,8 +121,20 @@ class _Anchor:
 class Journal:
     """Open with `Journal.open(state_dir, site=..., gateway=..., boot_id=...)`; use as a context manager."""
 
-    def __init__(self, db: sqlite3.Connection, path: Path, *, site: str, gateway: str, boot_id: str) -> None:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        path: Path,
+        *,
+        site: str,
+        gateway: str,
+        boot_id: str,
+        append_db: sqlite3.Connection | None = None,
+    ) -> None:
         self._db = db
+        #: The connection appends commit through (any thread, one at a time: `_append_lock`).
+        self._append_db = append_db or db
+        self._append_lock = threading.Lock()
         self.path = path
         self.site = site
         self.gateway = gateway
@@ -105,15 +144,29 @@ class Journal:
     @classmethod
     def open(cls, state_dir: Path, *, site: str, gateway: str, boot_id: str) -> Journal:
         path = Path(state_dir) / DATABASE_FILE
-        db = open_database(path, _MIGRATIONS, JournalError)
+        db = open_database(path, _MIGRATIONS, JournalError, pragmas=JOURNAL_PRAGMAS)
         try:
-            return cls(db, path, site=site, gateway=gateway, boot_id=boot_id)
+            append_db = open_database(path, _MIGRATIONS, JournalError, pragmas=JOURNAL_PRAGMAS)
+        except BaseException:
+            db.close()
+            raise
+        try:
+            return cls(db, path, site=site, gateway=gateway, boot_id=boot_id, append_db=append_db)
         except sqlite3.Error as exc:
             db.close()
+            append_db.close()
             raise JournalError(f"cannot open {path}: {exc}") from None
 
     def close(self) -> None:
-        self._db.close()
+        with self._append_lock:
+            if self._append_db is not self._db:
+                self._append_db.close()
+            self._db.close()
+
+    def set_busy_timeout(self, milliseconds: int) -> None:
+        """How long a commit waits for another process's write lock before it fails."""
+        for db in {id(self._db): self._db, id(self._append_db): self._append_db}.values():
+            db.execute(f"PRAGMA busy_timeout = {int(milliseconds)}")
 
     def __enter__(self) -> Journal:
         return self
@@ -132,27 +185,41 @@ class Journal:
         Raises ValueError (and journals nothing) for an unknown kind, a chain field in a record,
         or a value that is not a string, integer, boolean, null, list or object (floats included).
         """
-        ts = format_ts(at)
-        seq, prev_hash = self._last_seq, self._last_hash
-        envelopes: list[dict[str, Any]] = []
-        for record in records:
-            seq += 1
-            envelope = self._envelope(record, seq=seq, ts=ts, prev_hash=prev_hash)
-            prev_hash = envelope["hash"]
-            envelopes.append(envelope)
-        writes = [(write.key, None if write.value is None else _json_text(write.value, write.key)) for write in state]
-        with write_transaction(self._db):
-            self._db.executemany(
-                "INSERT INTO events (seq, event_id, kind, ts, envelope, hash) VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (env["seq"], env["event_id"], env["kind"], ts, canonical_json(env).decode("utf-8"), env["hash"])
-                    for env in envelopes
-                ],
-            )
-            _write_state(self._db, writes)
-        if envelopes:
-            self._last_seq, self._last_hash = seq, prev_hash
-        return envelopes
+        return self.append_groups([Group(records, at, state)])[0]
+
+    def append_groups(self, groups: Sequence[Group]) -> list[list[dict[str, Any]]]:
+        """Group commit: journal several groups (each with its own time) in one durable transaction,
+        seq following the order of `groups`; return each group's envelopes. Safe to call from any
+        thread; appends never interleave."""
+        with self._append_lock:
+            seq, prev_hash = self._last_seq, self._last_hash
+            result: list[list[dict[str, Any]]] = []
+            rows: list[tuple[int, str, str, str, str, str]] = []
+            writes: list[tuple[str, str | None]] = []
+            for group in groups:
+                ts = format_ts(group.at)
+                envelopes: list[dict[str, Any]] = []
+                for record in group.records:
+                    seq += 1
+                    envelope = self._envelope(record, seq=seq, ts=ts, prev_hash=prev_hash)
+                    prev_hash = envelope["hash"]
+                    envelopes.append(envelope)
+                    text = canonical_json(envelope).decode("utf-8")
+                    rows.append((seq, envelope["event_id"], envelope["kind"], ts, text, envelope["hash"]))
+                writes.extend(
+                    (write.key, None if write.value is None else _json_text(write.value, write.key))
+                    for write in group.state
+                )
+                result.append(envelopes)
+            db = self._append_db
+            with write_transaction(db):
+                db.executemany(
+                    "INSERT INTO events (seq, event_id, kind, ts, envelope, hash) VALUES (?, ?, ?, ?, ?, ?)", rows
+                )
+                _write_state(db, writes)
+            if rows:
+                self._last_seq, self._last_hash = seq, prev_hash
+            return result
 
     @property
     def last_seq(self) -> int:
@@ -177,6 +244,14 @@ class Journal:
             "SELECT envelope FROM events WHERE sent = 0 AND seq > ? ORDER BY seq LIMIT ?", (after_seq, max(0, limit))
         )
         return [json.loads(row[0]) for row in rows]
+
+    def unsent_text(self, after_seq: int = 0, limit: int = 500) -> list[StoredEvent]:
+        """`unsent` as stored — canonical JSON text, not decoded — for the publisher (no parse per event)."""
+        rows = self._db.execute(
+            "SELECT seq, kind, envelope, hash FROM events WHERE sent = 0 AND seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, max(0, limit)),
+        )
+        return [StoredEvent(int(seq), str(kind), str(text), str(hash_)) for seq, kind, text, hash_ in rows]
 
     def mark_sent(self, seqs: Iterable[int]) -> None:
         """Record broker acknowledgements. Not forced to disk: a mark lost in a power cut only means

@@ -160,9 +160,10 @@ class Store:
         self.zone = zone
 
     @classmethod
-    def open(cls, state_dir: Path, *, zone: tzinfo | None = None) -> Store:
+    def open(cls, state_dir: Path, *, zone: tzinfo | None = None, cache_kib: int = CACHE_KIB) -> Store:
+        """`cache_kib`: the connection's page cache (the daemon's look-ups need far less than an import)."""
         path = Path(state_dir) / DATABASE_FILE
-        connection = open_database(path, MIGRATIONS, StoreError, pragmas=[f"cache_size = -{CACHE_KIB}"])
+        connection = open_database(path, MIGRATIONS, StoreError, pragmas=[f"cache_size = -{cache_kib}"])
         return cls(connection, path, zone or UTC)
 
     def close(self) -> None:
@@ -205,7 +206,7 @@ class Store:
     def rev(self) -> int:
         return _current_rev(self._db)
 
-    def changed_rows(self, rev: int) -> RawChanges:
+    def changed_rows(self, rev: int, columns: Sequence[str] = COLUMNS) -> RawChanges:
         """What changed after `rev`, with credentials as raw rows (`credential_from_row` turns one
         into a Credential). The running daemon loads a 100,000-row import this way in a fraction of the
         time, and builds each Credential only when its card is presented."""
@@ -214,7 +215,7 @@ class Store:
             changed: int = self._db.execute("SELECT count(*) FROM credentials WHERE rev > ?", (rev,)).fetchone()[0]
             # Few changed rows: by the rev index. Many (an import, a snapshot, start-up): one table scan.
             source = "credentials" if changed < BULK_ROWS else "credentials NOT INDEXED"
-            rows = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM {source} WHERE rev > ?", (rev,)).fetchall()
+            rows = self._db.execute(f"SELECT {', '.join(columns)} FROM {source} WHERE rev > ?", (rev,)).fetchall()
             removed = tuple(
                 row[0] for row in self._db.execute("SELECT id FROM removals WHERE rev > ? ORDER BY rev, id", (rev,))
             )
@@ -232,6 +233,11 @@ class Store:
                 )
             )
         return RawChanges(rev=current, rows=rows, removed=removed, log=log)
+
+    def changed_keys(self, rev: int) -> RawChanges:
+        """`changed_rows` with each row cut down to (id, uid, uid_form): what the daemon's compact
+        credential index keeps (gateway.credential_cache); it reads the rest when a card is presented."""
+        return self.changed_rows(rev, columns=("id", "uid", "uid_form"))
 
     def version_and_digest(self) -> tuple[int, str]:
         """The credential-set version (the revision) and a SHA-256-based digest over the set's content."""

@@ -243,3 +243,22 @@ def test_any_records_come_back_exactly_and_chain(
         assert journal.read(1, limit=100) == written
         assert [env["seq"] for env in written] == list(range(1, len(written) + 1))
         assert verify_chain(written) is None and journal.verify() is None
+
+
+def test_the_publisher_adds_historical_to_stored_text_exactly_as_encoding_would(journal: Journal) -> None:
+    from gateway.mqtt.publisher import encode, with_historical
+
+    journal.append(
+        [
+            {"kind": "access.granted", "locker": "A-01", "reason": "assigned_locker", "unlock": "sent"},
+            {"kind": "door.opened", "locker": "A-01"},
+            {"kind": "gateway.started", "version": "1.0 ✓"},
+        ],
+        datetime.now(UTC),
+    )
+    stored = journal.unsent_text()
+    decoded = journal.unsent()
+    assert [event.seq for event in stored] == [envelope["seq"] for envelope in decoded]
+    for event, envelope in zip(stored, decoded, strict=True):
+        for historical in (True, False):
+            assert with_historical(event, historical) == encode({**envelope, "historical": historical})

@@ -39,7 +39,7 @@ async def test_a_locked_journal_fails_taps_secure_and_keeps_door_reports(tmp_pat
     # Another process holds the journal's write lock, as a full disk or an I/O error would stop commits.
     blocker = sqlite3.connect(tmp_path / "state" / "journal.db", isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
-    gateway.journal._db.execute("PRAGMA busy_timeout = 50")
+    gateway.journal.set_busy_timeout(50)
     try:
         gateway.handle_device_event(BoardStatus("b", t0 + timedelta(seconds=1), (False,) + (True,) * 15, (False,) * 16))
         # The tap is refused (nothing journaled, nothing energised) and the fault is shown.

@@ -279,7 +279,7 @@ async def test_bad_sums_are_ignored_counted_and_make_the_board_offline(tmp_path:
 
 
 async def test_a_board_that_replies_to_unlock_does_not_confuse_the_next_poll(tmp_path: Path) -> None:
-    settings = two_boards(tmp_path)
+    settings = two_boards(tmp_path, answers_unlock=True)
     log = EventLog()
     async with SimulatedSite(settings) as site:
         _, boards = build_devices(settings)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,7 +31,7 @@ import aiomqtt
 from gateway import __version__
 from gateway.config import Settings
 from gateway.events import canonical_json, format_ts
-from gateway.journal import Journal
+from gateway.journal import Journal, StoredEvent
 from gateway.mqtt.link import LinkError, make_client, parse_url, password, tls_context
 from gateway.mqtt.ops import GatewayOps, RequestError
 from gateway.mqtt.topics import Topics
@@ -59,6 +61,25 @@ def utcnow() -> datetime:
 def encode(payload: dict[str, Any]) -> bytes:
     """Every payload is canonical JSON (sorted keys, UTF-8), so a consumer can hash what it receives."""
     return canonical_json(payload)
+
+
+def with_historical(event: StoredEvent, historical: bool) -> bytes:
+    """The stored envelope with `historical` added, as `encode` would write it, without decoding it:
+    the keys are sorted, so `historical` goes right after the top-level `hash` when the key that follows
+    sorts after it (every envelope today); otherwise the envelope is decoded and encoded again."""
+    text = event.text
+    marker = f'"hash":"{event.hash}"'
+    at = text.find(marker)
+    if at > 0:
+        end = at + len(marker)
+        following = _NEXT_KEY.match(text, end)
+        if text.startswith("}", end) or (following is not None and following.group(1) > "historical"):
+            flag = "true" if historical else "false"
+            return f'{text[:end]},"historical":{flag}{text[end:]}'.encode()
+    return encode({**json.loads(text), "historical": historical})
+
+
+_NEXT_KEY = re.compile(r',"([a-z0-9_]*)"')
 
 
 @dataclass(slots=True)
@@ -375,7 +396,10 @@ class Publisher:
 
     async def _publish_event(self, client: aiomqtt.Client, envelope: dict[str, Any], historical: bool) -> None:
         payload = {**envelope, "historical": historical}
-        await client.publish(self.topics.event(str(envelope["kind"])), encode(payload), qos=1)
+        await self._publish_payload(client, str(envelope["kind"]), encode(payload))
+
+    async def _publish_payload(self, client: aiomqtt.Client, kind: str, payload: bytes) -> None:
+        await client.publish(self.topics.event(kind), payload, qos=1)
         self.published += 1
 
     def _mark_sent(self, acked: list[int]) -> None:
@@ -414,7 +438,7 @@ class Publisher:
                 if failures:
                     raise failures[0]
                 self._wake.clear()
-                batch = self._journal.unsent(cursor, self._batch)
+                batch = self._journal.unsent_text(cursor, self._batch)
                 if not batch:
                     # Everything journaled has been handed to the broker: new events go out live.
                     if self._live_after is None:
@@ -422,16 +446,17 @@ class Publisher:
                     self._mark_sent(acked)
                     await self._wake.wait()
                     continue
-                for envelope in batch:
+                for event in batch:
                     if window.locked():
                         self._live_after = None  # a backlog is forming behind a full window
                     await window.acquire()
                     if failures:
                         window.release()
                         raise failures[0]
-                    seq = int(envelope["seq"])
+                    seq = event.seq
                     live = self._live_after is not None and seq > self._live_after
-                    task = asyncio.create_task(self._publish_event(client, envelope, historical=not live))
+                    payload = with_historical(event, historical=not live)
+                    task = asyncio.create_task(self._publish_payload(client, event.kind, payload))
                     pending.add(task)
                     task.add_done_callback(functools.partial(finished, seq=seq))
                     cursor = seq

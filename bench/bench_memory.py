@@ -1,0 +1,103 @@
+"""Memory and start-up against the size of the credential set, and the peak RSS of an import.
+
+For 0, 100,000 and 1,000,000 credentials (bench_import's school-like CSV): `lockergw credentials
+import` into an empty store, timed, with its peak RSS (the child's `ru_maxrss` from wait4); then
+`lockergw run` on that state directory (no devices), timed from spawn to its `gateway.started` line
+(the credential set is loaded before it), and its resident set size (VmRSS) a second later.
+The 0-credential daemon is the same-run baseline.
+
+    .venv/bin/python bench/bench_memory.py [--sizes 0,100000,1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(HERE))
+
+from bench_import import write_config, write_csv  # noqa: E402
+from gateway_world import Daemon  # noqa: E402
+
+
+def lockergw_command() -> list[str]:
+    script = Path(sys.executable).with_name("lockergw")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+
+
+def timed_import(config: Path, csv: Path) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of `lockergw credentials import`."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [*lockergw_command(), "credentials", "import", str(csv), "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        assert process.stderr is not None
+        raise SystemExit(f"import failed: {process.stderr.read().decode().strip()}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def daemon_figures(config: Path) -> tuple[float, float]:
+    """(seconds from spawn to gateway.started, RSS in MB a second later)."""
+    started = time.perf_counter()
+    daemon = await Daemon(config).start()
+    try:
+        await daemon.wait_for("gateway.started", timeout=60)
+        ready = time.perf_counter() - started
+        await asyncio.sleep(1.0)
+        assert daemon.process is not None
+        return ready, rss_mb(daemon.process.pid)
+    finally:
+        await daemon.stop()
+
+
+def measure(size: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        config = write_config(root)
+        result: dict[str, Any] = {"credentials": size}
+        if size:
+            csv = root / "credentials.csv"
+            write_csv(csv, size)
+            result["import_s"], result["import_peak_mb"] = timed_import(config, csv)
+            csv.unlink()
+        result["startup_s"], result["rss_mb"] = asyncio.run(daemon_figures(config))
+        return result
+
+
+def run_all(sizes: list[int]) -> list[dict[str, Any]]:
+    return [measure(size) for size in sizes]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="0,100000,1000000")
+    args = parser.parse_args()
+    for row in run_all([int(size) for size in args.sizes.split(",")]):
+        print(row)
+
+
+if __name__ == "__main__":
+    main()

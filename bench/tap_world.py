@@ -1,0 +1,86 @@
+"""An in-process gateway for the tap-path benchmarks: the real `Gateway` (decide, journal, group
+commit) with 20 readers and boards that only note when each unlock was started."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from drivers.base import CardRead, Emit, LockBoard
+from gateway.config import Settings
+from gateway.daemon import Gateway
+from gateway.store import Store
+
+READERS = 20
+
+
+def uid(n: int) -> str:
+    return f"3C00CE75{n:02X}"
+
+
+def settings(root: Path) -> Settings:
+    return Settings.model_validate(
+        {
+            "gateway": {"id": "gw-bench", "site": "bench", "state_dir": str(root / "state")},
+            "boards": [
+                {"id": "b1", "driver": "kerong-cu16", "port": "/dev/null"},
+                {"id": "b2", "driver": "kerong-cu16", "port": "/dev/null-2"},
+            ],
+            "lockers": [
+                {"id": f"L-{n:02}", "board": "b1" if n < 10 else "b2", "lock": n % 10 + 1} for n in range(READERS)
+            ],
+            "readers": [
+                {"id": f"r{n:02}", "driver": "rdm6300", "port": f"/dev/null-r{n}", "lockers": [f"L-{n:02}"]}
+                for n in range(READERS)
+            ],
+        }
+    )
+
+
+class TimingBoard(LockBoard):
+    """Notes the perf_counter at which each unlock is started, by lock."""
+
+    def __init__(self, device_id: str) -> None:
+        super().__init__(device_id, 16)
+        self.online = True
+        self.unlocked_at: dict[int, float] = {}
+
+    async def run(self, emit: Emit) -> None:
+        await asyncio.Event().wait()
+
+    async def unlock(self, lock: int) -> bool:
+        self.unlocked_at[lock] = time.perf_counter()
+        return True
+
+
+def open_gateway(root: Path) -> tuple[Gateway, dict[str, TimingBoard]]:
+    gateway = Gateway(settings(root))
+    gateway._open_state()
+    with Store.open(root / "state") as store:
+        store.upsert(
+            [
+                {"id": f"C-{n}", "uid": uid(n), "holder": f"h{n}", "role": "user", "scope": [f"L-{n:02}"]}
+                for n in range(READERS)
+            ],
+            by="bench",
+            now=datetime.now(UTC),
+        )
+    gateway.credentials.refresh(gateway.store)
+    boards = {"b1": TimingBoard("b1"), "b2": TimingBoard("b2")}
+    gateway.boards = dict(boards)
+    return gateway, boards
+
+
+def close_gateway(gateway: Gateway) -> None:
+    if gateway._writer is not None:
+        gateway._writer.close()
+    gateway.journal.close()
+    gateway.store.close()
+    if gateway._follow_store_db is not None:
+        gateway._follow_store_db.close()
+
+
+def read_of(n: int) -> CardRead:
+    return CardRead(f"r{n:02}", uid(n), datetime.now(UTC))
