@@ -311,8 +311,8 @@ async def measure(folder: Path, workers: int, gateways: int, count: int, steady_
     running: list[Worker] = []
     baseline: Baseline | None = None
     try:
-        # One at a time: the first creates the schema (two workers creating it at once on a fresh database
-        # race in PostgreSQL's catalog), the others find it there.
+        # One at a time, each until the broker counts it as a member of the shared subscription (the
+        # schema itself may be created by several at once: central.database holds an advisory lock).
         for n in range(1, workers + 1):
             running.append(Worker.start(folder, f"central-{n}", database, broker.url, key_file))
             subscribed = functools.partial(lambda members: share_members(broker) >= members, len(running))

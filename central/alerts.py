@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exists, func, select, update
+from sqlalchemy import Connection, Engine, and_, exists, func, select, tuple_, update
 
 from central import metrics
 from central.schema import alerts, events
@@ -92,8 +92,14 @@ def resolve_alerts(
 
 
 def alerts_from_events(connection: Connection, stored: Iterable[dict[str, Any]], at: datetime) -> None:
-    """The alerts that newly stored events open or resolve (each event is seen here once: on first storing)."""
-    for event in stored:
+    """The alerts that newly stored events open or resolve (each event is seen here once: on first storing).
+
+    Per batch, not per event: a `door.closed` costs a statement only when its locker has an unresolved
+    `door.left_open` (looked up once for the batch's gateways)."""
+    batch = list(stored)
+    closing = {(e["site"], e["gateway"]) for e in batch if e["kind"] == DOOR_CLOSED and e.get("locker")}
+    left_open = _open_left_open(connection, closing)
+    for event in batch:
         kind, site, gateway, seq = event["kind"], event["site"], event["gateway"], event["seq"]
         locker = event.get("locker")
         if kind in EVENT_ALERT_KINDS:
@@ -102,7 +108,7 @@ def alerts_from_events(connection: Connection, stored: Iterable[dict[str, Any]],
                 connection, site=site, gateway=gateway, kind=kind, at=at, subject=str(seq), seq=seq, detail=detail
             )
         elif kind == DOOR_LEFT_OPEN and locker and not _closed_after(connection, site, gateway, locker, seq):
-            open_alert(
+            opened = open_alert(
                 connection,
                 site=site,
                 gateway=gateway,
@@ -112,7 +118,12 @@ def alerts_from_events(connection: Connection, stored: Iterable[dict[str, Any]],
                 seq=seq,
                 detail={"locker": locker},
             )
+            if opened:
+                left_open.setdefault((site, gateway, storable(locker) or ""), []).append(seq)
         elif kind == DOOR_CLOSED and locker:
+            key = (site, gateway, storable(locker) or "")
+            if not any(opened_by is not None and opened_by < seq for opened_by in left_open.get(key, [])):
+                continue
             resolve_alerts(
                 connection,
                 site=site,
@@ -123,6 +134,24 @@ def alerts_from_events(connection: Connection, stored: Iterable[dict[str, Any]],
                 at=at,
                 resolution=f"door closed (seq {seq})",
             )
+            left_open[key] = [s for s in left_open[key] if s is None or s >= seq]
+
+
+def _open_left_open(connection: Connection, gateways: set[tuple[str, str]]) -> dict[tuple[str, str, str], list[Any]]:
+    """Unresolved `door.left_open` alerts of these gateways: (site, gateway, locker) → the seqs that opened them."""
+    found: dict[tuple[str, str, str], list[Any]] = {}
+    if not gateways:
+        return found
+    rows = connection.execute(
+        select(alerts.c.site, alerts.c.gateway, alerts.c.subject, alerts.c.seq).where(
+            alerts.c.kind == DOOR_LEFT_OPEN,
+            alerts.c.state != "resolved",
+            tuple_(alerts.c.site, alerts.c.gateway).in_(sorted(gateways)),
+        )
+    )
+    for row in rows:
+        found.setdefault((row.site, row.gateway, row.subject), []).append(row.seq)
+    return found
 
 
 def _closed_after(connection: Connection, site: str, gateway: str, locker: str, seq: int) -> bool:

@@ -22,11 +22,15 @@ from central import metrics
 from central.database import _first_line
 from central.ingest import IncomingEvent, Refused, parse_event, store_events
 from central.mqtt_session import Delivery
-from central.registry import RegistryError, apply_info, apply_locker, apply_state, payload_object
+from central.registry import RegistryError, apply_info, apply_state, locker_row, payload_object, write_lockers
 from central.sql import now
 from central.topics import GatewayTopic, parse_topic
 
 log = logging.getLogger(__name__)
+
+#: SQLSTATEs of a transaction rolled back by a concurrent one (deadlock victim, serialization failure).
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+TRANSIENT_TRIES = 5
 
 
 class DatabaseUnavailable(Exception):
@@ -49,6 +53,8 @@ class BatchResult:
     refused: int = 0
     #: Gateways that have newly stored events (to verify now).
     gateways: set[tuple[str, str]] = field(default_factory=set)
+    #: Of `refused`, the retained messages refused while writing (undone when the transaction is retried).
+    registry_refused: int = 0
 
 
 Item = IncomingEvent | Retained
@@ -87,8 +93,7 @@ def apply_batch(engine: Engine, prefix: str, deliveries: Sequence[Delivery]) -> 
         return result
     started = time.perf_counter()
     try:
-        with engine.begin() as connection:
-            _write(connection, items, result)
+        _write_retrying(engine, items, result)
     except (OperationalError, InterfaceError) as exc:
         raise DatabaseUnavailable(_first_line(exc)) from None
     except SQLAlchemyError:
@@ -106,6 +111,24 @@ def apply_batch(engine: Engine, prefix: str, deliveries: Sequence[Delivery]) -> 
     return result
 
 
+def _write_retrying(engine: Engine, items: Sequence[Item], result: BatchResult) -> None:
+    """One transaction for the batch, tried again at once when PostgreSQL chose it as a deadlock's victim
+    (or a serialization failure): the database is there, only this attempt was rolled back."""
+    for attempt in range(1, TRANSIENT_TRIES + 1):
+        try:
+            with engine.begin() as connection:
+                _write(connection, items, result)
+            return
+        except OperationalError as exc:
+            if attempt == TRANSIENT_TRIES or getattr(exc.orig, "sqlstate", None) not in TRANSIENT_SQLSTATES:
+                raise
+            log.info("batch of %d rolled back (%s), trying again", len(items), _first_line(exc))
+            result.stored = result.duplicates = 0
+            result.refused -= result.registry_refused
+            result.registry_refused = 0
+            result.gateways.clear()
+
+
 def _write(connection: Connection, items: Sequence[Item], result: BatchResult) -> None:
     at = now()
     events = [item for item in items if isinstance(item, IncomingEvent)]
@@ -114,6 +137,7 @@ def _write(connection: Connection, items: Sequence[Item], result: BatchResult) -
         result.stored += len(outcome.stored)
         result.duplicates += outcome.duplicates
         result.gateways |= outcome.gateways
+    locker_rows: list[dict[str, Any]] = []
     for item in items:
         if not isinstance(item, Retained):
             continue
@@ -124,10 +148,13 @@ def _write(connection: Connection, items: Sequence[Item], result: BatchResult) -
             elif where.channel == "info":
                 apply_info(connection, where.site, where.gateway, item.payload, item.text, at)
             elif where.tail:
-                apply_locker(connection, where.site, where.gateway, where.tail, item.payload, at)
+                locker_rows.append(locker_row(where.site, where.gateway, where.tail, item.payload, at))
         except RegistryError as exc:
             result.refused += 1
+            result.registry_refused += 1
             refuse(f"bad_{where.channel}", f"{where.site}/{where.gateway}/{where.rest}", str(exc))
+    # One statement for the batch's lockers, last in the transaction and in key order (see write_lockers).
+    write_lockers(connection, locker_rows)
 
 
 def _describe(item: Item) -> str:

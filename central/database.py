@@ -9,6 +9,8 @@ databases and as a migration for existing ones — a test compares the two.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from central.schema import metadata
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+#: The PostgreSQL advisory lock taken around create/migrate (any fixed 64-bit number; "lockergw" in ASCII).
+SCHEMA_LOCK = 0x6C6F636B65726777
 #: Months of event partitions kept ready ahead of now (SPEC §11: retention drops whole partitions).
 PARTITIONS_AHEAD = 2
 
@@ -72,24 +76,48 @@ def _alembic_config(engine: Engine) -> Config:
     return config
 
 
+@contextmanager
+def _schema_lock(engine: Engine) -> Iterator[None]:
+    """PostgreSQL: hold a session advisory lock while the schema is created or migrated, so that workers
+    started at the same moment on a fresh database do it one after the other (the second then finds the
+    schema and only upgrades, a no-op). Without it both run CREATE TABLE/TYPE and one fails on
+    `pg_type_typname_nsp_index`. SQLite has one worker only."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as holder:
+        holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK})
+        holder.commit()
+        try:
+            yield
+        finally:
+            holder.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK})
+            holder.commit()
+
+
 def migrate(engine: Engine) -> None:
     """Create or upgrade the schema to the current revision; raise DatabaseError with one line."""
-    config = _alembic_config(engine)
     try:
-        with engine.connect() as connection:
-            current = MigrationContext.configure(connection).get_current_revision()
-            empty = not inspect(connection).has_table("events")
-        if current is None and empty:
-            with engine.begin() as connection:
-                metadata.create_all(connection)
-                if engine.dialect.name == "postgresql":
-                    connection.execute(text("CREATE TABLE IF NOT EXISTS events_default PARTITION OF events DEFAULT"))
-            command.stamp(config, "head")
-        else:
-            command.upgrade(config, "head")
-        ensure_partitions(engine, datetime.now(UTC))
+        with _schema_lock(engine):
+            _migrate(engine)
     except SQLAlchemyError as exc:
         raise DatabaseError(f"database {engine.url.render_as_string(hide_password=True)}: {_first_line(exc)}") from None
+
+
+def _migrate(engine: Engine) -> None:
+    config = _alembic_config(engine)
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+        empty = not inspect(connection).has_table("events")
+    if current is None and empty:
+        with engine.begin() as connection:
+            metadata.create_all(connection)
+            if engine.dialect.name == "postgresql":
+                connection.execute(text("CREATE TABLE IF NOT EXISTS events_default PARTITION OF events DEFAULT"))
+        command.stamp(config, "head")
+    else:
+        command.upgrade(config, "head")
+    ensure_partitions(engine, datetime.now(UTC))
 
 
 def ensure_partitions(engine: Engine, now: datetime) -> None:

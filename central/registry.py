@@ -18,6 +18,8 @@ from central.sql import storable, upsert
 
 GATEWAY_OFFLINE = "gateway.offline"
 STATES = ("online", "offline")
+#: The `lockers` columns a `lockers/{locker}` message sets.
+LOCKER_VALUES = ("door", "service", "occupied", "ts", "updated_at")
 
 
 class RegistryError(ValueError):
@@ -90,25 +92,37 @@ def apply_info(
     )
 
 
-def apply_locker(
-    connection: Connection, site: str, gateway: str, locker: str, payload: dict[str, Any], at: datetime
-) -> None:
+def locker_row(site: str, gateway: str, locker: str, payload: dict[str, Any], at: datetime) -> dict[str, Any]:
+    """The `lockers` row a `lockers/{locker}` message says; raises RegistryError for a payload central
+    cannot use."""
     door = payload.get("door", "unknown")
     if door not in ("open", "closed", "unknown"):
         raise RegistryError(f"door: must be open, closed or unknown (got {door!r})")
     occupied = payload.get("occupied")
-    values = {
+    return {
+        "site": site,
+        "gateway": gateway,
+        "locker": storable(locker),
         "door": door,
         "service": storable(payload.get("service")) or "in_service",
         "occupied": occupied if isinstance(occupied, bool) else None,
         "ts": parse_ts(payload.get("ts")),
         "updated_at": at,
     }
-    insert = upsert(connection, lockers).values(site=site, gateway=gateway, locker=storable(locker), **values)
+
+
+def write_lockers(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Upsert `lockers` rows in one statement. Rows of one key collapse to the last (what applying them one
+    by one would leave), and they are written in key order: two workers writing the same lockers wait for
+    each other instead of deadlocking."""
+    last = {(row["site"], row["gateway"], row["locker"]): row for row in rows}
+    if not last:
+        return
+    insert = upsert(connection, lockers).values([last[key] for key in sorted(last)])
     connection.execute(
         insert.on_conflict_do_update(
             index_elements=[lockers.c.site, lockers.c.gateway, lockers.c.locker],
-            set_={k: insert.excluded[k] for k in values},
+            set_={k: insert.excluded[k] for k in LOCKER_VALUES},
         )
     )
 

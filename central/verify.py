@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, or_, select, update
+from sqlalchemy import Connection, and_, exists, func, or_, select, tuple_, update
 
 from central.alerts import open_alert
 from central.schema import event_chain, gateways
@@ -61,6 +61,23 @@ def gateways_to_check(connection: Connection) -> list[tuple[str, str]]:
         select(gateways.c.site, gateways.c.gateway).where(or_(gateways.c.chain != "ok", newer))
     ).all()
     return [(row.site, row.gateway) for row in rows]
+
+
+def claim_gateways(connection: Connection, candidates: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """PostgreSQL: lock the candidates' rows for this transaction, skipping those another worker holds;
+    in key order. The caller then verifies the claimed ones in the same transaction."""
+    claimed: list[tuple[str, str]] = []
+    ordered = sorted(candidates)
+    for start in range(0, len(ordered), WALK):
+        part = ordered[start : start + WALK]
+        rows = connection.execute(
+            select(gateways.c.site, gateways.c.gateway)
+            .where(tuple_(gateways.c.site, gateways.c.gateway).in_(part))
+            .order_by(gateways.c.site, gateways.c.gateway)
+            .with_for_update(skip_locked=True)
+        )
+        claimed.extend((row.site, row.gateway) for row in rows)
+    return claimed
 
 
 def verify_gateway(connection: Connection, site: str, gateway: str, at: datetime) -> ChainState | None:

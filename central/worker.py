@@ -48,7 +48,7 @@ from central.takeover import (
     take_over,
 )
 from central.topics import subscriptions
-from central.verify import gateways_to_check, verify_gateway
+from central.verify import claim_gateways, gateways_to_check, verify_gateway
 
 log = logging.getLogger(__name__)
 
@@ -185,23 +185,38 @@ class Worker:
                 await self.requests.replay(request.site, request.gateway, request.from_seq)
 
     def chain_pass(self) -> list[ReplayRequest]:
-        """Verify every gateway with new rows, and plan their repairs (one transaction per gateway)."""
+        """Verify every gateway with new rows, and plan their repairs.
+
+        On PostgreSQL the pass claims its gateways up front (`FOR UPDATE SKIP LOCKED`, one transaction):
+        a second worker's pass at the same moment skips them instead of verifying them again right after,
+        so the workers split the chain work instead of each doing all of it. SQLite (one worker) keeps one
+        transaction per gateway."""
         at = now()
         requests: list[ReplayRequest] = []
         with self.engine.connect() as connection:
             candidates = gateways_to_check(connection)
-        for site, gateway in candidates:
+        if candidates and not is_sqlite(self.engine):
             with self.engine.begin() as connection:
-                state = verify_gateway(connection, site, gateway, at)
-                if state is None:
-                    continue
-                request = plan_repair(connection, state, self.policy, at)
-                if request is not None:
-                    requests.append(request)
+                for site, gateway in claim_gateways(connection, candidates):
+                    self._verify_and_plan(connection, site, gateway, at, requests)
+        else:
+            for site, gateway in candidates:
+                with self.engine.begin() as connection:
+                    self._verify_and_plan(connection, site, gateway, at, requests)
         with self.engine.connect() as connection:
             gaps = connection.execute(select(func.count()).where(gateways.c.chain == "gap")).scalar_one()
         metrics.GAPS_OPEN.set(gaps)
         return requests
+
+    def _verify_and_plan(
+        self, connection: Connection, site: str, gateway: str, at: datetime, requests: list[ReplayRequest]
+    ) -> None:
+        state = verify_gateway(connection, site, gateway, at)
+        if state is None:
+            return
+        request = plan_repair(connection, state, self.policy, at)
+        if request is not None:
+            requests.append(request)
 
     async def _housekeeping_loop(self) -> None:
         while True:

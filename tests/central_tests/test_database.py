@@ -53,3 +53,22 @@ def test_an_unusable_database_is_one_plain_line(tmp_path: Path) -> None:
     with pytest.raises(DatabaseError) as caught:
         open_database("postgresql://postgres@127.0.0.1:5432/no_such_database_here")
     assert "no_such_database_here" in str(caught.value)
+
+
+def _open_and_count_tables(url: str) -> int:
+    engine = open_database(url)
+    try:
+        return len(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_two_processes_opening_one_fresh_postgresql_database_at_once_both_succeed(postgres_url: str) -> None:
+    """Two workers started together on a new database: the advisory lock makes one create the schema and
+    the other find it (without it, one fails on `pg_type_typname_nsp_index`)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2) as pool:
+        counts = pool.map(_open_and_count_tables, [postgres_url, postgres_url])
+    assert counts[0] == counts[1] >= len(metadata.tables)
