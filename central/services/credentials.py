@@ -299,6 +299,31 @@ def _commit(
     return revision
 
 
+def _commit_upsert(
+    connection: Connection,
+    site: str,
+    revision: int,
+    current: dict[str, Credential],
+    changed: Sequence[Credential],
+    *,
+    by: str,
+    governance: Mapping[str, dict[str, Any]],
+    now: datetime,
+) -> int:
+    """`_commit` of credentials written whole: pushed to the gateways as one `credentials/upsert`."""
+    return _commit(
+        connection,
+        site,
+        revision,
+        current,
+        command="credentials/upsert",
+        body={"credentials": [issuance.upsert_item(c) for c in changed], "by": by},
+        written=changed,
+        governance=governance,
+        now=now,
+    )
+
+
 def _audit(
     connection: Connection, now: datetime, actor: str, action: str, site: str, target: str, **detail: Any
 ) -> None:
@@ -368,17 +393,7 @@ def import_credentials(
         if c.deposit and (c.id not in current or not current[c.id].deposit)
     }
     new_ids = {c.id for c in added}
-    revision = _commit(
-        connection,
-        site,
-        revision,
-        current,
-        command="credentials/upsert",
-        body={"credentials": [issuance.upsert_item(c) for c in changed], "by": by},
-        written=changed,
-        governance=governance,
-        now=now,
-    )
+    revision = _commit_upsert(connection, site, revision, current, changed, by=by, governance=governance, now=now)
     for credential in changed:
         action = "credential.issue" if credential.id in new_ids else "credential.update"
         _audit(
@@ -621,17 +636,7 @@ def collect(
         c.id: {"returned_at": utc(at or now), "returned_by": by} if new_status is Status.RETURNED else {}
         for c in changed
     }
-    revision = _commit(
-        connection,
-        site,
-        revision,
-        current,
-        command="credentials/upsert",
-        body={"credentials": [issuance.upsert_item(c) for c in changed], "by": by},
-        written=changed,
-        governance=governance,
-        now=now,
-    )
+    revision = _commit_upsert(connection, site, revision, current, changed, by=by, governance=governance, now=now)
     action = "credential.return" if new_status is Status.RETURNED else "credential.set_status"
     for credential in changed:
         _audit(connection, now, actor, action, site, credential.id, by=by, status=outcome, revision=revision)
@@ -687,17 +692,7 @@ def reassign_locker(
     governance: dict[str, dict[str, Any]] = {ident: {"returned_at": now, "returned_by": by} for ident in returned}
     if issued.deposit and (new or not current[issued.id].deposit):
         governance[issued.id] = {"deposit_state": "held", "deposit_changed_by": by, "deposit_changed_at": now}
-    revision = _commit(
-        connection,
-        site,
-        revision,
-        current,
-        command="credentials/upsert",
-        body={"credentials": [issuance.upsert_item(c) for c in changed], "by": by},
-        written=changed,
-        governance=governance,
-        now=now,
-    )
+    revision = _commit_upsert(connection, site, revision, current, changed, by=by, governance=governance, now=now)
     for credential in changed:
         action = "credential.issue" if credential.id == issued.id and new else "credential.release"
         _audit(connection, now, actor, action, site, credential.id, by=by, locker=locker, revision=revision)
