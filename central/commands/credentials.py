@@ -15,7 +15,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from central.cli import add_central_config_option, open_central
-from gateway.commands.common import fail
+from gateway.commands.common import fail, read_csv_file
 
 DEFAULT_BY = "cli"
 
@@ -33,16 +33,9 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def _import(args: argparse.Namespace) -> int:
     path = Path(args.file)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        return fail(f"{path}: no such file")
-    except IsADirectoryError:
-        return fail(f"{path}: is a directory, not a CSV file")
-    except UnicodeDecodeError as exc:
-        return fail(f"{path}: not UTF-8 text (byte {exc.start}); save the file as CSV UTF-8")
-    except OSError as exc:
-        return fail(f"{path}: {exc.strerror}")
+    text = read_csv_file(path)
+    if isinstance(text, int):
+        return text
     opened = open_central(args.config)
     if isinstance(opened, int):
         return opened

@@ -8,6 +8,7 @@ import re
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime, tzinfo
+from pathlib import Path
 from typing import TextIO
 
 from gateway.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_config
@@ -84,3 +85,17 @@ def terminal_time(moment: datetime | None, zone: tzinfo) -> str:
 def csv_time(moment: datetime | None, zone: tzinfo) -> str:
     """`2026-07-21T00:00:00+01:00`: what every CSV a command writes carries."""
     return "" if moment is None else moment.astimezone(zone).isoformat(timespec="seconds")
+
+
+def read_csv_file(path: Path) -> str | int:
+    """A CSV file's text (UTF-8, a BOM allowed), or the exit status after one plain line saying why not."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        return fail(f"{path}: no such file")
+    except IsADirectoryError:
+        return fail(f"{path}: is a directory, not a CSV file")
+    except UnicodeDecodeError as exc:
+        return fail(f"{path}: not UTF-8 text (byte {exc.start}); save the file as CSV UTF-8")
+    except OSError as exc:
+        return fail(f"{path}: {exc.strerror}")

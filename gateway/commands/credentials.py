@@ -29,6 +29,7 @@ from gateway.commands.common import (
     load_or_report,
     print_columns,
     printable,
+    read_csv_file,
     terminal_time,
     write_csv,
 )
@@ -190,16 +191,9 @@ def _add(args: argparse.Namespace, store: Store, settings: Settings) -> int:
 
 def _import(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     path = Path(args.file)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        return fail(f"{path}: no such file")
-    except IsADirectoryError:
-        return fail(f"{path}: is a directory, not a CSV file")
-    except UnicodeDecodeError as exc:
-        return fail(f"{path}: not UTF-8 text (byte {exc.start}); save the file as CSV UTF-8")
-    except OSError as exc:
-        return fail(f"{path}: {exc.strerror}")
+    text = read_csv_file(path)
+    if isinstance(text, int):
+        return text
 
     parsed = read_credentials_csv(text)
     if parsed.header_problems:
