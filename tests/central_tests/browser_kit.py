@@ -1,11 +1,17 @@
 """A real browser for the console's tests: Playwright for Python driving Debian's Chromium (never a
-downloaded browser), a signed-in page, and the screenshots docs/console.md shows."""
+downloaded browser), a signed-in page, and the screenshots docs/console.md shows.
+
+The screenshots are always taken (each page at desktop and phone width), but written over
+docs/console/*.png only when `LOCKERGW_SCREENSHOTS=docs` is set, so an ordinary test run leaves the
+working tree clean; otherwise they go to a temporary folder (or the folder that variable names)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,7 +28,19 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+
+
+def screenshot_folder() -> Path:
+    """docs/console with `LOCKERGW_SCREENSHOTS=docs`, the folder it names otherwise, else a temporary one."""
+    wanted = os.environ.get("LOCKERGW_SCREENSHOTS", "")
+    if wanted == "docs":
+        return DOCS_SCREENSHOTS
+    if wanted:
+        return Path(wanted)
+    return Path(tempfile.gettempdir()) / "lockergw-console-screenshots"
+
+
 DESKTOP: ViewportSize = {"width": 1280, "height": 860}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 #: How long the browser waits for something live to show (the console pushes within about a second).
@@ -64,12 +82,13 @@ async def sign_in(page: object, base: str, name: str, password: str) -> None:
 
 
 async def screenshots(page: object, name: str) -> None:
-    """`docs/console/{name}-desktop.png` and `…-phone.png` of the page now (full length)."""
+    """`{name}-desktop.png` and `…-phone.png` of the page now (full length), see `screenshot_folder`."""
     from playwright.async_api import Page
 
     assert isinstance(page, Page)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    folder = screenshot_folder()
+    folder.mkdir(parents=True, exist_ok=True)
     for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
         await page.set_viewport_size(size)
-        await page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
+        await page.screenshot(path=str(folder / f"{name}-{label}.png"), full_page=True)
     await page.set_viewport_size(DESKTOP)
