@@ -7,6 +7,10 @@ import` into an empty store, timed, with its peak RSS (the child's `ru_maxrss` f
 The 0-credential daemon is the same-run baseline.
 
     .venv/bin/python bench/bench_memory.py [--sizes 0,100000,1000000]
+
+While iterating on start-up, `--reuse DIR` imports each size once into DIR/<size>/ and reuses that
+state on later runs (no import figures then), and `--starts N` starts each daemon N times and reports
+the median.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,29 +78,51 @@ async def daemon_figures(config: Path) -> tuple[float, float]:
         await daemon.stop()
 
 
-def measure(size: int) -> dict[str, Any]:
+def prepared(root: Path, size: int, result: dict[str, Any]) -> Path:
+    """The config of a state directory under `root` holding `size` credentials, imported now unless
+    `root` has them already (an import that did not finish leaves no `ready` mark and is done again)."""
+    mark = root / "ready"
+    if mark.exists():
+        return root / "gateway.toml"
+    config = write_config(root)
+    if size:
+        csv = root / "credentials.csv"
+        write_csv(csv, size)
+        result["import_s"], result["import_peak_mb"] = timed_import(config, csv)
+        csv.unlink()
+    mark.touch()
+    return config
+
+
+def starts(config: Path, count: int) -> tuple[float, float]:
+    """Median (start-up seconds, RSS MB) of `count` daemon starts on one state directory."""
+    figures = [asyncio.run(daemon_figures(config)) for _ in range(count)]
+    return statistics.median(f[0] for f in figures), statistics.median(f[1] for f in figures)
+
+
+def measure(size: int, reuse: Path | None = None, count: int = 1) -> dict[str, Any]:
+    result: dict[str, Any] = {"credentials": size}
+    if reuse is not None:
+        root = reuse / str(size)
+        root.mkdir(parents=True, exist_ok=True)
+        result["startup_s"], result["rss_mb"] = starts(prepared(root, size, result), count)
+        return result
     with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
-        config = write_config(root)
-        result: dict[str, Any] = {"credentials": size}
-        if size:
-            csv = root / "credentials.csv"
-            write_csv(csv, size)
-            result["import_s"], result["import_peak_mb"] = timed_import(config, csv)
-            csv.unlink()
-        result["startup_s"], result["rss_mb"] = asyncio.run(daemon_figures(config))
+        result["startup_s"], result["rss_mb"] = starts(prepared(Path(folder), size, result), count)
         return result
 
 
-def run_all(sizes: list[int]) -> list[dict[str, Any]]:
-    return [measure(size) for size in sizes]
+def run_all(sizes: list[int], reuse: Path | None = None, count: int = 1) -> list[dict[str, Any]]:
+    return [measure(size, reuse, count) for size in sizes]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="0,100000,1000000")
+    parser.add_argument("--reuse", type=Path, help="keep imported state directories here and reuse them")
+    parser.add_argument("--starts", type=int, default=1, help="daemon starts per size (median reported)")
     args = parser.parse_args()
-    for row in run_all([int(size) for size in args.sizes.split(",")]):
+    for row in run_all([int(size) for size in args.sizes.split(",")], args.reuse, args.starts):
         print(row)
 
 

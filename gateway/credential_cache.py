@@ -86,24 +86,21 @@ class CredentialCache:
         self.rev = 0
 
     def load(self, store: Store) -> None:
-        """Build the index from scratch (start-up). The garbage collector is paused meanwhile: a
-        million row tuples would otherwise trigger it again and again, for nothing to collect."""
+        """Build the index from scratch (start-up). The uid → id map is the id → uid map turned round
+        (`dict(zip(...))`, in C), so each id and uid string is shared between the two. The garbage
+        collector is paused meanwhile: a million new strings would otherwise trigger it again and
+        again, for nothing to collect."""
         paused = gc.isenabled()
         gc.disable()
         try:
-            changes = store.changed_keys(0)
-            uids: CredentialIndex[str] = CredentialIndex()
-            ids: dict[str, str] = {}
-            for row in changes.rows:
-                credential_id, uid, form = _keys(row)
-                ids[credential_id] = uid
-                if uid:
-                    uids.put(uid, credential_id, form)
-            del changes.rows[:]
+            maps = store.index_maps()
+            exact = dict(zip(maps.ids.values(), maps.ids.keys(), strict=True))
+            exact.pop("", None)  # credentials without a uid are found by id only
         finally:
             if paused:
                 gc.enable()
-        self._uids, self._ids, self.rev, self._store = uids, ids, changes.rev, store
+        self._uids = CredentialIndex.of(exact, maps.printed)
+        self._ids, self.rev, self._store = maps.ids, maps.rev, store
 
     def refresh(self, store: Store) -> list[ChangeLogEntry]:
         """Apply the store's changes since the last look; return the change-log entries applied."""

@@ -103,6 +103,16 @@ class RawChanges:
     log: tuple[ChangeLogEntry, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class IndexMaps:
+    """The credential set at `rev` as the daemon's index keeps it: id → uid (every credential; "" for
+    none) and printed-form key (`dec:00CE754C`) → id for credentials enrolled from a printed form."""
+
+    rev: int
+    ids: dict[str, str]
+    printed: dict[str, str]
+
+
 #: Rows a change must touch before `changed_rows` scans the table instead of walking the rev index.
 BULK_ROWS = 5000
 
@@ -238,6 +248,22 @@ class Store:
         """`changed_rows` with each row cut down to (id, uid, uid_form): what the daemon's compact
         credential index keeps (gateway.credential_cache); it reads the rest when a card is presented."""
         return self.changed_rows(rev, columns=("id", "uid", "uid_form"))
+
+    def index_maps(self) -> IndexMaps:
+        """Everything the daemon's credential index needs at start-up, read in one transaction.
+
+        The maps are built by `dict()` straight from the cursor (no row list, no Python loop per row):
+        a million credentials in well under a second. The change log is not read: at start-up there is
+        nothing to journal from it (changes made while the daemon was stopped are one summary record)."""
+        with _read_transaction(self._db):
+            current = _current_rev(self._db)
+            ids: dict[str, str] = dict(self._db.execute("SELECT id, uid FROM credentials"))
+            printed: dict[str, str] = dict(
+                self._db.execute(
+                    "SELECT uid_form || ':' || uid, id FROM credentials WHERE uid_form != '' AND uid != ''"
+                )
+            )
+        return IndexMaps(rev=current, ids=ids, printed=printed)
 
     def version_and_digest(self) -> tuple[int, str]:
         """The credential-set version (the revision) and a SHA-256-based digest over the set's content."""

@@ -133,6 +133,14 @@ class CredentialIndex(Mapping[str, V]):
         for uid, value in items:
             self.put(uid, value, str(getattr(value, "uid_form", "")))
 
+    @classmethod
+    def of(cls, exact: dict[str, V], printed: dict[str, V]) -> CredentialIndex[V]:
+        """An index over maps built elsewhere (taken, not copied): uid → value, and printed-form key
+        (`form_key`) → value for the values enrolled from a printed form."""
+        index: CredentialIndex[V] = cls()
+        index._exact, index._printed = exact, printed
+        return index
+
     def put(self, uid: str, value: V, form: str = "") -> None:
         self._exact[uid] = value
         key = form_key(uid, form)

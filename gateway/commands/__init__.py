@@ -9,26 +9,30 @@ from importlib import import_module
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-#: Modules with a `register`, in the order `lockergw --help` lists them: plain names are under
-#: gateway.commands; dotted names are whole module paths (central's commands live with central).
-MODULE_NAMES = (
-    "run",
-    "credentials",
-    "sim",
-    "demo",
-    "events",
-    "doctor",
-    "report",
-    "journal",
-    "keygen",
-    "fleet_sim",
-    "central.cli",
-)
+#: The command each module registers → the module, in the order `lockergw --help` lists them: plain
+#: names are under gateway.commands; dotted names are whole module paths (central's commands live with
+#: central). `lockergw run` imports only its own module: the daemon's start-up does not wait for the
+#: others' imports (pydantic models, the central, the demo's).
+MODULE_NAMES = {
+    "run": "run",
+    "credentials": "credentials",
+    "sim": "sim",
+    "demo": "demo",
+    "events": "events",
+    "doctor": "doctor",
+    "report": "report",
+    "journal": "journal",
+    "keygen": "keygen",
+    "fleet-sim": "fleet_sim",
+    "central": "central.cli",
+}
 
 
-def _load() -> list[Register]:
-    registers: list[Register] = []
-    for name in MODULE_NAMES:
+def registers(command: str | None = None) -> list[Register]:
+    """The `register` of `command`'s module alone, or of every module (for help and usage errors)."""
+    names = [MODULE_NAMES[command]] if command in MODULE_NAMES else list(MODULE_NAMES.values())
+    found: list[Register] = []
+    for name in names:
         path = name if "." in name else f"gateway.commands.{name}"
         try:
             module = import_module(path)
@@ -36,8 +40,5 @@ def _load() -> list[Register]:
             if exc.name == path:
                 continue  # not written yet
             raise
-        registers.append(module.register)
-    return registers
-
-
-COMMANDS = _load()
+        found.append(module.register)
+    return found

@@ -27,15 +27,19 @@ def handle(args: argparse.Namespace) -> int:
     from drivers.registry import DriverUnavailable
     from gateway.daemon import Gateway
     from gateway.journal import JournalError
-    from gateway.mqtt.link import LinkError
     from gateway.sitekey import SiteKeyError
     from gateway.storage import JournalUnavailable, StateDirBusy, describe_storage_error
     from gateway.store import StoreError
 
+    refusals: tuple[type[Exception], ...] = (DriverUnavailable, StateDirBusy)
+    if settings.mqtt.url:  # aiomqtt and paho are imported only for a gateway that has a broker
+        from gateway.mqtt.link import LinkError
+
+        refusals = (*refusals, LinkError)
     state_dir = settings.gateway.state_dir
     try:
         return asyncio.run(Gateway(settings, Path(args.config)).run())
-    except (DriverUnavailable, LinkError, StateDirBusy) as exc:
+    except refusals as exc:
         return fail(str(exc))
     except (StoreError, JournalError, SiteKeyError, JournalUnavailable) as exc:
         return fail(f"cannot start: {exc}")
