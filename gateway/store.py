@@ -314,13 +314,13 @@ class Store:
         progress: Progress | None = None,
         dry_run: bool = False,
         keep: bool = True,
-        batch_items: int = BATCH_ITEMS,
+        batch_items: int | None = None,
     ) -> UpsertResult:
         """`upsert`, telling how many items were added, updated or unchanged.
 
         `items` may be streamed (a CSV file read row by row): they are checked and written
         `batch_items` at a time in one transaction, which is rolled back if any item is refused, so
-        the outcome is the same as for one batch. With `keep=False` the result's `credentials` is
+        the outcome is the same as for one batch (`batch_items` defaults to BATCH_ITEMS). With `keep=False` the result's `credentials` is
         empty (a million-row import does not keep what it wrote). With `dry_run` every check is made
         (UpsertRefused as usual) and nothing is written.
         """
@@ -460,7 +460,7 @@ class Store:
         whole_set: bool,
         dry_run: bool = False,
         keep: bool = True,
-        batch_items: int = BATCH_ITEMS,
+        batch_items: int | None = None,
     ) -> UpsertResult:
         """Check and write `items` batch by batch in one write transaction, all or nothing.
 
@@ -477,7 +477,7 @@ class Store:
                 rev = _current_rev(self._db) + 1
                 seen = _SeenIds(self._db)
                 # A snapshot is checked against nothing but itself: it is one batch (an MQTT request).
-                size = max(total, 1) if whole_set else batch_items
+                size = max(total, 1) if whole_set else batch_items or BATCH_ITEMS
                 start = 0
                 for batch in _batches(items, size):
                     step = _Step(start, total, progress)
@@ -807,7 +807,7 @@ class _SeenIds:
             if not self._created:
                 self._db.execute(f"CREATE TABLE {self._TABLE} (id TEXT PRIMARY KEY) WITHOUT ROWID")
                 self._created = True
-            self._db.executemany(f"INSERT INTO {self._TABLE} (id) VALUES (?)", ((ident,) for ident in self._pending))
+            self._db.executemany(f"INSERT OR IGNORE INTO {self._TABLE} (id) VALUES (?)", ((ident,) for ident in self._pending))
             self._pending = []
         if not self._created:
             return []
