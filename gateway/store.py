@@ -319,9 +319,9 @@ class Store:
         """`upsert`, telling how many items were added, updated or unchanged.
 
         `items` may be streamed (a CSV file read row by row): they are checked and written
-        `batch_items` at a time in one transaction, which is rolled back if any item is refused, so
-        the outcome is the same as for one batch (`batch_items` defaults to BATCH_ITEMS). With `keep=False` the result's `credentials` is
-        empty (a million-row import does not keep what it wrote). With `dry_run` every check is made
+        `batch_items` (default BATCH_ITEMS) at a time in one transaction, which is rolled back if any
+        item is refused, so the outcome is the same as for one batch. With `keep=False` the result's
+        `credentials` is empty (a million-row import does not keep what it wrote). With `dry_run` every check is made
         (UpsertRefused as usual) and nothing is written.
         """
         return self._apply(
@@ -807,7 +807,9 @@ class _SeenIds:
             if not self._created:
                 self._db.execute(f"CREATE TABLE {self._TABLE} (id TEXT PRIMARY KEY) WITHOUT ROWID")
                 self._created = True
-            self._db.executemany(f"INSERT OR IGNORE INTO {self._TABLE} (id) VALUES (?)", ((ident,) for ident in self._pending))
+            # OR IGNORE: an id given again (refused) is already there.
+            insert = f"INSERT OR IGNORE INTO {self._TABLE} (id) VALUES (?)"
+            self._db.executemany(insert, ((ident,) for ident in self._pending))
             self._pending = []
         if not self._created:
             return []
