@@ -11,6 +11,8 @@ writers never both pass a duplicate check. WAL mode lets the daemon read while t
 The SPEC §4 issuance rules (issue numbers, duplicates, uid clashes) live in gateway.issuance and
 the set digest's recipe in gateway.credential_digest; the store loads what they need inside its
 transaction, applies them and writes the outcome, keeping each row's share of the digest beside it.
+A large upsert (a streamed CSV import) does this batch by batch inside its one transaction, so neither
+the file nor the store is ever held in memory whole; a refused batch anywhere rolls everything back.
 """
 
 from __future__ import annotations
@@ -321,8 +323,8 @@ class Store:
         `items` may be streamed (a CSV file read row by row): they are checked and written
         `batch_items` (default BATCH_ITEMS) at a time in one transaction, which is rolled back if any
         item is refused, so the outcome is the same as for one batch. With `keep=False` the result's
-        `credentials` is empty (a million-row import does not keep what it wrote). With `dry_run` every check is made
-        (UpsertRefused as usual) and nothing is written.
+        `credentials` is empty (a million-row import does not keep what it wrote). With `dry_run`
+        every check is made (UpsertRefused as usual) and nothing is written.
         """
         return self._apply(
             items,
