@@ -11,17 +11,19 @@ writers never both pass a duplicate check. WAL mode lets the daemon read while t
 The SPEC §4 issuance rules (issue numbers, duplicates, uid clashes) live in gateway.issuance and
 the set digest's recipe in gateway.credential_digest; the store loads what they need inside its
 transaction, applies them and writes the outcome, keeping each row's share of the digest beside it.
+A large upsert (a streamed CSV import) does this batch by batch inside its one transaction, so neither
+the file nor the store is ever held in memory whole; a refused batch anywhere rolls everything back.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, tzinfo
-from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +44,34 @@ from gateway.credential_rows import ROW_FORM as ROW_FORM
 from gateway.credential_rows import ROW_ID as ROW_ID
 from gateway.credential_rows import ROW_UID as ROW_UID
 from gateway.credential_rows import credential_from_row as credential_from_row
-from gateway.issuance import IssuanceError, KnownCredentials, check_replaceable, issue_batch, replacement_id, successor
+from gateway.issuance import (
+    BatchOutcome,
+    IssuanceError,
+    KnownCredentials,
+    check_replaceable,
+    issue_batch,
+    replacement_id,
+    successor,
+)
 from gateway.model import OUTSTANDING_STATUSES, Credential, Status
 from gateway.sqlite import open_database, write_transaction
 from gateway.uid import answer_keys, mask_uid
 
 DATABASE_FILE = "credentials.db"
-#: Page cache per connection: a 100,000-row import touches a few tens of MB of table and index pages.
+#: Page cache per connection: an import's batch touches a few tens of MB of table and index pages
+#: (the pages it writes spill to the WAL file, not to memory, when the cache is full).
 CACHE_KIB = 32_768
 
-#: Called as progress(phase, done, total) while a large upsert runs; the phases, in order, are
+#: Items checked and written per step of an upsert: a large import is read, checked and written this
+#: many at a time inside its one transaction, so its memory does not grow with the file.
+BATCH_ITEMS = 20_000
+#: Problems an UpsertRefused keeps (the first, in item order); it still counts every bad item.
+MAX_PROBLEMS = 100
+
+#: Called as progress(phase, done, total) while a large upsert runs; each batch goes through the phases
 #: "checking" (each item's fields), "matching" (against the store: uids, duplicates, issue numbers)
-#: and "writing".
+#: and "writing". `done` counts items from the start of the upsert; `total` is 0 when the items are
+#: streamed and their number is not known yet.
 Progress = Callable[[str, int, int], None]
 
 
@@ -71,15 +89,26 @@ class Problem:
 
 
 class UpsertRefused(StoreError):
-    """An upsert that was refused as a whole; `problems` holds the first problem of each bad item."""
+    """An upsert that was refused as a whole; `problems` holds the first problem of each bad item, in
+    item order, up to MAX_PROBLEMS of them; `count` is how many items were bad."""
 
-    def __init__(self, problems: Sequence[Problem], ids: Mapping[int, str]) -> None:
+    def __init__(self, problems: Sequence[Problem], ids: Mapping[int, str], count: int | None = None) -> None:
         self.problems = tuple(problems)
+        self.count = len(self.problems) if count is None else count
         first = self.problems[0]
         who = ids.get(first.index) or f"item {first.index + 1}"
-        more = len(self.problems) - 1
+        more = self.count - 1
         tail = f" (and {more} more bad item{'s' if more > 1 else ''})" if more else ""
         super().__init__(f"{who}: {first.field}: {first.message}{tail}")
+
+
+@dataclass(frozen=True, slots=True)
+class BadItem:
+    """An item its source could not read (a CSV row with too many cells, a broken quote): the upsert
+    refuses it as it stands, like an item with a bad field, and goes on checking the others."""
+
+    field: str
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +171,6 @@ class UpsertResult:
 
 #: SQLite's default limit on host parameters is 32766 (999 before 3.32); stay well under either.
 _CHUNK = 900
-_WRITE_CHUNK = 10_000
 
 
 def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -306,20 +334,34 @@ class Store:
 
     def merge(
         self,
-        items: Sequence[Mapping[str, Any]],
+        items: Iterable[Mapping[str, Any] | BadItem],
         *,
         by: str,
         now: datetime,
         action: str = "upsert",
         progress: Progress | None = None,
         dry_run: bool = False,
+        keep: bool = True,
+        batch_items: int | None = None,
     ) -> UpsertResult:
         """`upsert`, telling how many items were added, updated or unchanged.
 
-        With `dry_run` every check is made (UpsertRefused as usual) and nothing is written.
+        `items` may be streamed (a CSV file read row by row): they are checked and written
+        `batch_items` (default BATCH_ITEMS) at a time in one transaction, which is rolled back if any
+        item is refused, so the outcome is the same as for one batch. With `keep=False` the result's
+        `credentials` is empty (a million-row import does not keep what it wrote). With `dry_run`
+        every check is made (UpsertRefused as usual) and nothing is written.
         """
         return self._apply(
-            items, by=by, now=_utc(now), action=action, progress=progress, whole_set=False, dry_run=dry_run
+            items,
+            by=by,
+            now=_utc(now),
+            action=action,
+            progress=progress,
+            whole_set=False,
+            dry_run=dry_run,
+            keep=keep,
+            batch_items=batch_items,
         )
 
     def set_status(
@@ -437,7 +479,7 @@ class Store:
 
     def _apply(
         self,
-        items: Sequence[Mapping[str, Any]],
+        items: Iterable[Mapping[str, Any] | BadItem],
         *,
         by: str,
         now: datetime,
@@ -445,121 +487,164 @@ class Store:
         progress: Progress | None,
         whole_set: bool,
         dry_run: bool = False,
+        keep: bool = True,
+        batch_items: int | None = None,
     ) -> UpsertResult:
-        problems: dict[int, Problem] = {}
-        parsed = self._parse(items, problems, progress)
-        ids = {index: fields["id"] for index, fields in parsed.items()}
-        with write_transaction(self._db, _busy):
-            if whole_set:
-                existing = {credential.id: credential for credential in self._select_in("id", ids.values(), {})}
-                known = KnownCredentials()
-            else:
-                holders = {fields["holder"] for fields in parsed.values()}
-                codes = {fields["key_code"] for fields in parsed.values() if fields["key_code"] is not None}
-                loaded = {credential.id: credential for credential in self._select_in("holder", holders, {})}
-                loaded.update((c.id, c) for c in self._select_in("key_code", codes, loaded))
-                loaded.update((c.id, c) for c in self._select_in("id", ids.values(), loaded))
-                existing = {ident: loaded[ident] for ident in ids.values() if ident in loaded}
-                same_card = self._same_card_candidates(parsed.values(), loaded)
-                loaded.update((c.id, c) for c in same_card)
-                known = KnownCredentials(loaded.values())
-            outcome = issue_batch(
-                parsed,
-                known,
-                existing,
-                by=by,
-                now=now,
-                whole_set=whole_set,
-                progress=None if progress is None else partial(progress, "matching"),
-            )
-            problems.update((index, Problem(index, r.field, r.message)) for index, r in outcome.refusals.items())
-            stored, changed = outcome.issued, outcome.changed
-            if problems:
-                raise UpsertRefused([problems[index] for index in sorted(problems)], {**_names(items), **ids})
-            removed: list[str] = []
-            if whole_set:
-                keep = set(ids.values())
-                removed = [row[0] for row in self._db.execute("SELECT id FROM credentials") if row[0] not in keep]
-            added = sum(1 for credential in changed if credential.id not in existing)
-            if dry_run or (not changed and not removed):
-                counts = (added, len(changed) - added, len(stored) - len(changed), len(removed))
-                return UpsertResult(tuple(stored), *counts, _current_rev(self._db))
-            rev = _next_rev(self._db)
-            if removed:
-                self._delete(removed, rev)
-            if whole_set:
-                # A snapshot may move a uid from one kept credential to another in any order:
-                # free the uids of the rows it rewrites so the unique index sees only the result.
-                self._db.executemany(
-                    "UPDATE credentials SET uid = '' WHERE id = ?", ((c.id,) for c in changed if c.id in existing)
-                )
-            self._write(changed, rev, existing=set(existing), progress=progress)
-            _log(self._db, rev, now, by, action, [c.id for c in changed] + removed, None)
+        """Check and write `items` batch by batch in one write transaction, all or nothing.
+
+        Each batch is checked against the store as the batches before it left it (their accepted items
+        are written before the next batch is loaded) and against the ids they gave (a TEMP table), which
+        is exactly what checking all items as one batch against the store would see. A refused upsert,
+        or a dry run, rolls the whole transaction back.
+        """
+        total = len(items) if isinstance(items, Sized) else 0
+        tally = _Tally(keep)
+        refused = _Refusals()
+        try:
+            with write_transaction(self._db, _busy):
+                rev = _current_rev(self._db) + 1
+                seen = _SeenIds(self._db)
+                # A snapshot is checked against nothing but itself: it is one batch (an MQTT request).
+                size = max(total, 1) if whole_set else batch_items or BATCH_ITEMS
+                start = 0
+                for batch in _batches(items, size):
+                    step = _Step(start, total, progress)
+                    self._apply_batch(batch, step, seen, refused, tally, by=by, now=now, rev=rev, whole_set=whole_set)
+                    start += len(batch)
+                seen.close()
+                if refused.count:
+                    raise refused.error()
+                if dry_run or not tally.touched:
+                    raise _NothingToCommit
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'rev'", (rev,))
+                _log(self._db, rev, now, by, action, tally.ids_json(), None)
+        except _NothingToCommit:
+            rev = _current_rev(self._db)
         return UpsertResult(
-            credentials=tuple(stored),
-            added=added,
-            updated=len(changed) - added,
-            unchanged=len(stored) - len(changed),
-            removed=len(removed),
+            credentials=tuple(tally.stored),
+            added=tally.added,
+            updated=tally.updated,
+            unchanged=tally.unchanged,
+            removed=len(tally.removed),
             rev=rev,
         )
 
+    def _apply_batch(
+        self,
+        batch: Sequence[Mapping[str, Any] | BadItem],
+        step: _Step,
+        seen: _SeenIds,
+        refused: _Refusals,
+        tally: _Tally,
+        *,
+        by: str,
+        now: datetime,
+        rev: int,
+        whole_set: bool,
+    ) -> None:
+        problems: dict[int, tuple[Problem, str | None]] = {}
+        parsed = self._parse(batch, step, seen, problems)
+        ids = {index: fields["id"] for index, fields in parsed.items()}
+        if whole_set:
+            existing = {credential.id: credential for credential in self._select_in("id", ids.values(), {})}
+            known = KnownCredentials()
+        else:
+            holders = {fields["holder"] for fields in parsed.values()}
+            codes = {fields["key_code"] for fields in parsed.values() if fields["key_code"] is not None}
+            loaded = {credential.id: credential for credential in self._select_in("holder", holders, {})}
+            loaded.update((c.id, c) for c in self._select_in("key_code", codes, loaded))
+            loaded.update((c.id, c) for c in self._select_in("id", ids.values(), loaded))
+            existing = {ident: loaded[ident] for ident in ids.values() if ident in loaded}
+            loaded.update((c.id, c) for c in self._same_card_candidates(parsed.values(), loaded))
+            known = KnownCredentials(loaded.values())
+        outcome = issue_batch(
+            parsed, known, existing, by=by, now=now, whole_set=whole_set, progress=step.phase("matching")
+        )
+        for index, reason in outcome.refusals.items():
+            problems[index] = (Problem(index, reason.field, reason.message), ids[index])
+        refused.add(problems)
+        if whole_set and refused.count:
+            return  # the only batch: nothing to check after it
+        # Written even when an earlier item was refused (the transaction is rolled back at the end):
+        # the next batches are checked against the store as these items leave it.
+        if whole_set:
+            self._clear_for_snapshot(outcome, existing, set(ids.values()), rev, tally)
+        if outcome.changed:
+            step.report("writing", 0)
+            self._write(outcome.changed, rev, existing=set(existing))
+        step.report("writing", len(batch))
+        tally.add(outcome, existing)
+
+    def _clear_for_snapshot(
+        self, outcome: BatchOutcome, existing: Mapping[str, Credential], keep: set[str], rev: int, tally: _Tally
+    ) -> None:
+        """Remove the ids a snapshot leaves out, and free the uids of the rows it rewrites: a snapshot
+        may move a uid from one kept credential to another in any order, and the unique index must see
+        only the result."""
+        removed = [row[0] for row in self._db.execute("SELECT id FROM credentials") if row[0] not in keep]
+        if removed:
+            self._delete(removed, rev)
+            tally.removed = removed
+        self._db.executemany(
+            "UPDATE credentials SET uid = '' WHERE id = ?", ((c.id,) for c in outcome.changed if c.id in existing)
+        )
+
     def _parse(
-        self, items: Sequence[Mapping[str, Any]], problems: dict[int, Problem], progress: Progress | None
+        self,
+        batch: Sequence[Mapping[str, Any] | BadItem],
+        step: _Step,
+        seen: _SeenIds,
+        problems: dict[int, tuple[Problem, str | None]],
     ) -> dict[int, CredentialFields]:
+        """Each item's fields, keyed by its index in the upsert; the bad ones go to `problems`."""
         parsed: dict[int, CredentialFields] = {}
         first_index: dict[str, int] = {}
-        total = len(items)
-        for index, item in enumerate(items):
-            if progress is not None and index % 2000 == 0:
-                progress("checking", index, total)
+        for offset, item in enumerate(batch):
+            index = step.start + offset
+            if offset % 2000 == 0:
+                step.report("checking", offset)
+            if isinstance(item, BadItem):
+                problems[index] = (Problem(index, item.field, item.message), None)
+                continue
             if not isinstance(item, Mapping):
-                problems[index] = Problem(index, "credential", "must be an object of credential fields")
+                problems[index] = (Problem(index, "credential", "must be an object of credential fields"), None)
                 continue
             try:
                 fields = parse_credential_fields(item, self.zone)
             except FieldError as exc:
-                problems[index] = Problem(index, exc.field, exc.problem)
+                problems[index] = (Problem(index, exc.field, exc.problem), _name(item))
                 continue
             earlier = first_index.setdefault(fields["id"], index)
             if earlier != index:
-                problems[index] = Problem(index, "id", f"{fields['id']} is given twice in one batch")
+                problems[index] = (Problem(index, "id", f"{fields['id']} is given twice in one batch"), fields["id"])
                 continue
             parsed[index] = fields
-        if progress is not None:
-            progress("checking", total, total)
+        for ident in seen.earlier(first_index):
+            index = first_index[ident]
+            del parsed[index]
+            problems[index] = (Problem(index, "id", f"{ident} is given twice in one batch"), ident)
+        seen.add(first_index)
+        step.report("checking", len(batch))
         return parsed
 
-    def _write(
-        self, credentials: Sequence[Credential], rev: int, *, existing: set[str], progress: Progress | None = None
-    ) -> None:
+    def _write(self, credentials: Sequence[Credential], rev: int, *, existing: set[str]) -> None:
         """Insert or update rows (with their scope index and their share of the set digest)."""
-        total = len(credentials)
-        delta = 0
-        for start in range(0, total, _WRITE_CHUNK):
-            if progress is not None:
-                progress("writing", start, total)
-            chunk = credentials[start : start + _WRITE_CHUNK]
-            updated = [credential.id for credential in chunk if credential.id in existing]
-            delta -= self._stored_hashes(updated)
-            self._db.executemany(
-                "DELETE FROM credential_scope WHERE credential_id = ?", ((ident,) for ident in updated)
-            )
-            rows = []
-            for credential in chunk:
-                row = row_of(credential)
-                share = credential_share(credential)
-                delta += share
-                rows.append((*row, f"{share:064x}", rev))
-            self._db.executemany(UPSERT_ROW, rows)
-            self._db.executemany(
-                "INSERT OR IGNORE INTO credential_scope (item, credential_id) VALUES (?, ?)",
-                ((item, credential.id) for credential in chunk for item in credential.scope),
-            )
-        self._db.execute("DELETE FROM removals WHERE id IN (SELECT id FROM credentials WHERE rev = ?)", (rev,))
+        updated = [credential.id for credential in credentials if credential.id in existing]
+        delta = -self._stored_hashes(updated)
+        self._db.executemany("DELETE FROM credential_scope WHERE credential_id = ?", ((ident,) for ident in updated))
+        rows = []
+        for credential in credentials:
+            share = credential_share(credential)
+            delta += share
+            rows.append((*row_of(credential), f"{share:064x}", rev))
+        self._db.executemany(UPSERT_ROW, rows)
+        self._db.executemany(
+            "INSERT OR IGNORE INTO credential_scope (item, credential_id) VALUES (?, ?)",
+            ((item, credential.id) for credential in credentials for item in credential.scope),
+        )
+        if self._db.execute("SELECT EXISTS (SELECT 1 FROM removals)").fetchone()[0]:
+            self._db.executemany("DELETE FROM removals WHERE id = ?", ((c.id,) for c in credentials))
         self._add_to_digest(delta)
-        if progress is not None:
-            progress("writing", total, total)
 
     def _delete(self, credential_ids: Sequence[str], rev: int) -> None:
         self._add_to_digest(-self._stored_hashes(credential_ids))
@@ -615,22 +700,22 @@ def _next_rev(db: sqlite3.Connection) -> int:
 
 
 def _log(
-    db: sqlite3.Connection, rev: int, at: datetime, by: str, action: str, ids: Sequence[str], reason: str | None
+    db: sqlite3.Connection, rev: int, at: datetime, by: str, action: str, ids: Sequence[str] | str, reason: str | None
 ) -> None:
+    """One change-log row; `ids` as a list, or already as its JSON text (a large import builds it batch by batch)."""
+    text = ids if isinstance(ids, str) else json.dumps(list(ids), ensure_ascii=False)
     db.execute(
         "INSERT INTO change_log (rev, at, by, action, ids, reason) VALUES (?, ?, ?, ?, ?, ?)",
-        (rev, utc_text(at), by, action, json.dumps(list(ids), ensure_ascii=False), reason),
+        (rev, utc_text(at), by, action, text, reason),
     )
 
 
-def _names(items: Sequence[Mapping[str, Any]]) -> dict[int, str]:
-    """Items that failed to parse are still named by their id in messages when it is readable."""
-    names: dict[int, str] = {}
-    for index, item in enumerate(items):
-        ident = item.get("id") if isinstance(item, Mapping) else None
-        if isinstance(ident, str) and 0 < len(ident.strip()) <= 128:
-            names[index] = ident.strip()
-    return names
+def _name(item: Mapping[str, Any]) -> str | None:
+    """An item that failed to parse is still named by its id in messages when it is readable."""
+    ident = item.get("id")
+    if isinstance(ident, str) and 0 < len(ident.strip()) <= 128:
+        return ident.strip()
+    return None
 
 
 def _status(value: Status | str) -> Status:
@@ -641,3 +726,132 @@ def _status(value: Status | str) -> Status:
     except ValueError:
         names = ", ".join(status.value for status in Status)
         raise StoreError(f"unknown status {value!r} (one of: {names})") from None
+
+
+# ---- one upsert, batch by batch ----------------------------------------------------------------
+
+
+class _NothingToCommit(Exception):
+    """Leaves an upsert's transaction by rolling it back: a dry run, or nothing changed."""
+
+
+def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """Where a batch starts in its upsert, for progress counted from the upsert's start."""
+
+    start: int
+    total: int
+    progress: Progress | None
+
+    def report(self, phase: str, done: int) -> None:
+        if self.progress is not None:
+            self.progress(phase, self.start + done, self.total)
+
+    def phase(self, phase: str) -> Callable[[int, int], None] | None:
+        """A `progress(done, total)` for one phase of this batch (what issue_batch calls)."""
+        if self.progress is None:
+            return None
+        return lambda done, _: self.report(phase, done)
+
+
+class _Refusals:
+    """The bad items of an upsert: every one counted, the first MAX_PROBLEMS kept (in item order,
+    since batches come in order) with the ids that name them."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+        self.names: dict[int, str] = {}
+        self.count = 0
+
+    def add(self, problems: Mapping[int, tuple[Problem, str | None]]) -> None:
+        self.count += len(problems)
+        for index in sorted(problems)[: MAX_PROBLEMS - len(self.problems)]:
+            problem, name = problems[index]
+            self.problems.append(problem)
+            if name is not None:
+                self.names[index] = name
+
+    def error(self) -> UpsertRefused:
+        return UpsertRefused(self.problems, self.names, self.count)
+
+
+class _Tally:
+    """What an upsert did, added up batch by batch. The changed ids are kept as the change log's
+    JSON text (a few bytes each); the credentials themselves only when `keep`."""
+
+    def __init__(self, keep: bool) -> None:
+        self.keep = keep
+        self.stored: list[Credential] = []
+        self.added = self.updated = self.unchanged = 0
+        self.removed: list[str] = []
+        self._changed_json: list[str] = []
+
+    @property
+    def touched(self) -> bool:
+        return bool(self.added or self.updated or self.removed)
+
+    def add(self, outcome: BatchOutcome, existing: Mapping[str, Credential]) -> None:
+        added = sum(1 for credential in outcome.changed if credential.id not in existing)
+        self.added += added
+        self.updated += len(outcome.changed) - added
+        self.unchanged += len(outcome.issued) - len(outcome.changed)
+        if outcome.changed:
+            self._changed_json.append(_json_items([credential.id for credential in outcome.changed]))
+        if self.keep:
+            self.stored += outcome.issued
+
+    def ids_json(self) -> str:
+        """The change log's ids: the changed ones in item order, then the removed ones."""
+        parts = [*self._changed_json, _json_items(self.removed)] if self.removed else self._changed_json
+        return "[" + ", ".join(parts) + "]"
+
+
+def _json_items(ids: Sequence[str]) -> str:
+    """`json.dumps(ids)` without its brackets, to join with other batches' ids."""
+    return json.dumps(list(ids), ensure_ascii=False)[1:-1]
+
+
+class _SeenIds:
+    """The ids earlier batches of an upsert gave (an id given twice is refused wherever it is): kept in
+    a TEMP table, which SQLite keeps on disk rather than in Python memory, and created only once a
+    second batch comes (an MQTT request or a small file is one batch and needs none)."""
+
+    _TABLE = "temp.upsert_ids"
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._pending: list[str] = []
+        self._created = False
+
+    def earlier(self, ids: Collection[str]) -> list[str]:
+        """Those of `ids` an earlier batch gave."""
+        if self._pending:
+            if not self._created:
+                self._db.execute(f"CREATE TABLE {self._TABLE} (id TEXT PRIMARY KEY) WITHOUT ROWID")
+                self._created = True
+            # OR IGNORE: an id given again (refused) is already there.
+            insert = f"INSERT OR IGNORE INTO {self._TABLE} (id) VALUES (?)"
+            self._db.executemany(insert, ((ident,) for ident in self._pending))
+            self._pending = []
+        if not self._created:
+            return []
+        found: list[str] = []
+        for chunk in _chunks(sorted(ids)):
+            marks = ", ".join("?" * len(chunk))
+            found += [row[0] for row in self._db.execute(f"SELECT id FROM {self._TABLE} WHERE id IN ({marks})", chunk)]
+        return found
+
+    def add(self, ids: Iterable[str]) -> None:
+        """This batch's ids, written to the table when the next batch asks."""
+        self._pending = list(ids)
+
+    def close(self) -> None:
+        if self._created:
+            self._db.execute(f"DROP TABLE {self._TABLE}")
+            self._created = False

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import csv
 import re
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import TextIO
@@ -87,15 +89,60 @@ def csv_time(moment: datetime | None, zone: tzinfo) -> str:
     return "" if moment is None else moment.astimezone(zone).isoformat(timespec="seconds")
 
 
+@dataclass(frozen=True, slots=True)
+class CsvFile:
+    """A CSV file found to be readable UTF-8 text, and how many lines it has (a progress bar's total)."""
+
+    path: Path
+    lines: int
+
+
+#: Bytes read at a time while a CSV file is checked.
+_SCAN_BLOCK = 1 << 20
+
+
+def scan_csv_file(path: Path) -> CsvFile | int:
+    """Check that a CSV file is UTF-8 text (a BOM allowed) without holding it, counting its lines; or
+    return the exit status after one plain line saying why not."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = lines = 0
+    last = b""
+    try:
+        with path.open("rb") as handle:
+            while block := handle.read(_SCAN_BLOCK):
+                held = len(decoder.getstate()[0])  # the start of a character cut by the previous block
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as exc:
+                    return _not_utf8(path, offset - held + exc.start)
+                offset += len(block)
+                lines += block.count(b"\n")
+                last = block[-1:]
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return _not_utf8(path, offset - len(decoder.getstate()[0]))
+    except OSError as exc:
+        return _unreadable(path, exc)
+    return CsvFile(path, lines + (1 if last not in (b"", b"\n") else 0))
+
+
 def read_csv_file(path: Path) -> str | int:
     """A CSV file's text (UTF-8, a BOM allowed), or the exit status after one plain line saying why not."""
     try:
         return path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        return fail(f"{path}: no such file")
-    except IsADirectoryError:
-        return fail(f"{path}: is a directory, not a CSV file")
     except UnicodeDecodeError as exc:
-        return fail(f"{path}: not UTF-8 text (byte {exc.start}); save the file as CSV UTF-8")
+        return _not_utf8(path, exc.start)
     except OSError as exc:
-        return fail(f"{path}: {exc.strerror}")
+        return _unreadable(path, exc)
+
+
+def _not_utf8(path: Path, byte: int) -> int:
+    return fail(f"{path}: not UTF-8 text (byte {byte}); save the file as CSV UTF-8")
+
+
+def _unreadable(path: Path, exc: OSError) -> int:
+    if isinstance(exc, FileNotFoundError):
+        return fail(f"{path}: no such file")
+    if isinstance(exc, IsADirectoryError):
+        return fail(f"{path}: is a directory, not a CSV file")
+    return fail(f"{path}: {exc.strerror}")

@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import csv
-import io
 import os
 import sqlite3
 import sys
@@ -29,14 +27,16 @@ from gateway.commands.common import (
     load_or_report,
     print_columns,
     printable,
-    read_csv_file,
+    scan_csv_file,
     terminal_time,
     write_csv,
 )
 from gateway.commands.visitor import add_arguments as add_visitor_arguments
 from gateway.commands.visitor import issue as issue_visitor_code
 from gateway.config import Settings
-from gateway.credential_input import REQUIRED_FIELDS, SCOPE_SEPARATOR, UPSERT_FIELDS
+from gateway.credential_input import SCOPE_SEPARATOR, UPSERT_FIELDS
+from gateway.credentials_csv import CredentialRows
+from gateway.credentials_csv import read_credentials_csv as read_credentials_csv  # central's import reads whole files
 from gateway.model import OUTSTANDING_STATUSES, Credential, Kind, Role, Status
 from gateway.store import Store, StoreError, UpsertRefused
 from gateway.uid import mask_uid
@@ -191,14 +191,21 @@ def _add(args: argparse.Namespace, store: Store, settings: Settings) -> int:
 
 def _import(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     path = Path(args.file)
-    text = read_csv_file(path)
-    if isinstance(text, int):
-        return text
+    scanned = scan_csv_file(path)
+    if isinstance(scanned, int):
+        return scanned
+    try:
+        with path.open(encoding="utf-8-sig") as handle:
+            rows = CredentialRows(handle)
+            if rows.header_problems:
+                return _report_bad_rows(path, rows.header_problems, rows=None)
+            return _import_rows(args, store, path, rows, estimate=scanned.lines - 1)
+    except UnicodeDecodeError:  # the file changed since it was checked
+        return fail(f"{path}: not UTF-8 text; save the file as CSV UTF-8")
 
-    parsed = read_credentials_csv(text)
-    if parsed.header_problems:
-        return _report_bad_rows(path, parsed.header_problems, rows=None)
 
+def _import_rows(args: argparse.Namespace, store: Store, path: Path, rows: CredentialRows, estimate: int) -> int:
+    """Stream the rows into the store (batch by batch, one transaction) behind a progress bar."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -206,36 +213,47 @@ def _import(args: argparse.Namespace, store: Store, settings: Settings) -> int:
     columns = (TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=not console.is_terminal, transient=False) as bar:
         phases = ("checking", "matching", "writing")
-        tasks = {phase: bar.add_task(phase, total=len(parsed.items) or 1) for phase in phases}
+        tasks = {phase: bar.add_task(phase, total=max(estimate, 1)) for phase in phases}
 
         def progress(phase: str, done: int, total: int) -> None:
-            bar.update(tasks[phase], completed=done, total=total or 1)
+            # The file's line count is the estimate: a quoted cell may span lines, blank lines are skipped.
+            bar.update(tasks[phase], completed=done, total=max(total, estimate, done, 1))
 
-        dry_run = args.dry_run or bool(parsed.row_problems)
         try:
             result = store.merge(
-                parsed.items, by=args.by or DEFAULT_BY, now=_now(), action="import", progress=progress, dry_run=dry_run
+                rows,
+                by=args.by or DEFAULT_BY,
+                now=_now(),
+                action="import",
+                progress=progress,
+                dry_run=args.dry_run,
+                keep=False,
             )
         except UpsertRefused as refused:
-            problems = parsed.row_problems + [
-                (parsed.lines[problem.index], problem.field, problem.message) for problem in refused.problems
-            ]
             bar.stop()
-            return _report_bad_rows(path, problems, rows=len(parsed.items))
-    if parsed.row_problems:
-        return _report_bad_rows(path, parsed.row_problems, rows=len(parsed.items))
+            problems = [(rows.lines[problem.index], problem.field, problem.message) for problem in refused.problems]
+            return _report_bad_rows(path, problems, rows=rows.count, bad=refused.count)
+        for task in tasks.values():
+            bar.update(task, completed=rows.count, total=max(rows.count, 1))
     verb = "checked (dry run, nothing changed)" if args.dry_run else "imported"
     print(
-        f"{verb} {path.name}: {len(parsed.items)} rows — {result.added} added, {result.updated} updated, "
+        f"{verb} {path.name}: {rows.count} rows — {result.added} added, {result.updated} updated, "
         f"{result.unchanged} unchanged"
     )
     return 0
 
 
-def _report_bad_rows(path: Path, problems: Sequence[tuple[int, str, str]], rows: int | None) -> int:
+def _report_bad_rows(
+    path: Path, problems: Sequence[tuple[int, str, str]], rows: int | None, bad: int | None = None
+) -> int:
+    """One line per problem (`line N: column: message`), then one saying nothing was imported. `bad`
+    is how many rows were bad when `problems` are only the first of them."""
     for line, column, message in sorted(problems, key=lambda problem: problem[0]):
         print(f"line {line}: {column}: {message}", file=sys.stderr)
-    bad = len({line for line, _, _ in problems})
+    shown = len({line for line, _, _ in problems})
+    bad = max(bad or 0, shown)
+    if bad > shown:
+        print(f"… and {bad - shown} more bad rows (the first {shown} are shown)", file=sys.stderr)
     what = "the header" if rows is None else f"{bad} bad row{'s' if bad != 1 else ''}"
     return fail(f"{path.name}: nothing imported ({what}; fix and import again)")
 
@@ -377,71 +395,6 @@ def _say_if_issued(settings: Settings, uid: str) -> None:
     if issued is not None:
         credential = issued
         print(f"already issued as {credential.id} ({credential.holder}, {credential.status.value})", file=sys.stderr)
-
-
-# ---- CSV in ------------------------------------------------------------------------------------
-
-
-class CsvCredentials:
-    """A credentials CSV read into upsert items. `lines[i]` is the file line where item i starts;
-    problems are (line, column, message) and name line 1 for the header."""
-
-    def __init__(self) -> None:
-        self.items: list[dict[str, str]] = []
-        self.lines: list[int] = []
-        self.header_problems: list[tuple[int, str, str]] = []
-        self.row_problems: list[tuple[int, str, str]] = []
-
-
-def read_credentials_csv(text: str) -> CsvCredentials:
-    """Split a CSV file into upsert items (empty cells are left out) and structural problems.
-
-    The fields themselves are checked by the store, which knows the duplicates and uids already issued.
-    """
-    parsed = CsvCredentials()
-    reader = csv.reader(io.StringIO(text), strict=True)
-    try:
-        header = next(reader, None)
-    except csv.Error as exc:
-        parsed.header_problems.append((1, "header", str(exc)))
-        return parsed
-    if header is None or not any(cell.strip() for cell in header):
-        parsed.header_problems.append((1, "header", f"missing: the first line names the columns ({_FIELDS})"))
-        return parsed
-    columns = [cell.strip() for cell in header]
-    for position, name in enumerate(columns):
-        if name not in UPSERT_FIELDS:
-            label = name or f"column {position + 1}"
-            parsed.header_problems.append((1, label, f"unknown column (columns: {_FIELDS})"))
-        elif columns.index(name) != position:
-            parsed.header_problems.append((1, name, "the column appears twice"))
-    for name in REQUIRED_FIELDS:
-        if name not in columns:
-            parsed.header_problems.append((1, name, "missing column (required)"))
-    if parsed.header_problems:
-        return parsed
-    previous_end = reader.line_num
-    while True:
-        start = previous_end + 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            parsed.row_problems.append((start, "csv", str(exc)))
-            break
-        previous_end = reader.line_num
-        if not any(cell.strip() for cell in cells):
-            continue
-        if len(cells) > len(columns):
-            parsed.row_problems.append((start, "row", f"{len(cells)} cells but the header names {len(columns)}"))
-            continue
-        parsed.items.append({name: cell for name, cell in zip(columns, cells, strict=False) if cell.strip()})
-        parsed.lines.append(start)
-    return parsed
-
-
-_FIELDS = ", ".join(UPSERT_FIELDS)
 
 
 # ---- output ------------------------------------------------------------------------------------

@@ -1,0 +1,165 @@
+"""A large upsert checked and written batch by batch in one transaction (the streaming CSV import):
+the same outcome as one batch — the same refusals, or the same stored rows, counts and digest — and
+nothing written when any batch is refused."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.store import MAX_PROBLEMS, BadItem, Store, UpsertRefused
+
+LONDON = ZoneInfo("Europe/London")
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def pupil(n: int, **extra: Any) -> dict[str, Any]:
+    return {"id": f"S-{n:05d}", "uid": f"{0x3C00000000 + n:010X}", "holder": f"p-{n}", "role": "user", **extra}
+
+
+def streamed(items: Sequence[dict[str, Any] | BadItem]) -> Iterator[dict[str, Any] | BadItem]:
+    """The items as a generator: the store cannot know how many there are (as for a CSV file)."""
+    yield from items
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store.open(tmp_path, zone=LONDON) as opened:
+        opened.upsert([pupil(99_999, scope="L-1")], by="office", now=NOW)
+        yield opened
+
+
+def test_a_duplicate_id_in_the_last_batch_refuses_everything_and_names_the_item(store: Store) -> None:
+    items: list[dict[str, Any] | BadItem] = [pupil(n) for n in range(2_000)]
+    items.append({**pupil(7), "uid": "AABBCCDD01"})  # S-00007 again, 1,993 items later
+    before = store.version_and_digest()
+    with pytest.raises(UpsertRefused) as refused:
+        store.merge(streamed(items), by="t", now=NOW, batch_items=300)
+    (problem,) = refused.value.problems
+    assert (problem.index, problem.field) == (2_000, "id") and "S-00007 is given twice" in problem.message
+    assert str(refused.value).startswith("S-00007: id:")
+    assert store.version_and_digest() == before and store.count() == 1
+    assert store.get("S-00000") is None
+
+
+def test_a_uid_clash_between_batches_is_caught(store: Store) -> None:
+    items = [pupil(n) for n in range(1_000)]
+    items[950] = {**items[950], "uid": items[10]["uid"]}
+    with pytest.raises(UpsertRefused) as refused:
+        store.merge(streamed(items), by="t", now=NOW, batch_items=100)
+    (problem,) = refused.value.problems
+    assert problem.index == 950 and problem.field == "uid" and "already on credential S-00010" in problem.message
+    assert store.count() == 1
+
+
+def test_a_second_key_in_a_later_batch_is_a_duplicate_and_numbered_in_the_lineage(store: Store) -> None:
+    first = pupil(1, holder="amira", scope="L-9")
+    again = pupil(2, holder="amira", scope="L-9")
+    filler = [pupil(n) for n in range(10, 30)]
+    with pytest.raises(UpsertRefused) as refused:
+        store.merge(streamed([first, *filler, again]), by="t", now=NOW, batch_items=5)
+    assert [p.index for p in refused.value.problems] == [21] and "approved_by" in str(refused.value)
+    result = store.merge(
+        streamed([first, *filler, {**again, "approved_by": "head"}]), by="t", now=NOW, batch_items=5, keep=False
+    )
+    assert (result.added, result.credentials) == (22, ())
+    second = store.get("S-00002")
+    assert second is not None and second.issue_no == 2
+
+
+def test_a_clean_multi_batch_upsert_lands_as_one_revision_with_every_id_in_the_change_log(store: Store) -> None:
+    rev = store.rev
+    result = store.merge(streamed([pupil(n) for n in range(1_050)]), by="t", now=NOW, batch_items=100, keep=False)
+    assert (result.added, result.updated, result.unchanged, result.rev) == (1_050, 0, 0, rev + 1)
+    changes = store.changed_rows(rev)
+    assert len(changes.rows) == 1_050
+    (entry,) = changes.log
+    assert entry.ids == tuple(f"S-{n:05d}" for n in range(1_050)) and entry.action == "upsert"
+    again = store.merge(streamed([pupil(n) for n in range(1_050)]), by="t", now=NOW, batch_items=100)
+    assert (again.added, again.unchanged, again.rev) == (0, 1_050, rev + 1)
+
+
+def test_a_dry_run_over_many_batches_writes_nothing(store: Store) -> None:
+    before = store.version_and_digest()
+    result = store.merge(streamed([pupil(n) for n in range(500)]), by="t", now=NOW, batch_items=64, dry_run=True)
+    assert result.added == 500 and store.version_and_digest() == before and store.count() == 1
+
+
+def test_every_bad_item_is_counted_and_the_first_hundred_kept(store: Store) -> None:
+    items: list[dict[str, Any] | BadItem] = [pupil(n, role="usr") for n in range(250)]
+    items.insert(3, BadItem("row", "6 cells but the header names 5"))
+    with pytest.raises(UpsertRefused) as refused:
+        store.merge(streamed(items), by="t", now=NOW, batch_items=40)
+    assert refused.value.count == 251 and len(refused.value.problems) == MAX_PROBLEMS
+    assert [p.index for p in refused.value.problems] == list(range(MAX_PROBLEMS))
+    assert refused.value.problems[3].field == "row"
+    assert "(and 250 more bad items)" in str(refused.value)
+
+
+# ---- batches change nothing about the outcome --------------------------------------------------
+
+_IDS = [f"C-{n}" for n in range(8)]
+_UIDS = ["AA01", "AA02", "AA03", "AA04", "dec:0000043521", "AA00AA01", ""]
+_HOLDERS = ["u-1", "u-2", "u-3"]
+_SCOPES = ["A-01", "A-02", "A-01;A-02", "K-1", ""]
+
+
+@st.composite
+def upsert_items(draw: st.DrawFn) -> dict[str, Any]:
+    physical = draw(st.booleans())
+    item: dict[str, Any] = {
+        "id": draw(st.sampled_from(_IDS)),
+        "holder": draw(st.sampled_from(_HOLDERS)),
+        "role": draw(st.sampled_from(["user", "user", "site_master", "usr"])),
+        "scope": draw(st.sampled_from(_SCOPES)),
+        "status": draw(st.sampled_from(["active", "active", "suspended", "returned"])),
+    }
+    if physical:
+        item.update(kind="physical_key", key_code=draw(st.sampled_from(["9A", "9B"])))
+    else:
+        item["uid"] = draw(st.sampled_from(_UIDS))
+    if draw(st.integers(0, 3)) == 0:
+        item["approved_by"] = "head"
+    return item
+
+
+def outcome(store: Store, items: list[dict[str, Any]], batch_items: int) -> object:
+    try:
+        result = store.merge(streamed(items), by="t", now=NOW, batch_items=batch_items)
+    except UpsertRefused as refused:
+        return ("refused", refused.count, [(p.index, p.field, p.message) for p in refused.problems], str(refused))
+    return (
+        (result.added, result.updated, result.unchanged, result.rev),
+        result.credentials,
+        list(store.all()),
+        store.version_and_digest(),
+        [(entry.ids, entry.action) for entry in store.changed_rows(0).log],
+    )
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    stored=st.lists(upsert_items(), max_size=4),
+    items=st.lists(upsert_items(), min_size=1, max_size=12),
+    batch_items=st.integers(1, 3),
+)
+def test_batches_give_the_same_outcome_as_one_batch(
+    stored: list[dict[str, Any]], items: list[dict[str, Any]], batch_items: int
+) -> None:
+    outcomes = []
+    for size in (len(items), batch_items):
+        with tempfile.TemporaryDirectory() as folder, Store.open(Path(folder), zone=LONDON) as store:
+            for item in stored:  # a store that already holds what it accepted of these, one by one
+                with contextlib.suppress(UpsertRefused):
+                    store.upsert([item], by="office", now=NOW)
+            outcomes.append(outcome(store, items, size))
+    assert outcomes[0] == outcomes[1]
