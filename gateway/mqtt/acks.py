@@ -62,7 +62,8 @@ class PubackWindow:
         while len(self._in_flight) >= limit:
             self._room.clear()
             try:
-                await asyncio.wait_for(self._room.wait(), timeout)
+                async with asyncio.timeout(timeout):  # no task per wait, unlike wait_for in Python 3.11
+                    await self._room.wait()
             except TimeoutError:
                 raise aiomqtt.MqttError(f"no PUBACK within {timeout:g} s ({self.in_flight} in flight)") from None
 
