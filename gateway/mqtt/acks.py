@@ -78,3 +78,22 @@ class PubackWindow:
         self._room.set()
         if self._on_ack is not None:
             self._on_ack()
+
+
+class ReceiveMaximum:
+    """The broker's MQTT 5 Receive Maximum, read from its CONNACK: how many QoS 1 publishes it accepts
+    unacknowledged (65,535 when it announces none). paho does not keep to it; the drain does. Install
+    on a client before connecting it."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.value = 65535
+        paho_client: paho.Client = client._client
+        previous: Any = paho_client.on_connect
+
+        def on_connect(connected: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
+            announced = getattr(properties, "ReceiveMaximum", None)
+            if isinstance(announced, int) and announced > 0:
+                self.value = announced
+            previous(connected, userdata, flags, reason, properties)
+
+        paho_client.on_connect = on_connect

@@ -31,7 +31,7 @@ from gateway import __version__
 from gateway.config import Settings
 from gateway.events import canonical_json, format_ts
 from gateway.journal import Journal, StoredEvent
-from gateway.mqtt.acks import PubackWindow
+from gateway.mqtt.acks import PubackWindow, ReceiveMaximum
 from gateway.mqtt.link import LinkError, make_client, parse_url, password, tls_context
 from gateway.mqtt.ops import GatewayOps, RequestError
 from gateway.mqtt.topics import Topics
@@ -129,6 +129,8 @@ class Publisher:
         #: Acknowledged events are marked sent in one transaction per this many (and whenever the drain
         #: is idle or the session ends): a mark lost in a crash only means a duplicate (event_id).
         self._mark_every = max(MARK_EVERY, self._inflight)
+        self._window = self._inflight  # this session's: mqtt.inflight, or less if the broker allows less
+        self._window_logged = False
 
         self._wake = asyncio.Event()  # new events in the journal, or an acknowledgement arrived
         self._retained_wake = asyncio.Event()
@@ -252,7 +254,9 @@ class Publisher:
                     # every outstanding message on each PUBACK (`_update_inflight`). 0 = no limit in paho.
                     max_inflight=0,
                 )
+                receive_maximum = ReceiveMaximum(client)
                 async with client:
+                    self._window = self._session_window(receive_maximum.value)
                     self._log_connected(outage_since)
                     outage_since = None
                     delay = self._backoff_initial
@@ -290,6 +294,24 @@ class Publisher:
                 return
             except TimeoutError:
                 delay = min(delay * 2, self._backoff_cap)
+
+    def _session_window(self, receive_maximum: int) -> int:
+        """`mqtt.inflight`, unless the broker's Receive Maximum is lower (MQTT 5: a client must not
+        exceed it; Mosquitto announces its `max_inflight_messages`, 20 unless raised)."""
+        if receive_maximum >= self._inflight:
+            return self._inflight
+        level = logging.DEBUG if self._window_logged else logging.INFO  # works, just fewer in flight
+        self._window_logged = True
+        log.log(
+            level,
+            "broker %s accepts %d unacknowledged publishes (Receive Maximum), fewer than mqtt.inflight = %d: "
+            "keeping %d in flight; raise its max_inflight_messages (docs/mosquitto/lockergw.conf)",
+            self.address,
+            receive_maximum,
+            self._inflight,
+            receive_maximum,
+        )
+        return receive_maximum
 
     def _log_connected(self, outage_since: float | None) -> None:
         self.sessions += 1
@@ -439,9 +461,9 @@ class Publisher:
                         await self._wake.wait()
                         continue
                     for event in batch:
-                        if window.in_flight >= self._inflight:
+                        if window.in_flight >= self._window:
                             self._live_after = None  # a backlog is forming behind a full window
-                            await window.wait_below(self._inflight, client.timeout)
+                            await window.wait_below(self._window, client.timeout)
                             if len(window.acked) >= self._mark_every:
                                 self._mark_sent(window.acked)
                         live = self._live_after is not None and event.seq > self._live_after
@@ -465,7 +487,7 @@ class Publisher:
                 if current.next_seq > current.to_seq:
                     self._replays.pop(0)
                     continue
-                limit = min(self._inflight, current.to_seq - current.next_seq + 1)
+                limit = min(self._window, current.to_seq - current.next_seq + 1)
                 envelopes = self._journal.read(current.next_seq, limit)
                 envelopes = [e for e in envelopes if int(e["seq"]) <= current.to_seq]
                 if not envelopes:
