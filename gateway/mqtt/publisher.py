@@ -2,7 +2,8 @@
 
 Per session it publishes the retained `{base}/info`, `{base}/lockers/{id}` and — once the gateway
 is ready — `{base}/state` online (the will says offline), then drains the journal in seq order to
-`{base}/events/{kind}` at QoS 1 with at most `mqtt.inflight` events awaiting their PUBACK. An event
+`{base}/events/{kind}` at QoS 1 with at most `mqtt.inflight` events awaiting their PUBACK (fewer if the
+broker's Receive Maximum is lower), handed to paho directly (gateway.mqtt.acks). An event
 is marked sent only after its PUBACK; whatever was in flight when a session broke is sent again in
 the next one (delivery is at-least-once; consumers de-duplicate by event_id).
 
@@ -458,7 +459,7 @@ class Publisher:
                         if self._live_after is None:
                             self._live_after = cursor
                         self._mark_sent(window.acked)
-                        await self._wake.wait()
+                        await self._idle(window, client.timeout)
                         continue
                     for event in batch:
                         if window.in_flight >= self._window:
@@ -473,6 +474,18 @@ class Publisher:
             finally:
                 # Acknowledged events are delivered even if this session is ending.
                 self._mark_sent(window.acked)
+
+    async def _idle(self, window: PubackWindow, timeout: float) -> None:
+        """Wait for new events or a PUBACK; if events are in flight and neither comes within `timeout`,
+        the session is dropped (as an aiomqtt publish would time out) and they are sent again."""
+        if not window.in_flight:
+            await self._wake.wait()
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+        except TimeoutError:
+            raise aiomqtt.MqttError(f"no PUBACK within {timeout:g} s ({window.in_flight} in flight)") from None
 
     def _acknowledged(self) -> None:
         self.published += 1
