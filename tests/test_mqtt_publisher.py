@@ -138,6 +138,37 @@ async def test_a_backlog_drains_in_order_within_the_brokers_receive_maximum(
         assert warnings == []
 
 
+async def test_a_broker_that_stops_answering_gets_the_unacknowledged_events_in_the_next_session(
+    mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path
+) -> None:
+    """Events published to a broker that then freezes (SIGSTOP: the connection stays open, no PUBACK
+    comes) are not marked sent; the publisher drops the session and, once the broker answers again,
+    sends them in the next one."""
+    broker = mosquitto_factory(persistence=True)
+    consumer = "consumer-frozen"
+    async with running_gateway(tmp_path, broker.url) as rig:
+        async with Capture(broker.url, f"{BASE}/events/#", identifier=consumer, persistent=True) as capture:
+            rig.journal_events(1)
+            await capture.wait_for(is_event)
+        assert await rig.service.flush(5)
+        assert broker.process is not None
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        try:
+            rig.journal_events(5)
+            async with asyncio.timeout(30):  # keepalive (5 s) or the PUBACK timeout ends the session
+                while rig.service.publisher.connected:
+                    await asyncio.sleep(0.1)
+            assert rig.journal.backlog() == 5  # none of them was acknowledged, none is marked sent
+        finally:
+            os.kill(broker.process.pid, signal.SIGCONT)
+        assert await rig.service.publisher.wait_connected(30)
+        assert await rig.service.flush(30)
+        async with Capture(broker.url, f"{BASE}/events/#", identifier=consumer, persistent=True) as capture:
+            received = await capture.wait_count(lambda m: is_event(m) and m.json()["seq"] == 6, 1, timeout=15)
+            assert received
+        assert rig.journal.backlog() == 0
+
+
 async def test_flush_gives_up_after_its_timeout_without_a_broker(broker: Mosquitto, tmp_path: Path) -> None:
     async with running_gateway(tmp_path, broker.url) as rig:
         broker.stop()
