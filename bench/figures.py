@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,23 @@ def rss(rows: list[dict[str, Any]], goals: dict[int, float]) -> str:
     axis.set_title("Memory against the credential set")
     axis.legend(fontsize=8)
     return _save(figure, "rss.png")
+
+
+def drain_sweep(
+    windows: Sequence[int], gateway: Sequence[float], paho: Sequence[float], default: int, goal_ratio: float
+) -> str:
+    """Journal → broker drain rate against the in-flight window: the gateway and bare paho, with the goal."""
+    figure, axis = plt.subplots(figsize=(7, 4))
+    axis.plot(windows, paho, "o--", label="bare paho")
+    axis.plot(windows, gateway, "s-", label="gateway (mqtt.inflight)")
+    best = max(paho)
+    axis.axhline(goal_ratio * best, color="green", linestyle=":", label=f"goal: {goal_ratio}× paho's best")
+    axis.axvline(default, color="grey", linestyle="-.", label=f"default window ({default})")
+    axis.set_xscale("log")
+    axis.set_xticks(list(windows), [str(w) for w in windows])
+    axis.set_ylim(bottom=0)
+    axis.set_xlabel("events in flight (awaiting PUBACK)")
+    axis.set_ylabel("events per second")
+    axis.set_title("Journal → broker drain, same payloads, same run")
+    axis.legend(fontsize=8)
+    return _save(figure, "drain.png")

@@ -79,7 +79,9 @@ class MqttSection(Section):
     hmac_key_file: str = ""
     #: Demo only: accept requests that carry no signature when no hmac_key_file is set (SPEC §7).
     allow_unsigned_requests: bool = False
-    inflight: int = Field(default=20, ge=1, le=1000)
+    #: Events published and awaiting their PUBACK, at most. 100 is the knee of bench/bench_publish.py's
+    #: sweep (docs/performance.md, Event delivery); the broker's Receive Maximum must allow it.
+    inflight: int = Field(default=100, ge=1, le=1000)
 
     @field_validator("url")
     @classmethod

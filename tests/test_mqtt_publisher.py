@@ -106,6 +106,69 @@ async def test_broker_outage_backlog_arrives_complete_and_historical(
             assert live.json()["historical"] is False
 
 
+@pytest.mark.parametrize("broker_inflight", [None, 1000])
+async def test_a_backlog_drains_in_order_within_the_brokers_receive_maximum(
+    broker_inflight: int | None,
+    mosquitto_factory: Callable[..., Mosquitto],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A window of 100 against Mosquitto's default Receive Maximum (20, its max_inflight_messages) is cut
+    to what the broker allows, with a log line that says which setting to raise; against a broker set as
+    docs/mosquitto/lockergw.conf is, the window is used as configured. Either way every event arrives,
+    in seq order, and is marked sent."""
+    extra = () if broker_inflight is None else (f"max_inflight_messages {broker_inflight}",)
+    broker = mosquitto_factory(extra=extra)
+    caplog.set_level(logging.INFO, logger="lockergw.mqtt")
+    async with (
+        Capture(broker.url, f"{BASE}/events/#") as capture,
+        running_gateway(tmp_path, broker.url, ready=False, connect=False, inflight=100) as rig,
+    ):
+        rig.journal_events(300)
+        rig.service.set_ready()
+        received = await capture.wait_count(is_event, 300, timeout=30)
+        assert seqs(received) == list(range(1, 301))
+        assert await rig.service.flush(10)
+        assert rig.journal.backlog() == 0
+    warnings = [r.getMessage() for r in caplog.records if "Receive Maximum" in r.getMessage()]
+    if broker_inflight is None:
+        assert len(warnings) == 1 and "accepts 20 unacknowledged" in warnings[0]
+        assert "max_inflight_messages" in warnings[0]
+    else:
+        assert warnings == []
+
+
+async def test_a_broker_that_stops_answering_gets_the_unacknowledged_events_in_the_next_session(
+    mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path
+) -> None:
+    """Events published to a broker that then freezes (SIGSTOP: the connection stays open, no PUBACK
+    comes) are not marked sent; the publisher drops the session and, once the broker answers again,
+    sends them in the next one."""
+    broker = mosquitto_factory(persistence=True)
+    consumer = "consumer-frozen"
+    async with running_gateway(tmp_path, broker.url) as rig:
+        async with Capture(broker.url, f"{BASE}/events/#", identifier=consumer, persistent=True) as capture:
+            rig.journal_events(1)
+            await capture.wait_for(is_event)
+        assert await rig.service.flush(5)
+        assert broker.process is not None
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        try:
+            rig.journal_events(5)
+            async with asyncio.timeout(30):  # keepalive (5 s) or the PUBACK timeout ends the session
+                while rig.service.publisher.connected:
+                    await asyncio.sleep(0.1)
+            assert rig.journal.backlog() == 5  # none of them was acknowledged, none is marked sent
+        finally:
+            os.kill(broker.process.pid, signal.SIGCONT)
+        assert await rig.service.publisher.wait_connected(30)
+        assert await rig.service.flush(30)
+        async with Capture(broker.url, f"{BASE}/events/#", identifier=consumer, persistent=True) as capture:
+            received = await capture.wait_count(lambda m: is_event(m) and m.json()["seq"] == 6, 1, timeout=15)
+            assert received
+        assert rig.journal.backlog() == 0
+
+
 async def test_flush_gives_up_after_its_timeout_without_a_broker(broker: Mosquitto, tmp_path: Path) -> None:
     async with running_gateway(tmp_path, broker.url) as rig:
         broker.stop()

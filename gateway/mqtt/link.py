@@ -109,7 +109,7 @@ def make_client(
         tls_context=tls_context(section) if address.tls else None,
     )
     # aiomqtt warns above 10 outstanding calls; a full in-flight window is normal here.
-    client.pending_calls_threshold = max_inflight + 100
+    client.pending_calls_threshold = (max_inflight or 1000) + 100  # 0: no limit in paho; mqtt.inflight ≤ 1000
     # The TCP connect runs in an executor thread that cannot be cancelled; keep it short so that a
     # gateway stopping while the broker is unreachable still exits promptly (paho's default is 5 s).
     client._client.connect_timeout = CONNECT_TIMEOUT_S

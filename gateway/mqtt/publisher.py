@@ -2,7 +2,8 @@
 
 Per session it publishes the retained `{base}/info`, `{base}/lockers/{id}` and — once the gateway
 is ready — `{base}/state` online (the will says offline), then drains the journal in seq order to
-`{base}/events/{kind}` at QoS 1 with at most `mqtt.inflight` events awaiting their PUBACK. An event
+`{base}/events/{kind}` at QoS 1 with at most `mqtt.inflight` events awaiting their PUBACK (fewer if the
+broker's Receive Maximum is lower), handed to paho directly (gateway.mqtt.acks). An event
 is marked sent only after its PUBACK; whatever was in flight when a session broke is sent again in
 the next one (delivery is at-least-once; consumers de-duplicate by event_id).
 
@@ -15,7 +16,6 @@ full window and everything re-published by `events/replay` carries `historical: 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import re
@@ -32,6 +32,7 @@ from gateway import __version__
 from gateway.config import Settings
 from gateway.events import canonical_json, format_ts
 from gateway.journal import Journal, StoredEvent
+from gateway.mqtt.acks import PubackWindow, ReceiveMaximum
 from gateway.mqtt.link import LinkError, make_client, parse_url, password, tls_context
 from gateway.mqtt.ops import GatewayOps, RequestError
 from gateway.mqtt.topics import Topics
@@ -49,6 +50,9 @@ class SessionHooks(Protocol):
 
     def disconnected(self) -> None: ...
 
+
+#: Acknowledged events marked sent per journal transaction, at least (see Publisher._mark_every).
+MARK_EVERY = 100
 
 #: How long the goodbye (`state` offline) may take before the connection is simply closed.
 GOODBYE_TIMEOUT_S = 1.0
@@ -123,6 +127,11 @@ class Publisher:
         self._backoff_cap = backoff_cap_s
         self._inflight = settings.mqtt.inflight
         self._batch = max(batch, self._inflight)
+        #: Acknowledged events are marked sent in one transaction per this many (and whenever the drain
+        #: is idle or the session ends): a mark lost in a crash only means a duplicate (event_id).
+        self._mark_every = max(MARK_EVERY, self._inflight)
+        self._window = self._inflight  # this session's: mqtt.inflight, or less if the broker allows less
+        self._window_logged = False
 
         self._wake = asyncio.Event()  # new events in the journal, or an acknowledgement arrived
         self._retained_wake = asyncio.Event()
@@ -242,9 +251,13 @@ class Publisher:
                     self.settings.mqtt,
                     identifier=self.identifier,
                     will=aiomqtt.Will(self.topics.state, encode(self._state("offline")), qos=1, retain=True),
-                    max_inflight=self._inflight + 20,
+                    # The drain keeps its own window (PubackWindow); paho's limit would only add a scan of
+                    # every outstanding message on each PUBACK (`_update_inflight`). 0 = no limit in paho.
+                    max_inflight=0,
                 )
+                receive_maximum = ReceiveMaximum(client)
                 async with client:
+                    self._window = self._session_window(receive_maximum.value)
                     self._log_connected(outage_since)
                     outage_since = None
                     delay = self._backoff_initial
@@ -282,6 +295,24 @@ class Publisher:
                 return
             except TimeoutError:
                 delay = min(delay * 2, self._backoff_cap)
+
+    def _session_window(self, receive_maximum: int) -> int:
+        """`mqtt.inflight`, unless the broker's Receive Maximum is lower (MQTT 5: a client must not
+        exceed it; Mosquitto announces its `max_inflight_messages`, 20 unless raised)."""
+        if receive_maximum >= self._inflight:
+            return self._inflight
+        level = logging.DEBUG if self._window_logged else logging.INFO  # works, just fewer in flight
+        self._window_logged = True
+        log.log(
+            level,
+            "broker %s accepts %d unacknowledged publishes (Receive Maximum), fewer than mqtt.inflight = %d: "
+            "keeping %d in flight; raise its max_inflight_messages (docs/mosquitto/lockergw.conf)",
+            self.address,
+            receive_maximum,
+            self._inflight,
+            receive_maximum,
+        )
+        return receive_maximum
 
     def _log_connected(self, outage_since: float | None) -> None:
         self.sessions += 1
@@ -415,58 +446,50 @@ class Publisher:
             self._progress.set()
 
     async def _drain(self, client: aiomqtt.Client) -> None:
-        window = asyncio.Semaphore(self._inflight)
-        pending: set[asyncio.Task[None]] = set()
-        acked: list[int] = []
-        failures: list[BaseException] = []
+        """Publish unsent events in seq order, at most `inflight` awaiting their PUBACK; mark them sent
+        in batches, each only after its PUBACK (and whatever was acknowledged when the session ends)."""
         cursor = 0
+        with PubackWindow(client, on_ack=self._acknowledged) as window:
+            try:
+                while True:
+                    self._wake.clear()
+                    batch = self._journal.unsent_text(cursor, self._batch)
+                    if not batch:
+                        # Everything journaled has been handed to the broker: new events go out live.
+                        if self._live_after is None:
+                            self._live_after = cursor
+                        self._mark_sent(window.acked)
+                        await self._idle(window, client.timeout)
+                        continue
+                    for event in batch:
+                        if window.in_flight >= self._window:
+                            self._live_after = None  # a backlog is forming behind a full window
+                            await window.wait_below(self._window, client.timeout)
+                            if len(window.acked) >= self._mark_every:
+                                self._mark_sent(window.acked)
+                        live = self._live_after is not None and event.seq > self._live_after
+                        payload = with_historical(event, historical=not live)
+                        window.publish(self.topics.event(event.kind), payload, event.seq)
+                        cursor = event.seq
+            finally:
+                # Acknowledged events are delivered even if this session is ending.
+                self._mark_sent(window.acked)
 
-        def finished(task: asyncio.Task[None], *, seq: int) -> None:
-            pending.discard(task)
-            window.release()
-            if task.cancelled():
-                return
-            exc = task.exception()
-            if exc is None:
-                acked.append(seq)
-            else:
-                failures.append(exc)
-            self._wake.set()
-
+    async def _idle(self, window: PubackWindow, timeout: float) -> None:
+        """Wait for new events or a PUBACK; if events are in flight and neither comes within `timeout`,
+        the session is dropped (as an aiomqtt publish would time out) and they are sent again."""
+        if not window.in_flight:
+            await self._wake.wait()
+            return
         try:
-            while True:
-                if failures:
-                    raise failures[0]
-                self._wake.clear()
-                batch = self._journal.unsent_text(cursor, self._batch)
-                if not batch:
-                    # Everything journaled has been handed to the broker: new events go out live.
-                    if self._live_after is None:
-                        self._live_after = cursor
-                    self._mark_sent(acked)
-                    await self._wake.wait()
-                    continue
-                for event in batch:
-                    if window.locked():
-                        self._live_after = None  # a backlog is forming behind a full window
-                    await window.acquire()
-                    if failures:
-                        window.release()
-                        raise failures[0]
-                    seq = event.seq
-                    live = self._live_after is not None and seq > self._live_after
-                    payload = with_historical(event, historical=not live)
-                    task = asyncio.create_task(self._publish_payload(client, event.kind, payload))
-                    pending.add(task)
-                    task.add_done_callback(functools.partial(finished, seq=seq))
-                    cursor = seq
-                    if len(acked) >= self._inflight:
-                        self._mark_sent(acked)
-        finally:
-            for task in list(pending):
-                task.cancel()
-            # Acknowledged events are delivered even if this session is ending.
-            self._mark_sent(acked)
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+        except TimeoutError:
+            raise aiomqtt.MqttError(f"no PUBACK within {timeout:g} s ({window.in_flight} in flight)") from None
+
+    def _acknowledged(self) -> None:
+        self.published += 1
+        self._wake.set()
 
     async def _replayer(self, client: aiomqtt.Client) -> None:
         while True:
@@ -477,7 +500,7 @@ class Publisher:
                 if current.next_seq > current.to_seq:
                     self._replays.pop(0)
                     continue
-                limit = min(self._inflight, current.to_seq - current.next_seq + 1)
+                limit = min(self._window, current.to_seq - current.next_seq + 1)
                 envelopes = self._journal.read(current.next_seq, limit)
                 envelopes = [e for e in envelopes if int(e["seq"]) <= current.to_seq]
                 if not envelopes:
