@@ -821,6 +821,9 @@ class Gateway:
             self.metrics.broker_connected.set_function(
                 lambda: 1.0 if self.mqtt is not None and self.mqtt.connected else 0.0
             )
+            self.metrics.broker_refuses_events.set_function(
+                lambda: 1.0 if self.mqtt is not None and self.mqtt.refusal is not None else 0.0
+            )
             metrics_server = None
             if self.settings.metrics.port is not None:
                 metrics_server = self.metrics.serve(self.settings.metrics.host, self.settings.metrics.port)
@@ -882,9 +885,10 @@ class Gateway:
     def health(self) -> dict[str, Any]:
         version, digest = self.store.version_and_digest()
         journal = self.journal_status()
-        return {
+        refusal = self.mqtt.refusal if self.mqtt is not None else None
+        health: dict[str, Any] = {
             "state": "online",
-            "status": "ok" if journal["status"] == "ok" else "degraded",
+            "status": "ok" if journal["status"] == "ok" and refusal is None else "degraded",
             "boot_id": self.boot_id,
             "version": __version__,
             "uptime_s": int(time.monotonic() - self.started_monotonic),
@@ -893,6 +897,9 @@ class Gateway:
             "journal": {"last_seq": self.journal.last_seq, "backlog": self.journal.backlog(), **journal},
             "credentials": {"version": version, "digest": digest, "count": len(self.credentials.by_id)},
         }
+        if refusal is not None:
+            health["broker_refuses_events"] = refusal
+        return health
 
     def info(self) -> dict[str, Any]:
         version, digest = self.store.version_and_digest()

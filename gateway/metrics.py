@@ -31,6 +31,11 @@ class Metrics:
         self.broker_connected = Gauge(
             "lockergw_broker_connected", "1 when connected to the broker", registry=self.registry
         )
+        self.broker_refuses_events = Gauge(
+            "lockergw_broker_refuses_events",
+            "1 while the broker answers this gateway's events with a failure reason code (they stay in the journal)",
+            registry=self.registry,
+        )
         self.journal_failing = Gauge(
             "lockergw_journal_failing", "1 while the journal cannot commit (taps are refused)", registry=self.registry
         )

@@ -303,3 +303,46 @@ async def test_system_broker_works_too(tmp_path: Path) -> None:
         # leave the shared broker as we found it: clear this test gateway's retained topics
         for topic in {m.topic for m in capture.messages if not is_event(m)}:
             await capture.publish(topic, b"", retain=True)
+
+
+REFUSING_ACL = """user gw-01
+topic readwrite lockers/test-site/gw-01/#
+topic deny lockers/test-site/gw-01/events/#
+
+user central
+topic read lockers/#
+"""
+
+
+async def test_events_the_broker_refuses_stay_in_the_journal_until_it_accepts_them(
+    mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ACL that denies this gateway's events makes Mosquitto answer each PUBACK with 0x87 (Not
+    authorized). Those events are not delivered, so they are not marked sent: the publisher says the
+    broker refuses them (the daemon's health_check and metrics read it), one ERROR line names the fault,
+    and once the ACL is fixed (and reloaded) every one arrives, in order."""
+    broker = mosquitto_factory(passwords={"gw-01": "pw-gw", "central": "pw-central"}, acl=REFUSING_ACL)
+    password_file = tmp_path / "mqtt.password"
+    password_file.write_text("pw-gw\n")
+    caplog.set_level(logging.INFO, logger="lockergw.mqtt")
+    async with (
+        Capture(broker.url, f"{BASE}/events/#", username="central", password="pw-central") as capture,
+        running_gateway(tmp_path / "state", broker.url, username="gw-01", password_file=str(password_file)) as rig,
+    ):
+        rig.journal_events(5)
+        async with asyncio.timeout(30):
+            while rig.service.refusal is None:
+                await asyncio.sleep(0.05)
+        assert "Not authorized" in rig.service.refusal
+        assert rig.journal.backlog() == 5  # refused, so none of them is marked sent
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1 and "refused event seq 1" in errors[0] and "ACL" in errors[0], errors
+
+        assert broker.process is not None
+        (broker.workdir / "acl").write_text(REFUSING_ACL.replace("topic deny lockers/test-site/gw-01/events/#\n", ""))
+        os.kill(broker.process.pid, signal.SIGHUP)  # Mosquitto reloads its ACL file
+        received = await capture.wait_count(is_event, 5, timeout=60)
+        assert seqs(received) == [1, 2, 3, 4, 5]
+        assert await rig.service.flush(10)
+        assert rig.journal.backlog() == 0
+        assert rig.service.refusal is None

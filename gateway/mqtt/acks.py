@@ -7,8 +7,11 @@ socket callbacks on the event loop) and is told of each PUBACK by wrapping paho'
 for a message id it did not publish goes on to aiomqtt's handler, so aiomqtt's own publishes (retained
 topics, replies, replays) are unaffected.
 
-An event counts as acknowledged only when its PUBACK has been read; what is still in flight when the
-connection breaks is simply never acknowledged, and the journal sends it again in the next session.
+An event counts as acknowledged only when its PUBACK has been read and says success; what is still in
+flight when the connection breaks is simply never acknowledged, and the journal sends it again in the
+next session. A PUBACK with a failure reason code (MQTT 5: 0x80 and above, e.g. 0x87 "Not authorized"
+from an ACL that does not let this gateway publish its events) is a refusal: the event stays unsent,
+and `BrokerRefused` ends the session so that nothing behind it is marked sent either.
 """
 
 from __future__ import annotations
@@ -21,16 +24,28 @@ import aiomqtt
 import paho.mqtt.client as paho
 
 
+class BrokerRefused(aiomqtt.MqttError):
+    """The broker answered an event's PUBACK with a failure reason code; the event was not delivered."""
+
+
 class PubackWindow:
     """Events in flight on one session's client: `publish()` them in order, `wait_below()` for room,
     collect the acknowledged seqs from `acked`. Install with `with PubackWindow(client) as window:`."""
 
-    def __init__(self, client: aiomqtt.Client, on_ack: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        client: aiomqtt.Client,
+        on_ack: Callable[[], None] | None = None,
+        on_refused: Callable[[], None] | None = None,
+    ) -> None:
         self._aiomqtt = client
         # aiomqtt has no public way to reach its paho client; gateway.mqtt.link uses it too.
         self._paho: paho.Client = client._client
         self._previous: Any = None
         self._on_ack = on_ack
+        self._on_refused = on_refused
+        #: Why the broker refused an event (the first refusal of this session), None while it refuses none.
+        self.refusal: str | None = None
         self._in_flight: dict[int, int] = {}  # paho message id → journal seq
         self._room = asyncio.Event()
         #: seqs whose PUBACK arrived, in arrival order; the caller takes them (and clears the list).
@@ -60,12 +75,19 @@ class PubackWindow:
         """Return once fewer than `limit` events are in flight; MqttError if no PUBACK came for `timeout` s
         (as an aiomqtt publish would time out: the session is then dropped and the events sent again)."""
         while len(self._in_flight) >= limit:
+            self.raise_if_refused()
             self._room.clear()
             try:
                 async with asyncio.timeout(timeout):  # no task per wait, unlike wait_for in Python 3.11
                     await self._room.wait()
             except TimeoutError:
                 raise aiomqtt.MqttError(f"no PUBACK within {timeout:g} s ({self.in_flight} in flight)") from None
+        self.raise_if_refused()
+
+    def raise_if_refused(self) -> None:
+        """BrokerRefused if the broker has refused an event of this session."""
+        if self.refusal is not None:
+            raise BrokerRefused(self.refusal)
 
     def _on_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any
@@ -73,6 +95,13 @@ class PubackWindow:
         seq = self._in_flight.pop(mid, None)
         if seq is None:
             self._previous(client, userdata, mid, reason, properties)
+            return
+        if getattr(reason, "is_failure", False):
+            if self.refusal is None:
+                self.refusal = f"the broker refused event seq {seq}: {reason} (reason code {reason.value:#04x})"
+            self._room.set()
+            if self._on_refused is not None:
+                self._on_refused()
             return
         self.acked.append(seq)
         self._room.set()

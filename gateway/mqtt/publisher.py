@@ -32,7 +32,7 @@ from gateway import __version__
 from gateway.config import Settings
 from gateway.events import canonical_json, format_ts
 from gateway.journal import Journal, StoredEvent
-from gateway.mqtt.acks import PubackWindow, ReceiveMaximum
+from gateway.mqtt.acks import BrokerRefused, PubackWindow, ReceiveMaximum
 from gateway.mqtt.link import LinkError, make_client, parse_url, password, tls_context
 from gateway.mqtt.ops import GatewayOps, RequestError
 from gateway.mqtt.topics import Topics
@@ -153,6 +153,8 @@ class Publisher:
 
         self.published = 0
         self.sessions = 0
+        #: Why the broker refuses this gateway's events (health, metrics), None while it takes them.
+        self.refusal: str | None = None
         self._session_hooks: list[SessionHooks] = []
 
     # ---- what the daemon calls ---------------------------------------------------------------
@@ -264,6 +266,21 @@ class Publisher:
                     await self._session(client)
                 if self._stopping.is_set():
                     return
+            except BrokerRefused as exc:
+                # The broker is there but will not take this gateway's events (an ACL, a quota): they stay
+                # in the journal. Someone must fix the broker, so say so plainly, once per episode.
+                if self._stopping.is_set():
+                    return
+                if self.refusal is None:
+                    log.error(
+                        "%s; the event and those after it stay in the journal (%d waiting) and are sent again "
+                        "once the broker accepts them: check its ACL for %s (docs/mosquitto-acl.md)",
+                        exc,
+                        self._backlog(),
+                        self.topics.event("#"),
+                    )
+                self.refusal = str(exc)
+                outage_since = outage_since or time.monotonic()
             except aiomqtt.MqttError as exc:
                 if self._stopping.is_set():
                     return
@@ -444,12 +461,15 @@ class Publisher:
                 return
             acked.clear()
             self._progress.set()
+            if self.refusal is not None:
+                log.info("broker %s accepts events again", self.address)
+                self.refusal = None
 
     async def _drain(self, client: aiomqtt.Client) -> None:
         """Publish unsent events in seq order, at most `inflight` awaiting their PUBACK; mark them sent
         in batches, each only after its PUBACK (and whatever was acknowledged when the session ends)."""
         cursor = 0
-        with PubackWindow(client, on_ack=self._acknowledged) as window:
+        with PubackWindow(client, on_ack=self._acknowledged, on_refused=self._wake.set) as window:
             try:
                 while True:
                     self._wake.clear()
@@ -460,6 +480,7 @@ class Publisher:
                             self._live_after = cursor
                         self._mark_sent(window.acked)
                         await self._idle(window, client.timeout)
+                        window.raise_if_refused()
                         continue
                     for event in batch:
                         if window.in_flight >= self._window:

@@ -130,6 +130,11 @@ class MqttService:
     def connected(self) -> bool:
         return self.publisher.connected
 
+    @property
+    def refusal(self) -> str | None:
+        """Why the broker refuses this gateway's events, None while it takes them."""
+        return self.publisher.refusal
+
     def notify(self) -> None:
         self.publisher.notify()
 
