@@ -81,7 +81,7 @@ class JournalWriter:
             if self._closing:
                 raise RuntimeError("the journal writer is closed")
             self._jobs.append(job)
-            self._ready.notify()
+            self._ready.notify_all()  # not just one: a `drain` or `commit_now` may be waiting too
 
     async def append_groups(self, groups: Sequence[Group]) -> Envelopes:
         """The envelopes of each group once the transaction is durable; raises what the commit raised.
@@ -130,6 +130,13 @@ class JournalWriter:
             raise job.outcome
         assert job.outcome is not None
         return job.outcome
+
+    def drain(self) -> None:
+        """Block until everything submitted so far is committed (or has failed); its completions
+        still run on the loop, at its next turn."""
+        with self._ready:
+            while self._jobs or self._busy:
+                self._ready.wait()
 
     @property
     def waiting(self) -> int:
