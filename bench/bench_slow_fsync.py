@@ -69,6 +69,19 @@ async def measure(mode: str, bursts: int, singles: int) -> dict[str, Any]:
             assert gateway._writer is not None
             gateway._writer.inline_is_cheap = lambda: False  # type: ignore[method-assign]
         consumer = gateway._consume_device_events() if mode != "before" else one_by_one()
+        commits: list[float] = []  # how long each single tap's commit took, whichever thread ran it
+        timing = False
+        append_groups = gateway.journal.append_groups
+
+        def timed(groups: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return append_groups(groups)
+            finally:
+                if timing:
+                    commits.append((time.perf_counter() - started) * 1000)
+
+        gateway.journal.append_groups = timed  # type: ignore[method-assign]
         tasks = [asyncio.create_task(consumer), asyncio.create_task(ticker())]
 
         def unlocked(n: int) -> float | None:
@@ -88,9 +101,11 @@ async def measure(mode: str, bursts: int, singles: int) -> dict[str, Any]:
 
         try:
             single: list[float] = []
+            timing = True
             for i in range(singles):
                 single += await taps([i % READERS])
                 await asyncio.sleep(0.02)
+            timing = False
             burst: list[float] = []
             measuring = True
             for _ in range(bursts):
@@ -103,7 +118,7 @@ async def measure(mode: str, bursts: int, singles: int) -> dict[str, Any]:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             close_gateway(gateway)
-        return {"single": single, "burst": burst, "stall": lateness, "verified": verified}
+        return {"single": single, "burst": burst, "stall": lateness, "commit": commits, "verified": verified}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -152,6 +167,7 @@ def summary(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "mode": MODE_NAMES[mode],
                 "key": key,
                 "single_p50": statistics.median(data["single"]),
+                "commit_p50": statistics.median(data["commit"]) if data.get("commit") else 0.0,
                 "burst_p50": statistics.median(data["burst"]),
                 "burst_p99": p99(data["burst"]),
                 "stall_max": max(data["stall"]) if data["stall"] else 0.0,
