@@ -10,8 +10,14 @@ Taps are decided in the order they were read and committed in groups (group comm
 commit runs on the journal's writer thread (gateway.journal_writer), the taps read meanwhile queue up;
 they are then decided one after the other, each against the state the previous decisions left, and
 journaled together in the next transaction — seq in decision order — before any of their locks is
-energised. The unlock is written first; logging, listeners, the publisher's wake-up, the reader's
+energised. While the disk is fast and the writer idle, a tap's commit runs on the loop instead (no
+hand-over). The unlock is written first; logging, listeners, the publisher's wake-up, the reader's
 signal and metrics follow it.
+
+Every other journal write of the running daemon (door and device reports, credential changes,
+remote opens, locker changes) is queued for the same writer in the order it is made, and what it
+announces is carried out once it is on disk; only `gateway.started` and `gateway.stopped` (after
+everything queued) commit on the loop.
 """
 
 from __future__ import annotations
@@ -947,6 +953,11 @@ class Gateway:
                 await self._stop.wait()
                 self.notifier.stopping()
                 await _cancel(own_tasks)
+                # A group commit handed over before the cancel is carried out by its completion on the
+                # loop: let it arrive (so its unlocks are among those awaited below).
+                assert self._writer is not None
+                await asyncio.to_thread(self._writer.drain)
+                await asyncio.sleep(0)
                 # Finish what is in hand: taps already read are decided, and their unlocks go out while
                 # the boards are still running; door and device reports are journaled, not dropped.
                 self._drain_device_events()

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import statistics
 import threading
 import time
 from collections import deque
@@ -39,8 +40,9 @@ Done = Callable[[Envelopes | BaseException], None]
 STORAGE_ERRORS = (sqlite3.Error, OSError)
 
 #: A tap is committed on the event loop itself (no hand-over: two thread wake-ups less) only while
-#: the last RECENT_COMMITS commits each took less than this — a good disk. One slow commit (an SD
-#: card, a busy disk) sends the following ones to the writer thread, so the loop stalls at most once.
+#: the median of the last RECENT_COMMITS commits, and the last one, took less than this — a good disk.
+#: A slow commit (an SD card, a busy disk) sends at least the next one to the writer thread, a slow
+#: disk all of them; the loop stalls for one slow commit at a time at most.
 INLINE_COMMIT_MAX_S = 0.004
 RECENT_COMMITS = 8
 
@@ -149,7 +151,8 @@ class JournalWriter:
             and not self._busy
             and not self._kept
             and len(recent) == recent.maxlen
-            and max(recent) < INLINE_COMMIT_MAX_S
+            and recent[-1] < INLINE_COMMIT_MAX_S
+            and statistics.median(recent) < INLINE_COMMIT_MAX_S
         )
 
     def drain(self) -> None:
