@@ -150,7 +150,7 @@ class JournalWriter:
             not self._jobs
             and not self._busy
             and not self._kept
-            and len(recent) == recent.maxlen
+            and len(recent) > 0  # the first commit (at start-up, gateway.started) tells
             and recent[-1] < INLINE_COMMIT_MAX_S
             and statistics.median(recent) < INLINE_COMMIT_MAX_S
         )
