@@ -57,7 +57,7 @@ from gateway.doors import DoorMonitor
 from gateway.events import format_ts, uuid7
 from gateway.feedback import tap_feedback
 from gateway.journal import Group, Journal, StateWrite
-from gateway.journal_writer import STORAGE_ERRORS, JournalWriter
+from gateway.journal_writer import STORAGE_ERRORS, JournalWriter, durable
 from gateway.locker_operations import LockerOperations
 from gateway.metrics import Metrics
 from gateway.model import KeypadEntry, Locker, LockerMode, Service, Tap
@@ -354,27 +354,7 @@ class Gateway:
 
     async def _commit_groups(self, groups: list[Group]) -> list[list[dict[str, Any]]]:
         """Group commit on the writer thread; not announced. The caller is woken once, when it is durable."""
-        future: asyncio.Future[list[list[dict[str, Any]]]] = asyncio.get_running_loop().create_future()
-
-        def done(outcome: list[list[dict[str, Any]]] | BaseException) -> None:
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
-
-        self._submit(groups, done)
-        cancelled = False
-        while True:  # a commit once handed over is awaited even if the caller is cancelled
-            try:
-                result = await asyncio.shield(future)
-                break
-            except asyncio.CancelledError:
-                cancelled = True
-        if cancelled:
-            task = asyncio.current_task()
-            if task is not None:  # delivered at the caller's next await, once what was decided is done
-                task.cancel()
-        return result
+        return await durable(lambda done: self._submit(groups, done))
 
     async def _journal_now(
         self, records: list[dict[str, Any]], at: datetime, state: list[StateWrite] | None = None

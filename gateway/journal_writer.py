@@ -7,7 +7,13 @@ queued up in one transaction (group commit across taps, door reports, remote ope
 follows submission order, and completes the whole batch on the loop with one `call_soon_threadsafe`.
 
 The hand-over is a deque and a condition, not an executor: the loop appends a job and notifies; the
-thread never waits on anything but that condition and the disk.
+thread never waits on anything but that condition and the disk. `commit_now` commits on the calling
+thread instead (after whatever is queued): start-up, shutdown, and a tap while the disk is fast
+(`inline_is_cheap`), where two thread wake-ups would cost the tap more than the commit costs the loop.
+
+The unlock itself is not written from this thread: the Kerong bus is an asyncio transport owned by
+the loop, so it would take a `call_soon_threadsafe` to it anyway — the same hop that completes the
+commit, after which the unlock is started directly in the completion callback.
 
 Records of things that already happened (`keep=True`: a door moved, a board went offline) are never
 dropped: when a commit fails they stay here, at the head, and go in first with the next commit, so a
@@ -59,6 +65,35 @@ class _Job:
     outcome: Envelopes | BaseException | None = field(default=None)
 
 
+async def durable(submit: Callable[[Done], None]) -> Envelopes:
+    """Hand a commit over with `submit(done)` and await its envelopes; raises what the commit raised.
+    A commit once handed over is awaited even if the caller is cancelled meanwhile; the cancellation
+    is delivered at the caller's next await, once it has finished what the commit decided."""
+    future: asyncio.Future[Envelopes] = asyncio.get_running_loop().create_future()
+
+    def done(outcome: Envelopes | BaseException) -> None:
+        if future.done():
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    submit(done)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(future)
+            break
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        task = asyncio.current_task()
+        if task is not None:
+            task.cancel()
+    return result
+
+
 class JournalWriter:
     """`submit(groups, done)` from the loop; `commit_now(groups)` from any thread (blocks it);
     `on_failure(exc)` is called on the loop when a commit holding kept records fails; `close()` when
@@ -93,34 +128,6 @@ class JournalWriter:
                 raise RuntimeError("the journal writer is closed")
             self._jobs.append(job)
             self._ready.notify_all()  # not just one: a `drain` or `commit_now` may be waiting too
-
-    async def append_groups(self, groups: Sequence[Group]) -> Envelopes:
-        """The envelopes of each group once the transaction is durable; raises what the commit raised.
-        If the caller is cancelled meanwhile, the commit is still awaited and the cancellation is
-        raised afterwards (the caller then finishes what the commit decided, in a `finally`)."""
-        future: asyncio.Future[Envelopes] = asyncio.get_running_loop().create_future()
-
-        def done(outcome: Envelopes | BaseException) -> None:
-            if future.done():
-                return
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
-
-        self.submit(groups, done)
-        cancelled = False
-        while True:
-            try:
-                result = await asyncio.shield(future)
-                break
-            except asyncio.CancelledError:
-                cancelled = True
-        if cancelled:
-            task = asyncio.current_task()
-            if task is not None:  # the cancellation is delivered at the caller's next await
-                task.cancel()
-        return result
 
     def commit_now(self, groups: Sequence[Group], *, lead: Group | None = None) -> Envelopes:
         """Commit on the calling thread, after everything queued (waits for it) and with any kept
