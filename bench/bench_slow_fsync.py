@@ -3,7 +3,7 @@
 The real `Gateway` in process (tap_world: 20 readers, boards that note when each unlock starts), its
 journal on a "device" whose every fsync takes 10 ms — bench/slow_fsync, an LD_PRELOAD shim, as an SD
 card or a dm-delay target would (dm-delay needs root and a kernel module; the shim needs neither).
-Two ways of committing, same run, same device:
+Three ways of committing, same run, same device:
 
 - **before**: each tap decided and committed on the event loop, one transaction per tap (the old path,
   still `Gateway.handle_tap`);
