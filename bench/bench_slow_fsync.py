@@ -3,12 +3,14 @@
 The real `Gateway` in process (tap_world: 20 readers, boards that note when each unlock starts), its
 journal on a "device" whose every fsync takes 10 ms — bench/slow_fsync, an LD_PRELOAD shim, as an SD
 card or a dm-delay target would (dm-delay needs root and a kernel module; the shim needs neither).
-Two ways of committing, same run, same device:
+Three ways of committing, same run, same device:
 
 - **before**: each tap decided and committed on the event loop, one transaction per tap (the old path,
   still `Gateway.handle_tap`);
 - **now**: the daemon's consumer — taps queued while a commit runs are decided in order and journaled
-  together in one transaction on the writer thread (`Gateway.handle_taps`).
+  together in one transaction (`Gateway.handle_taps`): on the writer thread, or on the loop itself
+  while recent commits were fast and the writer is idle (the adaptive path);
+- **thread**: the same, always handed to the writer thread (what the hand-over costs).
 
 Each is run as a child process (the shim must be loaded at start) with and without the slow device.
 The event-loop stall is how late a 1 ms timer fires while the taps are handled.
@@ -38,6 +40,12 @@ sys.path.insert(0, str(HERE))
 from tap_world import READERS, close_gateway, open_gateway, read_of  # noqa: E402
 
 FSYNC_MS = 10
+MODES = ("before", "now", "thread")
+MODE_NAMES = {
+    "before": "on the loop, one commit per tap",
+    "now": "group commit, adaptive: loop while commits are fast, else writer thread",
+    "thread": "group commit, always on the writer thread",
+}
 
 
 async def measure(mode: str, bursts: int, singles: int) -> dict[str, Any]:
@@ -57,7 +65,23 @@ async def measure(mode: str, bursts: int, singles: int) -> dict[str, Any]:
             while True:
                 gateway.handle_device_event(await gateway.device_events.get())
 
-        consumer = gateway._consume_device_events() if mode == "now" else one_by_one()
+        if mode == "thread":
+            assert gateway._writer is not None
+            gateway._writer.inline_is_cheap = lambda: False  # type: ignore[method-assign]
+        consumer = gateway._consume_device_events() if mode != "before" else one_by_one()
+        commits: list[float] = []  # how long each single tap's commit took, whichever thread ran it
+        timing = False
+        append_groups = gateway.journal.append_groups
+
+        def timed(groups: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return append_groups(groups)
+            finally:
+                if timing:
+                    commits.append((time.perf_counter() - started) * 1000)
+
+        gateway.journal.append_groups = timed  # type: ignore[method-assign]
         tasks = [asyncio.create_task(consumer), asyncio.create_task(ticker())]
 
         def unlocked(n: int) -> float | None:
@@ -77,9 +101,11 @@ async def measure(mode: str, bursts: int, singles: int) -> dict[str, Any]:
 
         try:
             single: list[float] = []
+            timing = True
             for i in range(singles):
                 single += await taps([i % READERS])
                 await asyncio.sleep(0.02)
+            timing = False
             burst: list[float] = []
             measuring = True
             for _ in range(bursts):
@@ -92,7 +118,7 @@ async def measure(mode: str, bursts: int, singles: int) -> dict[str, Any]:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             close_gateway(gateway)
-        return {"single": single, "burst": burst, "stall": lateness, "verified": verified}
+        return {"single": single, "burst": burst, "stall": lateness, "commit": commits, "verified": verified}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -126,7 +152,7 @@ def run_all(bursts: int = 5, singles: int = 10) -> dict[str, dict[str, Any]]:
     """Every (device, mode) pair: {"fast/before": {...}, "slow/now": {...}, …}."""
     results = {}
     for slow in (False, True):
-        for mode in ("before", "now"):
+        for mode in MODES:
             results[f"{'slow' if slow else 'fast'}/{mode}"] = run_child(mode, slow, bursts, singles)
     return results
 
@@ -138,9 +164,10 @@ def summary(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "device": "10 ms fsync (shim)" if device == "slow" else "this machine's disk",
-                "mode": "writer thread + group commit" if mode == "now" else "on the loop, one commit per tap",
+                "mode": MODE_NAMES[mode],
                 "key": key,
                 "single_p50": statistics.median(data["single"]),
+                "commit_p50": statistics.median(data["commit"]) if data.get("commit") else 0.0,
                 "burst_p50": statistics.median(data["burst"]),
                 "burst_p99": p99(data["burst"]),
                 "stall_max": max(data["stall"]) if data["stall"] else 0.0,
@@ -155,7 +182,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bursts", type=int, default=5)
     parser.add_argument("--singles", type=int, default=10)
-    parser.add_argument("--child", choices=("before", "now"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)

@@ -52,7 +52,7 @@ def slow_fsync(results: dict[str, dict[str, Any]]) -> str:
     stall_data = []
     for key, data in results.items():
         device, mode = key.split("/")
-        labels.append(f"{'10 ms fsync' if device == 'slow' else 'local disk'}\n{'now' if mode == 'now' else 'before'}")
+        labels.append(f"{'10 ms fsync' if device == 'slow' else 'local disk'}\n{mode}")
         tap_data.append(data["burst"])
         stall_data.append(data["stall"] or [0.0])
     taps.boxplot(tap_data, showfliers=True)

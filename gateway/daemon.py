@@ -10,8 +10,14 @@ Taps are decided in the order they were read and committed in groups (group comm
 commit runs on the journal's writer thread (gateway.journal_writer), the taps read meanwhile queue up;
 they are then decided one after the other, each against the state the previous decisions left, and
 journaled together in the next transaction — seq in decision order — before any of their locks is
-energised. The unlock is written first; logging, listeners, the publisher's wake-up, the reader's
+energised. While the disk is fast and the writer idle, a tap's commit runs on the loop instead (no
+hand-over). The unlock is written first; logging, listeners, the publisher's wake-up, the reader's
 signal and metrics follow it.
+
+Every other journal write of the running daemon (door and device reports, credential changes,
+remote opens, locker changes) is queued for the same writer in the order it is made, and what it
+announces is carried out once it is on disk; only `gateway.started` and `gateway.stopped` (after
+everything queued) commit on the loop.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import logging
 import signal
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,7 +57,7 @@ from gateway.doors import DoorMonitor
 from gateway.events import format_ts, uuid7
 from gateway.feedback import tap_feedback
 from gateway.journal import Group, Journal, StateWrite
-from gateway.journal_writer import JournalWriter
+from gateway.journal_writer import STORAGE_ERRORS, JournalWriter, durable
 from gateway.locker_operations import LockerOperations
 from gateway.metrics import Metrics
 from gateway.model import KeypadEntry, Locker, LockerMode, Service, Tap
@@ -167,7 +173,7 @@ class Gateway:
         self._store: Store | None = None
         self._follow_store_db: Store | None = None
         self._journal_fault: JournalFault | None = None
-        self._retries: list[tuple[list[dict[str, Any]], datetime, list[StateWrite]]] = []
+        self._fault_in_flight = False  # a commit carrying the journal.unavailable record is queued
         self._journal: Journal | None = None
         self._writer: JournalWriter | None = None
         self._site_key = b""
@@ -180,12 +186,12 @@ class Gateway:
             self.credentials,
             self.clock,
             append=self._append,
-            append_or_retry=self._append_or_retry,
+            append_or_retry=self._record,
             info_changed=self._info_changed,
         )
         self.locker_ops = LockerOperations(
             self,
-            append=self._append,
+            append=self._journal_now,
             energise=self._energise,
             board_online=self._board_online,
             locker_changed=self._locker_changed,
@@ -227,7 +233,7 @@ class Gateway:
         self._journal = Journal.open(
             state_dir, site=self.settings.gateway.site, gateway=self.settings.gateway.id, boot_id=self.boot_id
         )
-        self._writer = JournalWriter(self._journal)
+        self._writer = JournalWriter(self._journal, on_failure=self._journal_failed)
         self.follower.attach(self.store, self._follow_store_db, self._journal)
         self.credentials.load(self.store)
         # A million credential objects would otherwise be walked by every full garbage collection.
@@ -273,59 +279,101 @@ class Gateway:
     def _append(
         self, records: list[dict[str, Any]], at: datetime, state: list[StateWrite] | None = None
     ) -> list[dict[str, Any]]:
-        """Durably journal records (after any that are waiting for a retry, so the order holds);
-        raises if the journal cannot commit — a tap is then neither granted nor denied."""
-        self._flush_retries()
+        """Durably journal records now, on the calling thread, after everything queued for the writer
+        (start-up, shutdown); raises if the journal cannot commit."""
         return self._commit(records, at, state or [])
 
-    def _append_or_retry(self, records: list[dict[str, Any]], at: datetime, state: list[StateWrite]) -> None:
-        """For records of things that already happened (a door moved, credentials changed): if the
-        journal cannot take them now, they wait in memory and go in, in order, at the next commit."""
-        try:
-            self._append(records, at, state)
-        except JournalUnavailable:
-            log.debug("journal unavailable; %d record(s) will be retried", len(records))
-            self._retries.append((records, at, state))
+    def _record(
+        self,
+        records: list[dict[str, Any]],
+        at: datetime,
+        state: list[StateWrite],
+        after: Callable[[], None] | None = None,
+    ) -> None:
+        """Records of things that already happened (a door moved, credentials changed): queued for the
+        writer thread in the order they come, never dropped — if the journal cannot take them now they
+        wait and go in first with the next commit that succeeds. They are announced (and `after` runs:
+        the retained locker state they change) once they are on disk."""
+        if not records:
+            if after is not None:
+                after()
+            return
 
-    def _flush_retries(self) -> None:
-        while self._retries:
-            records, at, state = self._retries[0]
-            self._commit(records, at, state)
-            self._retries.pop(0)
+        def committed(outcome: list[list[dict[str, Any]]] | BaseException) -> None:
+            if isinstance(outcome, BaseException):
+                log.error("journal: %d record(s) could not be journaled: %s", len(records), outcome)
+                return
+            self._announce(outcome[0])
+            if after is not None:
+                after()
+
+        assert self._writer is not None, "gateway not started"
+        self._writer.submit([Group(records, at, state)], committed, keep=True)
 
     def _commit(
         self, records: list[dict[str, Any]], at: datetime, state: list[StateWrite], *, announce: bool = True
     ) -> list[dict[str, Any]]:
-        """Durably journal records; then (unless the caller does it after an unlock) announce them.
+        """Durably journal records on the calling thread (blocking it; after what the writer has
+        queued); then (unless the caller does it after an unlock) announce them.
 
         Raises JournalUnavailable when the journal cannot commit. The first failure of an episode is
         logged (one ERROR line naming the cause) and shown on health_check, `{base}/state` and the
         metrics; the first commit that succeeds afterwards carries a `journal.unavailable` record
         saying from when to when, and how many taps were refused meanwhile."""
-        fault, (group,) = self._with_fault_record([Group(records, at, state)])
+        return self._commit_now([Group(records, at, state)], announce=announce)[0]
+
+    def _commit_now(self, groups: list[Group], *, announce: bool) -> list[list[dict[str, Any]]]:
+        assert self._writer is not None, "gateway not started"
+        fault, lead = self._fault_lead()
         try:
-            results = [self.journal.append(group.records, group.at, group.state)]
-        except (sqlite3.Error, OSError) as exc:
+            results = self._writer.commit_now(groups, lead=lead)
+        except STORAGE_ERRORS as exc:
             raise self._commit_failed(exc) from None
-        return self._committed(fault, results, announce)[0]
+        finally:
+            if lead is not None:
+                self._fault_in_flight = False
+        return self._committed(fault, results, announce)
+
+    def _submit(self, groups: list[Group], done: Callable[[list[list[dict[str, Any]]] | BaseException], None]) -> None:
+        """Queue a group commit for the writer thread (seq in submission order); `done` runs on the loop
+        with each group's envelopes (not yet announced), or JournalUnavailable, or what else it raised."""
+        fault, lead = self._fault_lead()
+
+        def finished(outcome: list[list[dict[str, Any]]] | BaseException) -> None:
+            if lead is not None:
+                self._fault_in_flight = False
+            if isinstance(outcome, STORAGE_ERRORS):
+                done(self._commit_failed(outcome))
+            elif isinstance(outcome, BaseException):
+                done(outcome)
+            else:
+                done(self._committed(fault, outcome, announce=False))
+
+        assert self._writer is not None, "gateway not started"
+        self._writer.submit(groups, finished, lead=lead)
 
     async def _commit_groups(self, groups: list[Group]) -> list[list[dict[str, Any]]]:
-        """Group commit on the writer thread, after any records waiting for a retry; not announced."""
-        self._flush_retries()
-        fault, groups = self._with_fault_record(groups)
-        assert self._writer is not None, "gateway not started"
-        try:
-            results = await self._writer.append_groups(groups)
-        except (sqlite3.Error, OSError) as exc:
-            raise self._commit_failed(exc) from None
-        return self._committed(fault, results, announce=False)
+        """Group commit on the writer thread; not announced. The caller is woken once, when it is durable."""
+        return await durable(lambda done: self._submit(groups, done))
 
-    def _with_fault_record(self, groups: list[Group]) -> tuple[JournalFault | None, list[Group]]:
+    async def _journal_now(
+        self, records: list[dict[str, Any]], at: datetime, state: list[StateWrite] | None = None
+    ) -> list[dict[str, Any]]:
+        """Durably journal records on the writer thread, in turn with everything else, and announce
+        them; the caller carries out what they say once this returns. Raises JournalUnavailable."""
+        (envelopes,) = await self._commit_groups([Group(records, at, state or [])])
+        self._announce(envelopes)
+        return envelopes
+
+    def _fault_lead(self) -> tuple[JournalFault | None, Group | None]:
+        """While the journal fails: the `journal.unavailable` record for the next commit to carry
+        (one commit at a time carries it; it goes in first, before any records that waited)."""
         fault = self._journal_fault
-        if fault is None:
-            return None, groups
-        first = groups[0]
-        return fault, [Group([fault.record(self.clock.wall()), *first.records], first.at, first.state), *groups[1:]]
+        if fault is None or self._fault_in_flight:
+            return None, None
+        self._fault_in_flight = True
+        now = self.clock.wall()
+        return fault, Group([fault.record(now)], now)
 
     def _commit_failed(self, exc: BaseException) -> JournalUnavailable:
         self._journal_failed(exc)
@@ -336,7 +384,7 @@ class Gateway:
     ) -> list[list[dict[str, Any]]]:
         if fault is not None:
             self._journal_recovered(fault)
-            outage, results[0] = results[0][:1], results[0][1:]
+            outage, *results = results
             self._announce(outage)
         if announce:
             self._announce([envelope for envelopes in results for envelope in envelopes])
@@ -417,9 +465,14 @@ class Gateway:
 
     async def handle_taps(self, reads: list[CardRead]) -> list[list[dict[str, Any]]]:
         """Group commit: decide `reads` in order (each against the state the previous ones left),
-        journal them in one transaction on the writer thread, then energise. Returns each tap's
-        envelopes ([] for a tap not decided or refused)."""
-        before = (dict(self.reader_states), self.lockers, set(self.used_up))
+        journal them in one transaction, then energise. Returns each tap's envelopes ([] for a tap
+        not decided or refused).
+
+        The commit runs on the writer thread, and the locks are energised in the callback that
+        completes it on the loop (no task wake-up in between). While recent commits were fast and
+        the writer is idle, it runs here instead (no hand-over at all: a good disk's commit costs the
+        loop less than the two thread wake-ups would cost the tap)."""
+        undo = _Undo(self.reader_states, self.lockers, self.used_up)
         decided: list[tuple[int, PendingTap]] = []
         for index, read in enumerate(reads):
             pending = self._decide_tap(read)
@@ -429,20 +482,42 @@ class Gateway:
         results: list[list[dict[str, Any]]] = [[] for _ in reads]
         if not decided:
             return results
+        groups = [Group(p.records, p.at, p.writes) for _, p in decided]
         committing = time.perf_counter()
-        try:
-            journaled = await self._commit_groups([Group(p.records, p.at, p.writes) for _, p in decided])
-        except JournalUnavailable:
-            self.reader_states, self.lockers, self.used_up = before
-            self._refuse([p for _, p in decided])
+
+        def finish(outcome: list[list[dict[str, Any]]] | BaseException) -> list[list[dict[str, Any]]]:
+            if isinstance(outcome, BaseException):
+                undo.restore(self, [p for _, p in decided])
+                if not isinstance(outcome, JournalUnavailable):
+                    raise outcome
+                self._refuse([p for _, p in decided])
+                return results
+            elapsed = time.perf_counter() - committing
+            for _ in decided:
+                self.metrics.journal_seconds.observe(elapsed)
+            self._carry_out([(p, envelopes) for (_, p), envelopes in zip(decided, outcome, strict=True)])
+            for (index, _), envelopes in zip(decided, outcome, strict=True):
+                results[index] = envelopes
             return results
-        elapsed = time.perf_counter() - committing
-        for _ in decided:
-            self.metrics.journal_seconds.observe(elapsed)
-        self._carry_out([(p, envelopes) for (_, p), envelopes in zip(decided, journaled, strict=True)])
-        for (index, _), envelopes in zip(decided, journaled, strict=True):
-            results[index] = envelopes
-        return results
+
+        assert self._writer is not None, "gateway not started"
+        if self._writer.inline_is_cheap():
+            try:
+                journaled: list[list[dict[str, Any]]] | BaseException = self._commit_now(groups, announce=False)
+            except JournalUnavailable as exc:
+                journaled = exc
+            return finish(journaled)
+        future: asyncio.Future[list[list[dict[str, Any]]]] = asyncio.get_running_loop().create_future()
+
+        def done(outcome: list[list[dict[str, Any]]] | BaseException) -> None:
+            try:
+                future.set_result(finish(outcome))
+            except Exception as exc:
+                future.set_exception(exc)
+
+        self._submit(groups, done)
+        # Carried out in `done` whatever becomes of this task: a cancelled caller is not left waiting.
+        return await future
 
     def _decide_tap(self, read: CardRead) -> PendingTap | None:
         """The decision on one tap and what it will journal and change; nothing is changed yet."""
@@ -604,26 +679,24 @@ class Gateway:
         elif isinstance(event, BoardStatus):
             self.devices_seen.add(event.device)
             records = self.doors.observe(event.device, event.closed, self.clock.timer())
-            self._journal_door_records(records, self.clock.wall())
-            for locker_id in self.doors.take_changed():
-                self._locker_changed(locker_id)
+            changed = self.doors.take_changed()
+            self._record(records, self.clock.wall(), [], after=lambda: self._lockers_changed(changed))
         elif isinstance(event, DeviceOnline):
             self.devices_seen.add(event.device)
             self.metrics.devices_online.labels(event.device).set(1)
             kind = "board.online" if event.device in self.board_settings else "reader.online"
-            self._append_or_retry([{"kind": kind, **self._device_field(event.device)}], event.at, [])
+            self._record([{"kind": kind, **self._device_field(event.device)}], event.at, [])
         elif isinstance(event, DeviceOffline):
             self.devices_seen.add(event.device)
             self.metrics.devices_online.labels(event.device).set(0)
             is_board = event.device in self.board_settings
+            offline: list[str] = []
             if is_board:
                 self.doors.board_offline(event.device)
-                for locker in self.lockers.values():
-                    if locker.board == event.device:
-                        self._locker_changed(locker.id)
+                offline = [locker.id for locker in self.lockers.values() if locker.board == event.device]
             kind = "board.offline" if is_board else "reader.offline"
             record = {"kind": kind, "reason": event.reason, **self._device_field(event.device)}
-            self._append_or_retry([record], event.at, [])
+            self._record([record], event.at, [], after=lambda: self._lockers_changed(offline))
         elif isinstance(event, ReaderFault):
             fault = {
                 "kind": "reader.fault",
@@ -631,14 +704,10 @@ class Gateway:
                 "reason": "bad_frames",
                 "bad_frames": event.bad_frames,
             }
-            self._append_or_retry([fault], event.at, [])
+            self._record([fault], event.at, [])
 
     def _device_field(self, device: str) -> dict[str, str]:
         return {"board": device} if device in self.board_settings else {"reader": device}
-
-    def _journal_door_records(self, records: list[dict[str, Any]], at: datetime) -> None:
-        if records:
-            self._append_or_retry(records, at, [])
 
     # ---- retained locker state -----------------------------------------------------------------
 
@@ -650,6 +719,10 @@ class Gateway:
             "occupied": locker.occupant is not None,
             "ts": format_ts(self.clock.wall()),
         }
+
+    def _lockers_changed(self, locker_ids: Iterable[str]) -> None:
+        for locker_id in locker_ids:
+            self._locker_changed(locker_id)
 
     def _locker_changed(self, locker_id: str) -> None:
         if self.mqtt is not None:
@@ -665,6 +738,17 @@ class Gateway:
             except Exception:
                 log.exception("failed to handle %s while stopping", type(event).__name__)
 
+    def _tap_of(self, event: DeviceEvent) -> CardRead | None:
+        """The tap an event is to be decided as: a card read (unless an enrolment takes it) or a
+        visitor code typed on a keypad."""
+        if isinstance(event, CardRead):
+            return None if self._taken_for_enrolment(event) else event
+        if isinstance(event, KeypadInput) and event.device in self.reader_lockers:
+            code = code_of_entry(event.digits)
+            if code is not None:
+                return CardRead(event.device, code, event.at)
+        return None
+
     async def _consume_device_events(self) -> None:
         """Handle device events in order; the card reads among them that queued up together (while
         the previous commit ran) are decided in order and journaled in one group commit."""
@@ -675,13 +759,14 @@ class Gateway:
             taps: list[CardRead] = []
             for event in events:
                 try:
-                    if isinstance(event, CardRead) and not self._taken_for_enrolment(event):
-                        taps.append(event)
+                    read = self._tap_of(event)
+                    if read is not None:
+                        taps.append(read)
                         continue
                     if taps:
                         await self.handle_taps(taps)
                         taps = []
-                    if not isinstance(event, CardRead):
+                    if not isinstance(event, CardRead):  # a card taken for an enrolment is not decided
                         self.handle_device_event(event)
                 except Exception:  # a bug must not stop the gateway deciding
                     log.exception("failed to handle %s", type(event).__name__)
@@ -709,15 +794,14 @@ class Gateway:
                 last_watchdog = time.monotonic()
 
     def _periodic_checks(self, now: datetime) -> None:
-        if self._retries or self._journal_fault is not None:
-            # Also with nothing waiting: committing the journal.unavailable record is the probe that
-            # notices the journal works again, without waiting for the next tap.
-            with contextlib.suppress(JournalUnavailable):  # the fault was logged when it began
-                self._flush_retries()
-                if self._journal_fault is not None and self.clock.monotonic() - self._last_probe >= PROBE_EVERY_S:
-                    self._last_probe = self.clock.monotonic()
-                    self._commit([], now, [])
-        self._journal_door_records(self.doors.tick(self.clock.timer()), now)
+        probe_due = self.clock.monotonic() - self._last_probe >= PROBE_EVERY_S
+        if self._journal_fault is not None and not self._fault_in_flight and probe_due:
+            # Also with nothing waiting: committing the journal.unavailable record (and the records
+            # that wait behind it) is the probe that notices the journal works again, without waiting
+            # for the next tap. A failure was logged when the episode began.
+            self._last_probe = self.clock.monotonic()
+            self._submit([], lambda outcome: None)
+        self._record(self.doors.tick(self.clock.timer()), now, [])
         self.follower.follow(_log_task_failure)
         if not self._ready and self._all_devices_seen():
             self._become_ready()
@@ -852,6 +936,11 @@ class Gateway:
                 await self._stop.wait()
                 self.notifier.stopping()
                 await _cancel(own_tasks)
+                # A group commit handed over before the cancel is carried out by its completion on the
+                # loop: let it arrive (so its unlocks are among those awaited below).
+                assert self._writer is not None
+                await asyncio.to_thread(self._writer.drain)
+                await asyncio.sleep(0)
                 # Finish what is in hand: taps already read are decided, and their unlocks go out while
                 # the boards are still running; door and device reports are journaled, not dropped.
                 self._drain_device_events()
@@ -955,6 +1044,30 @@ class PendingTap:
     lockers: dict[str, Locker]
     allocations: list[tuple[str, str | None]]
     used_up: str | None
+
+
+class _Undo:
+    """What a group of provisional tap decisions replaced, to put back if their commit fails —
+    only what they changed: the loop kept running while the commit did (a remote change, a keypad
+    entry), and that stays."""
+
+    def __init__(self, reader_states: dict[str, ReaderState], lockers: dict[str, Locker], used_up: set[str]) -> None:
+        self.reader_states = dict(reader_states)
+        self.lockers = lockers
+        self.used_up = set(used_up)
+
+    def restore(self, gateway: Gateway, pendings: list[PendingTap]) -> None:
+        for pending in pendings:
+            reader = pending.read.device
+            if reader in self.reader_states:
+                gateway.reader_states[reader] = self.reader_states[reader]
+            else:
+                gateway.reader_states.pop(reader, None)
+            for locker_id, _ in pending.allocations:
+                if locker_id in self.lockers:
+                    gateway.lockers = {**gateway.lockers, locker_id: self.lockers[locker_id]}
+            if pending.used_up is not None and pending.used_up not in self.used_up:
+                gateway.used_up.discard(pending.used_up)
 
 
 def tap_family(driver: str, uid: str) -> str:

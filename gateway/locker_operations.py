@@ -9,7 +9,7 @@ journal has the record.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -44,14 +44,14 @@ class LockerHost(Protocol):
 
 
 class LockerOperations:
-    """`append(records, at, state)` journals durably (or raises); `energise(locker)` unlocks after it;
+    """`await append(records, at, state)` journals durably (or raises); `energise(locker)` unlocks after it;
     `locker_changed(locker)` republishes its retained state."""
 
     def __init__(
         self,
         host: LockerHost,
         *,
-        append: Callable[..., list[dict[str, Any]]],
+        append: Callable[..., Awaitable[list[dict[str, Any]]]],
         energise: Callable[[str], None],
         board_online: Callable[[str], bool],
         locker_changed: Callable[[str], None],
@@ -84,7 +84,7 @@ class LockerOperations:
                 )
         now = self._host.clock.wall()
         unlock = "sent" if self._board_online(target.board) else "failed"
-        envelopes = self._append([remote_open_record(locker, operator, reason, authorizers, unlock)], now)
+        envelopes = await self._append([remote_open_record(locker, operator, reason, authorizers, unlock)], now)
         if unlock == "sent":
             self._energise(locker)
         return {"locker": locker, "unlock": unlock, "seq": envelopes[0]["seq"]}
@@ -99,9 +99,7 @@ class LockerOperations:
         if updated == target:
             return {"locker": locker, "service": str(new_service)}
         record = {"kind": "locker.service", "locker": locker, "service": str(new_service), "by": by}
-        self._append([record], self._host.clock.wall(), [StateWrite(f"locker:{locker}", locker_state_to_json(updated))])
-        self._host.lockers = {**self._host.lockers, locker: updated}
-        self._locker_changed(locker)
+        await self._change(target, updated, record)
         return {"locker": locker, "service": str(new_service)}
 
     async def assign_locker(self, locker: str, credential_id: str, by: str) -> dict[str, Any]:
@@ -122,7 +120,7 @@ class LockerOperations:
             return {"locker": locker, "occupant": credential_id}  # already so: nothing to journal
         if target.occupant is not None:
             raise RequestError(f"locker {locker!r} is held by another credential; release it first")
-        return self._set_occupant(target, credential_id, "locker.allocated", by)
+        return await self._set_occupant(target, credential_id, "locker.allocated", by)
 
     async def release_locker(self, locker: str, by: str) -> dict[str, Any]:
         target = self._locker(locker)
@@ -130,9 +128,9 @@ class LockerOperations:
             raise RequestError(f"locker {locker!r} is not a shared locker")
         if target.occupant is None:
             raise RequestError(f"locker {locker!r} is not held by anyone")
-        return self._set_occupant(target, None, "locker.released", by)
+        return await self._set_occupant(target, None, "locker.released", by)
 
-    def _set_occupant(self, target: Locker, occupant: str | None, kind: str, by: str) -> dict[str, Any]:
+    async def _set_occupant(self, target: Locker, occupant: str | None, kind: str, by: str) -> dict[str, Any]:
         previous = target.occupant
         updated = replace(target, occupant=occupant)
         holder = self._host.credentials.by_id.get(occupant or previous or "")
@@ -143,9 +141,20 @@ class LockerOperations:
             "reason": "remote",
             "by": by,
         }
-        self._append(
-            [record], self._host.clock.wall(), [StateWrite(f"locker:{target.id}", locker_state_to_json(updated))]
-        )
-        self._host.lockers = {**self._host.lockers, target.id: updated}
-        self._locker_changed(target.id)
+        await self._change(target, updated, record)
         return {"locker": target.id, "occupant": occupant}
+
+    async def _change(self, target: Locker, updated: Locker, record: dict[str, Any]) -> None:
+        """Journal a locker's change and make it. It is in force from the moment it is handed to the
+        journal, so that a tap decided while it commits sees it — the tap's record comes after it in
+        the journal too; if the journal cannot take it, it is undone (and the error raised)."""
+        self._host.lockers = {**self._host.lockers, target.id: updated}
+        try:
+            await self._append(
+                [record], self._host.clock.wall(), [StateWrite(f"locker:{target.id}", locker_state_to_json(updated))]
+            )
+        except BaseException:
+            if self._host.lockers.get(target.id) is updated:
+                self._host.lockers = {**self._host.lockers, target.id: target}
+            raise
+        self._locker_changed(target.id)

@@ -53,10 +53,19 @@ def gateway(tmp_path: Path) -> Gateway:
     gw = Gateway(settings(tmp_path), clock=clock)
     gw._open_state()
     yield gw  # type: ignore[misc]
+    assert gw._writer is not None
+    gw._writer.close()
     gw.journal.close()
     gw.store.close()
     if gw._follow_store_db is not None:
         gw._follow_store_db.close()
+
+
+def journaled_kinds(gw: Gateway) -> list[str]:
+    """What is in the journal once the writer thread has committed what was handed to it."""
+    assert gw._writer is not None
+    gw._writer.drain()
+    return [e["kind"] for e in gw.journal.read(1)]
 
 
 def lock_out(gw: Gateway) -> None:
@@ -91,10 +100,10 @@ async def test_door_left_open_fires_after_its_real_duration_when_the_wall_clock_
     clock.now += step
     clock.advance(20)
     gateway._periodic_checks(clock.now)
-    assert "door.left_open" not in [e["kind"] for e in gateway.journal.read(1)]
+    assert "door.left_open" not in journaled_kinds(gateway)
     clock.advance(11)
     gateway._periodic_checks(clock.now)
-    assert [e["kind"] for e in gateway.journal.read(1)][-1] == "door.left_open"
+    assert journaled_kinds(gateway)[-1] == "door.left_open"
 
 
 class Recorder:
@@ -130,6 +139,6 @@ async def test_a_tap_the_journal_cannot_take_is_shown_red(gateway: Gateway, monk
     def full(*args: object, **kwargs: object) -> None:
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(gateway.journal, "append", full)
+    monkeypatch.setattr(gateway.journal, "append_groups", full)
     assert gateway.handle_tap(CardRead("r", "0000000001", gateway.clock.wall())) == []
     assert reader.given == [Feedback(Signal.DENIED)]

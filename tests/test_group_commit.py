@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from drivers.base import CardRead, Emit, LockBoard
+from drivers.base import BoardStatus, CardRead, Emit, LockBoard
 from gateway.config import Settings
 from gateway.daemon import Gateway
 from gateway.journal import Group
@@ -169,5 +169,75 @@ async def test_group_commit_never_reorders_seq_against_decision_order(tmp_path: 
         seqs = [e["seq"] for e in events]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
         assert gateway.journal.verify() is None
+    finally:
+        close(gateway)
+
+
+async def test_door_reports_and_taps_interleaved_keep_their_order_in_the_journal(tmp_path: Path) -> None:
+    gateway, boards = started_gateway(tmp_path)
+    try:
+        consumer = asyncio.get_running_loop().create_task(gateway._consume_device_events())
+        now = datetime.now(UTC)
+        gateway.emit(BoardStatus("b2", now, (True,) * 16, (False,) * 16))  # learn: every door closed
+        await until(lambda: "b2" in gateway.devices_seen)
+        held = HeldCommits(gateway)
+        gateway.emit(CardRead("r0", uid(0), now))
+        await asyncio.to_thread(held.started.wait, 10)  # the first tap's commit is running
+        # While it runs: a door on b2 is forced open, a tap, the door closes again, another tap.
+        gateway.emit(BoardStatus("b2", now, (False,) + (True,) * 15, (False,) * 16))
+        gateway.emit(CardRead("r1", uid(1), now))
+        gateway.emit(BoardStatus("b2", now, (True,) * 16, (False,) * 16))
+        gateway.emit(CardRead("r2", uid(2), now))
+        held.release.set()
+        await until(lambda: sum(len(b.unlocked) for b in boards) == 3)
+        await until(lambda: any(e["kind"] == "door.closed" for e in gateway.journal.read(1, 100)))
+        consumer.cancel()
+        events = [(e["kind"], e.get("reader") or e.get("locker")) for e in gateway.journal.read(1, 100)]
+        assert [event for event in events if event[0] != "door.forced_open"] == [
+            ("access.granted", "r0"),
+            ("door.opened", "L-10"),
+            ("access.granted", "r1"),
+            ("door.closed", "L-10"),
+            ("access.granted", "r2"),
+        ]
+        unlocked = [entry for board in boards for entry in board.unlocked]
+        assert all(durable for _, durable in unlocked), "a lock was energised before its decision was on disk"
+        assert gateway.journal.verify() is None
+    finally:
+        close(gateway)
+
+
+async def test_a_commit_failing_on_the_writer_thread_refuses_the_tap_and_is_journaled_once_it_works(
+    tmp_path: Path,
+) -> None:
+    gateway, boards = started_gateway(tmp_path)
+    try:
+        journal = gateway.journal
+        original = journal.append_groups
+        failing = threading.Event()
+        failing.set()
+
+        def flaky(groups: Sequence[Group]) -> list[list[dict[str, Any]]]:
+            if failing.is_set():
+                raise sqlite3.OperationalError("disk I/O error")
+            return original(groups)
+
+        journal.append_groups = flaky  # type: ignore[method-assign]
+        consumer = asyncio.get_running_loop().create_task(gateway._consume_device_events())
+        now = datetime.now(UTC)
+        gateway.emit(CardRead("r0", uid(0), now))
+        await until(lambda: gateway.metrics.refused_taps._value.get() == 1)
+        assert gateway.health()["journal"]["status"] == "failing"
+        assert "disk I/O error" in gateway.health()["journal"]["cause"]
+        assert not any(b.unlocked for b in boards), "a lock was energised without a journaled decision"
+        failing.clear()
+        gateway.emit(CardRead("r1", uid(1), now))
+        await until(lambda: sum(len(b.unlocked) for b in boards) == 1)
+        consumer.cancel()
+        kinds = [(e["kind"], e.get("reader")) for e in gateway.journal.read(1, 100)]
+        assert kinds == [("journal.unavailable", None), ("access.granted", "r1")]
+        assert gateway.journal.read(1, 1)[0]["refused_taps"] == 1
+        assert gateway.health()["journal"]["status"] == "ok"
+        assert all(durable for b in boards for _, durable in b.unlocked)
     finally:
         close(gateway)

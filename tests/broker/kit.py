@@ -266,7 +266,7 @@ class LockerBank:
         self.opened: list[str] = []
         self.operations = LockerOperations(
             self,
-            append=lambda records, at, state=(): self.append(records, state),
+            append=self.append_async,
             energise=self.opened.append,
             board_online=lambda board: True,
             locker_changed=lambda locker: self.on_locker(locker, self.locker_payload(locker)),
@@ -284,6 +284,11 @@ class LockerBank:
         envelopes = self.journal.append(records, datetime.now(UTC), state)
         self.notify()
         return envelopes
+
+    async def append_async(
+        self, records: list[dict[str, Any]], at: datetime, state: Sequence[StateWrite] = ()
+    ) -> list[dict[str, Any]]:
+        return self.append(records, state)
 
     # ---- GatewayOps ---------------------------------------------------------------------------
 
