@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -91,7 +92,8 @@ async def test_wrong_password_is_reported_and_never_connects(
 async def test_a_gateway_cannot_use_another_gateways_base(
     secure_broker: Mosquitto, test_pki: TlsFiles, tmp_path: Path
 ) -> None:
-    """gw-02 configured with gw-01's id but its own login: the broker drops everything it publishes."""
+    """gw-02 configured with gw-01's id but its own login: the broker refuses everything it publishes
+    (MQTT 5 PUBACK 0x87), so nothing reaches central, and gw-02 keeps its events and says it is refused."""
     options = tls_options(tmp_path, test_pki, "gw-02", PASSWORDS["gw-02"])
     async with (
         Capture(
@@ -100,7 +102,11 @@ async def test_a_gateway_cannot_use_another_gateways_base(
         running_gateway(tmp_path / "gw-02", secure_broker.url, site=SITE, gateway="gw-01", **options) as rig,
     ):
         rig.journal_events(3)
-        assert await rig.service.flush(5)  # the broker acknowledges (MQTT 5 reason: not authorised) and drops
+        async with asyncio.timeout(30):
+            while rig.service.refusal is None:
+                await asyncio.sleep(0.05)
+        assert "Not authorized" in rig.service.refusal
+        assert rig.journal.backlog() == 3  # refused events are never marked sent
         honest = tls_options(tmp_path, test_pki, "gw-01", PASSWORDS["gw-01"])
         async with running_gateway(tmp_path / "gw-01", secure_broker.url, site=SITE, **honest) as real:
             real.journal_events(1)
