@@ -461,7 +461,9 @@ class Publisher:
                 return
             acked.clear()
             self._progress.set()
-            if self.refusal is not None:
+            # Cleared only once nothing is left behind: an ACL that refuses some kinds still lets others
+            # through, and the refused ones must not look delivered (nor log their ERROR every session).
+            if self.refusal is not None and self._backlog() == 0:
                 log.info("broker %s accepts events again", self.address)
                 self.refusal = None
 
