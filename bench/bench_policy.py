@@ -6,9 +6,10 @@
 The rules alone: the daemon finds a card in its credential store (one indexed SELECT, measured against
 the set's size by bench_memory.py), and this benchmark gives `decide()` an in-memory `CredentialIndex`
 instead, so what is timed is the look-up in a dict and the rules. It builds an index of N credentials
-(users with lockers at ten bank readers, some on a weekly schedule, some section masters), then times `decide()` tap by tap over a mix of taps: users at their bank,
-scheduled users, unknown cards, short (fob-number) uids that miss, masters with a keypad target, shared
-allocation. A bare `dict.get` on the same uids, timed the same way in the same run, is the baseline.
+(users with lockers at ten bank readers, some on a weekly schedule, some section masters), then times
+`decide()` tap by tap over a mix of taps: users at their bank, scheduled users, unknown cards, short
+(fob-number) uids that miss, masters with a keypad target, shared allocation. A bare `dict.get` on the
+same uids, timed the same way in the same run, is the baseline.
 The timer's own cost (one `perf_counter_ns` pair) is included in every sample, baseline and decide alike.
 
 The heap holds millions of long-lived objects, so the run freezes them out of the garbage collector
