@@ -149,7 +149,7 @@ class CredentialFollower:
                 "action": entry.action,
                 "by": entry.by,
                 "ids": list(entry.ids[:50]),
-                "count": len(entry.ids),
+                "count": entry.count,
                 "version": entry.rev,
             }
             for entry in entries

@@ -113,8 +113,9 @@ class ChangeLogEntry:
     at: datetime
     by: str
     action: str  # "upsert" | "set_status" | "replace" | "remove" | "snapshot" | "import"
-    ids: tuple[str, ...]
+    ids: tuple[str, ...]  # every id the change touched, or the first `ids_limit` of them (`change_log`)
     reason: str | None
+    count: int  # how many ids the change touched
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,12 +286,20 @@ class Store:
             log = self._log_since(rev)
         return RawChanges(rev=current, rows=rows, removed=removed, log=log)
 
-    def change_log(self, rev: int) -> ChangeLog:
-        """The change log after `rev`, read in one transaction with the revision it reaches."""
+    def change_log(self, rev: int, ids_limit: int = 50) -> ChangeLog:
+        """The change log after `rev`, read in one transaction with the revision it reaches; each entry
+        with only its first `ids_limit` ids (a million-row import's entry lists them all, and is cut
+        down by SQLite, which does not hold Python's GIL meanwhile)."""
         with _read_transaction(self._db):
-            return ChangeLog(rev=_current_rev(self._db), log=self._log_since(rev))
+            return ChangeLog(rev=_current_rev(self._db), log=self._log_since(rev, ids_limit))
 
-    def _log_since(self, rev: int) -> tuple[ChangeLogEntry, ...]:
+    def _log_since(self, rev: int, ids_limit: int | None = None) -> tuple[ChangeLogEntry, ...]:
+        ids = "ids"
+        if ids_limit is not None:
+            ids = (
+                f"CASE WHEN json_array_length(ids) <= {int(ids_limit)} THEN ids ELSE (SELECT json_group_array(value) "
+                f"FROM (SELECT value FROM json_each(change_log.ids) LIMIT {int(ids_limit)})) END"
+            )
         return tuple(
             ChangeLogEntry(
                 rev=row[0],
@@ -299,9 +308,12 @@ class Store:
                 action=row[3],
                 ids=tuple(json.loads(row[4])),
                 reason=row[5],
+                count=row[6],
             )
             for row in self._db.execute(
-                "SELECT rev, at, by, action, ids, reason FROM change_log WHERE rev > ? ORDER BY rev", (rev,)
+                f"SELECT rev, at, by, action, {ids}, reason, json_array_length(ids) FROM change_log "
+                "WHERE rev > ? ORDER BY rev",
+                (rev,),
             )
         )
 

@@ -109,3 +109,12 @@ def test_loaded_at_start_up_cards_are_found_as_enrolled_printed_forms_by_their_l
         store.remove("FOB-DEC", by="desk", now=NOW)
         view.refresh(store)
         assert found(em4100_tap("CD00010000")) is None and "FOB-DEC" not in view.by_id
+
+
+def test_the_follower_reads_a_large_change_as_its_first_ids_and_their_count(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.upsert([card(f"C-{n:03d}", f"3C00CE7{n:03X}") for n in range(120)], by="cli", now=NOW)
+        (entry,) = store.change_log(0).log
+        assert entry.count == 120 and entry.ids == tuple(f"C-{n:03d}" for n in range(50))
+        (whole,) = store.changed_rows(0).log
+        assert whole.count == 120 and len(whole.ids) == 120
