@@ -3,8 +3,11 @@
 For 0, 100,000 and 1,000,000 credentials (bench_import's school-like CSV): `lockergw credentials
 import` into an empty store, timed, with its peak RSS (the child's `ru_maxrss` from wait4); then
 `lockergw run` on that state directory (no devices), timed from spawn to its `gateway.started` line
-(the credential set is loaded before it), and its resident set size (VmRSS) a second later.
-The 0-credential daemon is the same-run baseline.
+(the daemon reads no credential at start-up: cards are looked up in the store), and its resident set
+size (VmRSS) a second later; and, in this process, how long finding a card takes in the daemon's
+credential view (`find_credential` over `CredentialView.by_uid`, an EM4100 tap: a known card, and an
+unknown one, which also tries its two printed forms), the median of 2,000 of each. The 0-credential
+daemon is the same-run baseline.
 
     .venv/bin/python bench/bench_memory.py [--sizes 0,100000,1000000]
 
@@ -18,11 +21,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +39,14 @@ sys.path.insert(0, str(HERE))
 
 from bench_import import write_config, write_csv  # noqa: E402
 from gateway_world import Daemon  # noqa: E402
+
+from gateway.credential_view import CredentialView  # noqa: E402
+from gateway.model import Tap  # noqa: E402
+from gateway.policy import find_credential  # noqa: E402
+from gateway.store import Store  # noqa: E402
+from gateway.uid import EM4100  # noqa: E402
+
+LOOKUPS = 2000
 
 
 def lockergw_command() -> list[str]:
@@ -94,6 +107,28 @@ def prepared(root: Path, size: int, result: dict[str, Any]) -> Path:
     return config
 
 
+def lookup_us(state_dir: Path, size: int) -> tuple[float, float]:
+    """Median µs to find (a known card, an unknown card) through the daemon's credential view."""
+    rng = random.Random(size)
+    now = datetime.now(UTC)
+
+    def timed(view: CredentialView, uids: list[str]) -> float:
+        samples = []
+        for uid in uids:
+            tap = Tap(reader="r", uid=uid, at=now, family=EM4100)
+            started = time.perf_counter_ns()
+            find_credential(view.by_uid, tap)
+            samples.append((time.perf_counter_ns() - started) / 1000)
+        return statistics.median(samples)
+
+    with Store.open(state_dir) as store:
+        view = CredentialView()
+        view.load(store)
+        known = [f"{0x3C00000000 + rng.randrange(max(size, 1)):010X}" for _ in range(LOOKUPS)] if size else []
+        unknown = [f"{0x7700000000 + rng.randrange(1 << 24):010X}" for _ in range(LOOKUPS)]
+        return (timed(view, known) if known else 0.0), timed(view, unknown)
+
+
 def starts(config: Path, count: int) -> tuple[float, float]:
     """Median (start-up seconds, RSS MB) of `count` daemon starts on one state directory."""
     figures = [asyncio.run(daemon_figures(config)) for _ in range(count)]
@@ -106,9 +141,11 @@ def measure(size: int, reuse: Path | None = None, count: int = 1) -> dict[str, A
         root = reuse / str(size)
         root.mkdir(parents=True, exist_ok=True)
         result["startup_s"], result["rss_mb"] = starts(prepared(root, size, result), count)
+        result["known_us"], result["unknown_us"] = lookup_us(root / "state", size)
         return result
     with tempfile.TemporaryDirectory() as folder:
         result["startup_s"], result["rss_mb"] = starts(prepared(Path(folder), size, result), count)
+        result["known_us"], result["unknown_us"] = lookup_us(Path(folder) / "state", size)
         return result
 
 

@@ -1,11 +1,12 @@
 """The daemon's link to the credential store: follow its changes, journal them, write back used-up codes.
 
 The CLI and the MQTT handlers change the store from other connections (other processes, even);
-the daemon notices a new revision on its tick, reads the changed rows on a worker thread through a
-connection of its own (a 100,000-row import must not stall taps), applies them to the policy's
-credential cache in one step, and journals each change as `credentials.changed` with the set's
-version and digest. The one change the daemon makes itself — revoking a single-use credential the
-tap path has used up — also runs on a worker thread, and is followed like any other.
+a change is in force as soon as it is committed (the daemon looks cards up in the store). The daemon
+notices a new revision on its tick, reads the change log on a worker thread through a connection of its
+own (a 100,000-row import's entry lists every id, and must not stall taps), and journals each change as
+`credentials.changed` with the set's version and digest. The one change the daemon makes itself —
+revoking a single-use credential the tap path has used up — also runs on a worker thread, and is
+followed like any other.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any, Protocol
 
-from gateway.credential_cache import CredentialCache
+from gateway.credential_view import CredentialView
 from gateway.journal import Journal, StateWrite
 from gateway.model import Status
 from gateway.storage import describe_storage_error
@@ -37,19 +38,19 @@ class Wall(Protocol):
 
 
 class CredentialFollower:
-    """Keeps `cache` in step with the store. `attach` it to the open store (and its second connection,
+    """Keeps `view` in step with the store's change log. `attach` it to the open store (and its second connection,
     used only by the worker thread) and journal before use; `stop` before closing them."""
 
     def __init__(
         self,
-        cache: CredentialCache,
+        view: CredentialView,
         clock: Wall,
         *,
         append: Append,
         append_or_retry: Append,
         info_changed: Callable[[], None],
     ) -> None:
-        self.cache = cache
+        self.view = view
         self._clock = clock
         self._append = append
         self._append_or_retry = append_or_retry
@@ -76,12 +77,12 @@ class CredentialFollower:
 
     @property
     def behind(self) -> bool:
-        """The store has a revision the cache has not applied yet."""
-        return self.store.rev != self.cache.rev
+        """The store has a revision the view has not journaled yet."""
+        return self.store.rev != self.view.rev
 
     def journal_changes(self, now: datetime, startup: bool = False) -> None:
-        """Bring the cache up to date now (start-up) and journal what changed."""
-        self._journal_entries(self.cache.refresh(self.store), now, startup)
+        """Bring the view up to date now (start-up) and journal what changed."""
+        self._journal_entries(self.view.refresh(self.store), now, startup)
 
     def follow(self, on_failure: Callable[[asyncio.Task[Any]], None]) -> None:
         """Start catching up unless a catch-up is already running (called on every tick)."""
@@ -90,13 +91,13 @@ class CredentialFollower:
             self._task.add_done_callback(on_failure)
 
     async def catch_up(self) -> None:
-        """Bring the policy's credentials up to date with the store without stalling taps: the changed
-        rows are read on a worker thread through a connection of its own, then applied here in one step."""
+        """Journal the store's changes since the last look without stalling taps: the change log is read
+        on a worker thread through a connection of its own, then taken here in one step."""
         assert self._worker_db is not None
         async with self._lock:
-            while self.store.rev != self.cache.rev:
-                from_rev = self.cache.rev
-                reading = asyncio.ensure_future(asyncio.to_thread(self._worker_db.changed_keys, from_rev))
+            while self.store.rev != self.view.rev:
+                from_rev = self.view.rev
+                reading = asyncio.ensure_future(asyncio.to_thread(self._worker_db.change_log, from_rev))
                 try:
                     changes = await asyncio.shield(reading)
                 except asyncio.CancelledError:
@@ -104,8 +105,8 @@ class CredentialFollower:
                     # done, so no second thread ever uses it and stop never closes it under a reader.
                     await asyncio.wait({reading})
                     raise
-                entries = self.cache.apply(changes, from_rev)
-                if entries is not None:  # None: the cache moved meanwhile; read again
+                entries = self.view.apply(changes, from_rev)
+                if entries is not None:  # None: the view moved meanwhile; read again
                     self._journal_entries(entries, self._clock.wall())
 
     async def settle_revocations(self) -> None:
@@ -127,19 +128,19 @@ class CredentialFollower:
 
     def _journal_entries(self, entries: list[ChangeLogEntry], now: datetime, startup: bool = False) -> None:
         seen = self.journal.get_state("meta:credentials_rev").get("meta:credentials_rev", 0)
-        if startup and isinstance(seen, int) and seen < self.cache.rev:
+        if startup and isinstance(seen, int) and seen < self.view.rev:
             # Changes made while the daemon was stopped: one summary record.
             version, digest = self.store.version_and_digest()
             entries_note = {"kind": "credentials.changed", "reason": "changed_while_stopped", "version": version}
             self._append(
                 [{**entries_note, "digest": digest}],
                 now,
-                [StateWrite("meta:credentials_rev", self.cache.rev)],
+                [StateWrite("meta:credentials_rev", self.view.rev)],
             )
             return
         if not entries:
             return
-        applied = self.cache.rev
+        applied = self.view.rev
         version, digest = self.store.version_and_digest()
         records = [
             {
@@ -148,7 +149,7 @@ class CredentialFollower:
                 "action": entry.action,
                 "by": entry.by,
                 "ids": list(entry.ids[:50]),
-                "count": len(entry.ids),
+                "count": entry.count,
                 "version": entry.rev,
             }
             for entry in entries

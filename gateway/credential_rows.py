@@ -1,7 +1,7 @@
 """The credential store's SQLite schema and its rows: migrations, columns and the row codec.
 
 `gateway.store` owns the transactions; this module only says what a row is and how a
-`Credential` becomes one and back (the running daemon's credential cache reads raw rows too).
+`Credential` becomes one and back (the running daemon reads one row per presented card).
 """
 
 from __future__ import annotations

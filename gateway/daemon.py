@@ -51,8 +51,8 @@ from drivers.base import (
 from gateway import __version__
 from gateway.config import Settings, load_config
 from gateway.control import ControlServer
-from gateway.credential_cache import CredentialCache
 from gateway.credential_follower import CredentialFollower
+from gateway.credential_view import CredentialView
 from gateway.doors import DoorMonitor
 from gateway.events import format_ts, uuid7
 from gateway.feedback import tap_feedback
@@ -79,8 +79,8 @@ log = logging.getLogger("lockergw")
 
 TICK_S = 0.1  # door timers, store changes (a CLI change is in force within a second), watchdog
 STOP_BUDGET_S = 4.0
-#: SQLite page cache of the daemon's store connections (KiB): one for look-ups and requests, one
-#: for following changes. The CLI's import keeps the store's larger default.
+#: SQLite page cache of the daemon's store connections (KiB): one for card look-ups (by the uid index)
+#: and requests, one for following the change log. The CLI's import keeps the store's larger default.
 DAEMON_STORE_CACHE_KIB = 8192
 FOLLOWER_CACHE_KIB = 2048
 PROBE_EVERY_S = 1.0  # while the journal fails: how often a commit is tried without a tap
@@ -157,7 +157,7 @@ class Gateway:
         self.reader_lockers = {r.id: tuple(r.lockers) for r in settings.readers}
         self.reader_drivers = {r.id: r.driver for r in settings.readers}
         self.board_settings = {b.id: b for b in settings.boards}
-        self.credentials = CredentialCache()
+        self.credentials = CredentialView()
         self.lockers: dict[str, Locker] = {}
         self.reader_states: dict[str, ReaderState] = {}
         self.doors = DoorMonitor(settings.policy.door_left_open_s, settings.policy.forced_open_grace_s)
@@ -236,7 +236,7 @@ class Gateway:
         self._writer = JournalWriter(self._journal, on_failure=self._journal_failed)
         self.follower.attach(self.store, self._follow_store_db, self._journal)
         self.credentials.load(self.store)
-        # A million credential objects would otherwise be walked by every full garbage collection.
+        # What start-up made lives as long as the daemon: no full garbage collection need walk it again.
         gc.collect()
         gc.freeze()
         saved_lockers = self.journal.get_state("locker:")

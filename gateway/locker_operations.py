@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from gateway.credential_cache import CredentialCache
+from gateway.credential_view import CredentialView
 from gateway.journal import StateWrite
 from gateway.model import Locker, LockerMode, Service
 from gateway.mqtt.ops import RequestError
@@ -32,7 +32,7 @@ class LockerHost(Protocol):
 
     lockers: dict[str, Locker]
     policy: PolicySettings
-    credentials: CredentialCache
+    credentials: CredentialView
 
     @property
     def clock(self) -> Wall: ...

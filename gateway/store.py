@@ -1,8 +1,9 @@
 """The credential store: SQLite `credentials.db` in `state_dir`, shared by the daemon and the CLI.
 
-Every change bumps a revision; `changed_rows(rev)` lets the running daemon pick up CLI and MQTT
-changes incrementally (it polls `rev`, one indexed read, so a change is in force within a second).
-Each change also leaves a row in the change log, which the daemon journals as `credentials.changed`.
+The running daemon looks each presented card up here (`by_key`, by the unique index on uid), so a
+change is in force once committed. Every change bumps a revision and leaves a row in the change log,
+which the daemon follows (`change_log(rev)`; it polls `rev`, one indexed read) and journals as
+`credentials.changed`.
 
 Several processes may write (the daemon's MQTT handlers, the CLI): every change is one
 `BEGIN IMMEDIATE` transaction that reads what it checks against and writes in the same lock, so two
@@ -38,11 +39,6 @@ from gateway.credential_rows import (
     RowReader,
     row_of,
 )
-
-# Readers of raw rows (the daemon's credential cache) take the row layout from here, beside changed_rows.
-from gateway.credential_rows import ROW_FORM as ROW_FORM
-from gateway.credential_rows import ROW_ID as ROW_ID
-from gateway.credential_rows import ROW_UID as ROW_UID
 from gateway.credential_rows import credential_from_row as credential_from_row
 from gateway.issuance import (
     BatchOutcome,
@@ -117,8 +113,9 @@ class ChangeLogEntry:
     at: datetime
     by: str
     action: str  # "upsert" | "set_status" | "replace" | "remove" | "snapshot" | "import"
-    ids: tuple[str, ...]
+    ids: tuple[str, ...]  # every id the change touched, or the first `ids_limit` of them (`change_log`)
     reason: str | None
+    count: int  # how many ids the change touched
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,13 +130,11 @@ class RawChanges:
 
 
 @dataclass(frozen=True, slots=True)
-class IndexMaps:
-    """The credential set at `rev` as the daemon's index keeps it: id → uid (every credential; "" for
-    none) and printed-form key (`dec:00CE754C`) → id for credentials enrolled from a printed form."""
+class ChangeLog:
+    """The change log since a revision, up to `rev` (what the daemon journals as credentials.changed)."""
 
     rev: int
-    ids: dict[str, str]
-    printed: dict[str, str]
+    log: tuple[ChangeLogEntry, ...]
 
 
 #: Rows a change must touch before `changed_rows` scans the table instead of walking the rev index.
@@ -218,11 +213,24 @@ class Store:
         row = self._db.execute(f"{SELECT} WHERE id = ?", (credential_id,)).fetchone()
         return None if row is None else credential_from_row(row)
 
+    def has(self, credential_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM credentials WHERE id = ?", (credential_id,)).fetchone() is not None
+
     def by_uid(self, uid: str) -> Credential | None:
         """The credential with exactly this canonical uid (the policy's fob-number match rule aside)."""
         if not uid:
             return None
         row = self._db.execute(f"{SELECT} WHERE uid = ? AND uid != ''", (uid,)).fetchone()
+        return None if row is None else credential_from_row(row)
+
+    def by_key(self, key: str) -> Credential | None:
+        """The credential a tap's look-up key finds (gateway.uid): a canonical uid, whatever form the
+        credential was enrolled in, or a printed-form key (`dec:00CE754C`, `fc:CE754C`), which finds
+        only a credential enrolled in that form. One look-up in the unique index on uid."""
+        form, _, uid = key.rpartition(":")
+        if not form:
+            return self.by_uid(key)
+        row = self._db.execute(f"{SELECT} WHERE uid = ? AND uid != '' AND uid_form = ?", (uid, form)).fetchone()
         return None if row is None else credential_from_row(row)
 
     def all(self) -> Iterator[Credential]:
@@ -236,9 +244,28 @@ class Store:
         finally:
             cursor.close()
 
-    def count(self) -> int:
-        value: int = self._db.execute("SELECT count(*) FROM credentials").fetchone()[0]
+    def count(self, *, with_uid: bool = False) -> int:
+        """How many credentials there are (`with_uid`: only those a card can find)."""
+        query = "SELECT count(*) FROM credentials" + (" WHERE uid != ''" if with_uid else "")
+        value: int = self._db.execute(query).fetchone()[0]
         return value
+
+    def ids(self) -> Iterator[str]:
+        """Every credential id, in order (streamed)."""
+        return self._column("SELECT id FROM credentials ORDER BY id")
+
+    def uids(self) -> Iterator[str]:
+        """Every uid a card can be found by, in order (streamed)."""
+        return self._column("SELECT uid FROM credentials WHERE uid != '' ORDER BY uid")
+
+    def _column(self, query: str) -> Iterator[str]:
+        cursor = self._db.execute(query)
+        try:
+            while rows := cursor.fetchmany(1000):
+                for (value,) in rows:
+                    yield value
+        finally:
+            cursor.close()
 
     @property
     def rev(self) -> int:
@@ -246,52 +273,49 @@ class Store:
 
     def changed_rows(self, rev: int, columns: Sequence[str] = COLUMNS) -> RawChanges:
         """What changed after `rev`, with credentials as raw rows (`credential_from_row` turns one
-        into a Credential). The running daemon loads a 100,000-row import this way in a fraction of the
-        time, and builds each Credential only when its card is presented."""
+        into a Credential)."""
         with _read_transaction(self._db):
             current = _current_rev(self._db)
             changed: int = self._db.execute("SELECT count(*) FROM credentials WHERE rev > ?", (rev,)).fetchone()[0]
-            # Few changed rows: by the rev index. Many (an import, a snapshot, start-up): one table scan.
+            # Few changed rows: by the rev index. Many (an import, a snapshot): one table scan.
             source = "credentials" if changed < BULK_ROWS else "credentials NOT INDEXED"
             rows = self._db.execute(f"SELECT {', '.join(columns)} FROM {source} WHERE rev > ?", (rev,)).fetchall()
             removed = tuple(
                 row[0] for row in self._db.execute("SELECT id FROM removals WHERE rev > ? ORDER BY rev, id", (rev,))
             )
-            log = tuple(
-                ChangeLogEntry(
-                    rev=row[0],
-                    at=datetime.fromisoformat(row[1]),
-                    by=row[2],
-                    action=row[3],
-                    ids=tuple(json.loads(row[4])),
-                    reason=row[5],
-                )
-                for row in self._db.execute(
-                    "SELECT rev, at, by, action, ids, reason FROM change_log WHERE rev > ? ORDER BY rev", (rev,)
-                )
-            )
+            log = self._log_since(rev)
         return RawChanges(rev=current, rows=rows, removed=removed, log=log)
 
-    def changed_keys(self, rev: int) -> RawChanges:
-        """`changed_rows` with each row cut down to (id, uid, uid_form): what the daemon's compact
-        credential index keeps (gateway.credential_cache); it reads the rest when a card is presented."""
-        return self.changed_rows(rev, columns=("id", "uid", "uid_form"))
-
-    def index_maps(self) -> IndexMaps:
-        """Everything the daemon's credential index needs at start-up, read in one transaction.
-
-        The maps are built by `dict()` straight from the cursor (no row list, no Python loop per row):
-        a million credentials in well under a second. The change log is not read: at start-up there is
-        nothing to journal from it (changes made while the daemon was stopped are one summary record)."""
+    def change_log(self, rev: int, ids_limit: int = 50) -> ChangeLog:
+        """The change log after `rev`, read in one transaction with the revision it reaches; each entry
+        with only its first `ids_limit` ids (a million-row import's entry lists them all, and is cut
+        down by SQLite, which does not hold Python's GIL meanwhile)."""
         with _read_transaction(self._db):
-            current = _current_rev(self._db)
-            ids: dict[str, str] = dict(self._db.execute("SELECT id, uid FROM credentials"))
-            printed: dict[str, str] = dict(
-                self._db.execute(
-                    "SELECT uid_form || ':' || uid, id FROM credentials WHERE uid_form != '' AND uid != ''"
-                )
+            return ChangeLog(rev=_current_rev(self._db), log=self._log_since(rev, ids_limit))
+
+    def _log_since(self, rev: int, ids_limit: int | None = None) -> tuple[ChangeLogEntry, ...]:
+        ids = "ids"
+        if ids_limit is not None:
+            ids = (
+                f"CASE WHEN json_array_length(ids) <= {int(ids_limit)} THEN ids ELSE (SELECT json_group_array(value) "
+                f"FROM (SELECT value FROM json_each(change_log.ids) LIMIT {int(ids_limit)})) END"
             )
-        return IndexMaps(rev=current, ids=ids, printed=printed)
+        return tuple(
+            ChangeLogEntry(
+                rev=row[0],
+                at=datetime.fromisoformat(row[1]),
+                by=row[2],
+                action=row[3],
+                ids=tuple(json.loads(row[4])),
+                reason=row[5],
+                count=row[6],
+            )
+            for row in self._db.execute(
+                f"SELECT rev, at, by, action, {ids}, reason, json_array_length(ids) FROM change_log "
+                "WHERE rev > ? ORDER BY rev",
+                (rev,),
+            )
+        )
 
     def version_and_digest(self) -> tuple[int, str]:
         """The credential-set version (the revision) and a SHA-256-based digest over the set's content."""

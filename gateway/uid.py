@@ -15,8 +15,9 @@ The one match rule beyond equality (SPEC §4): a credential enrolled from a prin
 a tap from an EM4100 (125 kHz, 10 hex) reader whose low 32 (`dec`) or 24 (`fc`) bits are its number.
 Nothing else matches on fewer bits: a 6- or 8-character Wiegand or MIFARE credential typed in hex
 never matches the low bits of a longer uid, and a printed form never matches a MIFARE or Wiegand tap
-other than exactly. `CredentialIndex` applies the rule through `printed_form_keys`. The same card in
-two forms (`3C00CE754C`, `dec:0013530444`, `206,30028`) is one card: `card_keys` gives the keys two
+other than exactly. The store's `by_key` (what the daemon looks cards up with) and `CredentialIndex`
+(in memory, for the policy's tests and benchmark) apply the rule through `printed_form_keys`. The
+same card in two forms (`3C00CE754C`, `dec:0013530444`, `206,30028`) is one card: `card_keys` gives the keys two
 credentials for the same card share, and the store refuses the second as a uid clash.
 """
 
@@ -132,14 +133,6 @@ class CredentialIndex(Mapping[str, V]):
         self._printed: dict[str, V] = {}
         for uid, value in items:
             self.put(uid, value, str(getattr(value, "uid_form", "")))
-
-    @classmethod
-    def of(cls, exact: dict[str, V], printed: dict[str, V]) -> CredentialIndex[V]:
-        """An index over maps built elsewhere (taken, not copied): uid → value, and printed-form key
-        (`form_key`) → value for the values enrolled from a printed form."""
-        index: CredentialIndex[V] = cls()
-        index._exact, index._printed = exact, printed
-        return index
 
     def put(self, uid: str, value: V, form: str = "") -> None:
         self._exact[uid] = value

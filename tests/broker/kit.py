@@ -24,7 +24,7 @@ from paho.mqtt.properties import Properties
 
 from broker.mosquitto import TlsFiles
 from gateway.config import Settings
-from gateway.credential_cache import CredentialCache
+from gateway.credential_view import CredentialView
 from gateway.daemon import Clock, policy_settings
 from gateway.events import format_ts, uuid7
 from gateway.journal import Journal, StateWrite
@@ -258,7 +258,7 @@ class LockerBank:
             for section in settings.lockers
         }
         self.policy = policy_settings(settings)
-        self.credentials = CredentialCache()
+        self.credentials = CredentialView()
         self.credentials.load(store)
         self.clock = Clock()
         self._site_key = load_or_create_site_key(settings.gateway.state_dir)
