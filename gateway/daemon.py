@@ -495,7 +495,9 @@ class Gateway:
             elapsed = time.perf_counter() - committing
             for _ in decided:
                 self.metrics.journal_seconds.observe(elapsed)
-            self._carry_out([(p, envelopes) for (_, p), envelopes in zip(decided, outcome, strict=True)])
+            self._carry_out(
+                [(p, envelopes) for (_, p), envelopes in zip(decided, outcome, strict=True)], unlocks_first=True
+            )
             for (index, _), envelopes in zip(decided, outcome, strict=True):
                 results[index] = envelopes
             return results
@@ -574,15 +576,27 @@ class Gateway:
             self.metrics.refused_taps.inc()
             self._signal(pending.read.device, Feedback(Signal.DENIED))  # the person is told at once
 
-    def _carry_out(self, taps: list[tuple[PendingTap, list[dict[str, Any]]]]) -> None:
-        """Durable: energise every granted lock first; then announce, signal and do the bookkeeping."""
+    def _carry_out(self, taps: list[tuple[PendingTap, list[dict[str, Any]]]], *, unlocks_first: bool = False) -> None:
+        """Durable: energise every granted lock first; then announce, signal and do the bookkeeping.
+
+        With `unlocks_first` the rest waits for the next turn of the loop, so each unlock task writes
+        its frame before any of it runs (a task started here only runs once this callback returns)."""
         for _, envelopes in taps:
             for envelope in envelopes:
                 if envelope["kind"] == "access.granted" and envelope["unlock"] == "sent":
                     self._energise(envelope["locker"])
-        self._announce([envelope for _, envelopes in taps for envelope in envelopes])
-        for pending, envelopes in taps:
-            self._follow_up(pending, envelopes)
+        if unlocks_first:
+            asyncio.get_running_loop().call_soon(self._after_unlocks, taps)
+        else:
+            self._after_unlocks(taps)
+
+    def _after_unlocks(self, taps: list[tuple[PendingTap, list[dict[str, Any]]]]) -> None:
+        try:
+            self._announce([envelope for _, envelopes in taps for envelope in envelopes])
+            for pending, envelopes in taps:
+                self._follow_up(pending, envelopes)
+        except Exception:  # a bug here must not stop the taps after these
+            log.exception("failed to follow up %d taps", len(taps))
 
     def _follow_up(self, pending: PendingTap, envelopes: list[dict[str, Any]]) -> None:
         read, decision = pending.read, pending.decision
