@@ -4,39 +4,18 @@ commit) with 20 readers and boards that only note when each unlock was started."
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from twenty_readers import READERS, reader_id, settings, uid
+
 from drivers.base import CardRead, Emit, LockBoard
-from gateway.config import Settings
 from gateway.daemon import Gateway
 from gateway.store import Store
-
-READERS = 20
-
-
-def uid(n: int) -> str:
-    return f"3C00CE75{n:02X}"
-
-
-def settings(root: Path) -> Settings:
-    return Settings.model_validate(
-        {
-            "gateway": {"id": "gw-bench", "site": "bench", "state_dir": str(root / "state")},
-            "boards": [
-                {"id": "b1", "driver": "kerong-cu16", "port": "/dev/null"},
-                {"id": "b2", "driver": "kerong-cu16", "port": "/dev/null-2"},
-            ],
-            "lockers": [
-                {"id": f"L-{n:02}", "board": "b1" if n < 10 else "b2", "lock": n % 10 + 1} for n in range(READERS)
-            ],
-            "readers": [
-                {"id": f"r{n:02}", "driver": "rdm6300", "port": f"/dev/null-r{n}", "lockers": [f"L-{n:02}"]}
-                for n in range(READERS)
-            ],
-        }
-    )
 
 
 class TimingBoard(LockBoard):
@@ -56,7 +35,7 @@ class TimingBoard(LockBoard):
 
 
 def open_gateway(root: Path) -> tuple[Gateway, dict[str, TimingBoard]]:
-    gateway = Gateway(settings(root))
+    gateway = Gateway(settings(root, "gw-bench"))
     gateway._open_state()
     with Store.open(root / "state") as store:
         store.upsert(
@@ -83,4 +62,4 @@ def close_gateway(gateway: Gateway) -> None:
 
 
 def read_of(n: int) -> CardRead:
-    return CardRead(f"r{n:02}", uid(n), datetime.now(UTC))
+    return CardRead(reader_id(n), uid(n), datetime.now(UTC))

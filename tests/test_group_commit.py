@@ -11,36 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from twenty_readers import READERS, reader_id, settings, uid
+
 from drivers.base import BoardStatus, CardRead, Emit, LockBoard
-from gateway.config import Settings
 from gateway.daemon import Gateway
 from gateway.journal import Group
 from gateway.store import Store
-
-READERS = 20
-
-
-def settings(tmp_path: Path) -> Settings:
-    return Settings.model_validate(
-        {
-            "gateway": {"id": "gw-t", "site": "t", "state_dir": str(tmp_path / "state")},
-            "boards": [
-                {"id": "b1", "driver": "kerong-cu16", "port": "/dev/null"},
-                {"id": "b2", "driver": "kerong-cu16", "port": "/dev/null-2"},
-            ],
-            "lockers": [
-                {"id": f"L-{n:02}", "board": "b1" if n < 10 else "b2", "lock": n % 10 + 1} for n in range(READERS)
-            ],
-            "readers": [
-                {"id": f"r{n}", "driver": "rdm6300", "port": f"/dev/null-r{n}", "lockers": [f"L-{n:02}"]}
-                for n in range(READERS)
-            ],
-        }
-    )
-
-
-def uid(n: int) -> str:
-    return f"3C00CE75{n:02X}"
 
 
 class DurabilityCheckingBoard(LockBoard):
@@ -132,10 +108,10 @@ async def test_a_burst_of_taps_commits_every_decision_before_its_unlock(tmp_path
         held = HeldCommits(gateway)
         consumer = asyncio.get_running_loop().create_task(gateway._consume_device_events())
         now = datetime.now(UTC)
-        gateway.emit(CardRead("r0", uid(0), now))
+        gateway.emit(CardRead(reader_id(0), uid(0), now))
         await asyncio.to_thread(held.started.wait, 10)  # the first tap's commit is running
         for n in range(1, READERS):  # a school bell: every other reader while it runs
-            gateway.emit(CardRead(f"r{n}", uid(n), now))
+            gateway.emit(CardRead(reader_id(n), uid(n), now))
         held.release.set()
         await until(lambda: sum(len(b.unlocked) for b in boards) == READERS)
         consumer.cancel()
@@ -154,17 +130,17 @@ async def test_group_commit_never_reorders_seq_against_decision_order(tmp_path: 
         held = HeldCommits(gateway)
         consumer = asyncio.get_running_loop().create_task(gateway._consume_device_events())
         now = datetime.now(UTC)
-        gateway.emit(CardRead("r0", uid(0), now))
+        gateway.emit(CardRead(reader_id(0), uid(0), now))
         await asyncio.to_thread(held.started.wait, 10)
         order = [7, 3, 19, 1, 12, 5, 8]
         for n in order:
-            gateway.emit(CardRead(f"r{n}", uid(n), now))
-        gateway.emit(CardRead("r4", uid(5), now))  # someone else's card: denied, in its place
+            gateway.emit(CardRead(reader_id(n), uid(n), now))
+        gateway.emit(CardRead(reader_id(4), uid(5), now))  # someone else's card: denied, in its place
         held.release.set()
         await until(lambda: len(gateway.journal.read(1, 100)) == 1 + len(order) + 1)
         consumer.cancel()
         events = [e for e in gateway.journal.read(1, 100) if e["kind"].startswith("access.")]
-        assert [e["reader"] for e in events] == ["r0", *(f"r{n}" for n in order), "r4"]
+        assert [e["reader"] for e in events] == [reader_id(0), *(reader_id(n) for n in order), reader_id(4)]
         assert [e["kind"] for e in events][-1] == "access.denied"
         seqs = [e["seq"] for e in events]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
@@ -181,24 +157,24 @@ async def test_door_reports_and_taps_interleaved_keep_their_order_in_the_journal
         gateway.emit(BoardStatus("b2", now, (True,) * 16, (False,) * 16))  # learn: every door closed
         await until(lambda: "b2" in gateway.devices_seen)
         held = HeldCommits(gateway)
-        gateway.emit(CardRead("r0", uid(0), now))
+        gateway.emit(CardRead(reader_id(0), uid(0), now))
         await asyncio.to_thread(held.started.wait, 10)  # the first tap's commit is running
         # While it runs: a door on b2 is forced open, a tap, the door closes again, another tap.
         gateway.emit(BoardStatus("b2", now, (False,) + (True,) * 15, (False,) * 16))
-        gateway.emit(CardRead("r1", uid(1), now))
+        gateway.emit(CardRead(reader_id(1), uid(1), now))
         gateway.emit(BoardStatus("b2", now, (True,) * 16, (False,) * 16))
-        gateway.emit(CardRead("r2", uid(2), now))
+        gateway.emit(CardRead(reader_id(2), uid(2), now))
         held.release.set()
         await until(lambda: sum(len(b.unlocked) for b in boards) == 3)
         await until(lambda: any(e["kind"] == "door.closed" for e in gateway.journal.read(1, 100)))
         consumer.cancel()
         events = [(e["kind"], e.get("reader") or e.get("locker")) for e in gateway.journal.read(1, 100)]
         assert [event for event in events if event[0] != "door.forced_open"] == [
-            ("access.granted", "r0"),
+            ("access.granted", reader_id(0)),
             ("door.opened", "L-10"),
-            ("access.granted", "r1"),
+            ("access.granted", reader_id(1)),
             ("door.closed", "L-10"),
-            ("access.granted", "r2"),
+            ("access.granted", reader_id(2)),
         ]
         unlocked = [entry for board in boards for entry in board.unlocked]
         assert all(durable for _, durable in unlocked), "a lock was energised before its decision was on disk"
@@ -225,17 +201,17 @@ async def test_a_commit_failing_on_the_writer_thread_refuses_the_tap_and_is_jour
         journal.append_groups = flaky  # type: ignore[method-assign]
         consumer = asyncio.get_running_loop().create_task(gateway._consume_device_events())
         now = datetime.now(UTC)
-        gateway.emit(CardRead("r0", uid(0), now))
+        gateway.emit(CardRead(reader_id(0), uid(0), now))
         await until(lambda: gateway.metrics.refused_taps._value.get() == 1)
         assert gateway.health()["journal"]["status"] == "failing"
         assert "disk I/O error" in gateway.health()["journal"]["cause"]
         assert not any(b.unlocked for b in boards), "a lock was energised without a journaled decision"
         failing.clear()
-        gateway.emit(CardRead("r1", uid(1), now))
+        gateway.emit(CardRead(reader_id(1), uid(1), now))
         await until(lambda: sum(len(b.unlocked) for b in boards) == 1)
         consumer.cancel()
         kinds = [(e["kind"], e.get("reader")) for e in gateway.journal.read(1, 100)]
-        assert kinds == [("journal.unavailable", None), ("access.granted", "r1")]
+        assert kinds == [("journal.unavailable", None), ("access.granted", reader_id(1))]
         assert gateway.journal.read(1, 1)[0]["refused_taps"] == 1
         assert gateway.health()["journal"]["status"] == "ok"
         assert all(durable for b in boards for _, durable in b.unlocked)
