@@ -124,6 +124,34 @@ async def test_a_burst_of_taps_commits_every_decision_before_its_unlock(tmp_path
         close(gateway)
 
 
+async def test_every_lock_of_a_group_is_energised_before_its_events_are_announced(tmp_path: Path) -> None:
+    """Listeners (the log, the publisher's wake-up, the console) hear of a grant only once every unlock of
+    its group commit has been started: nothing is done before a door that could already be popping."""
+    gateway, boards = started_gateway(tmp_path)
+    try:
+        unlocks_started_when_heard: list[int] = []
+        gateway.listeners.append(
+            lambda envelope: (
+                unlocks_started_when_heard.append(sum(len(b.unlocked) for b in boards))
+                if envelope["kind"] == "access.granted"
+                else None
+            )
+        )
+        held = HeldCommits(gateway)
+        consumer = asyncio.get_running_loop().create_task(gateway._consume_device_events())
+        now = datetime.now(UTC)
+        gateway.emit(CardRead(reader_id(0), uid(0), now))
+        await asyncio.to_thread(held.started.wait, 10)
+        for n in range(1, READERS):
+            gateway.emit(CardRead(reader_id(n), uid(n), now))
+        held.release.set()
+        await until(lambda: len(unlocks_started_when_heard) == READERS)
+        consumer.cancel()
+        assert unlocks_started_when_heard == [1] + [READERS] * (READERS - 1)
+    finally:
+        close(gateway)
+
+
 async def test_group_commit_never_reorders_seq_against_decision_order(tmp_path: Path) -> None:
     gateway, _ = started_gateway(tmp_path)
     try:
