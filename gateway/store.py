@@ -27,7 +27,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from gateway.credential_digest import credential_share, digest_text, utc_text
+from gateway.credential_digest import digest_text, share_hex, utc_text
 from gateway.credential_input import CredentialFields, FieldError, parse_credential_fields
 from gateway.credential_rows import (
     COLUMNS,
@@ -634,9 +634,9 @@ class Store:
         self._db.executemany("DELETE FROM credential_scope WHERE credential_id = ?", ((ident,) for ident in updated))
         rows = []
         for credential in credentials:
-            share = credential_share(credential)
-            delta += share
-            rows.append((*row_of(credential), f"{share:064x}", rev))
+            share = share_hex(credential)
+            delta += int(share, 16)
+            rows.append((*row_of(credential), share, rev))
         self._db.executemany(UPSERT_ROW, rows)
         self._db.executemany(
             "INSERT OR IGNORE INTO credential_scope (item, credential_id) VALUES (?, ?)",
