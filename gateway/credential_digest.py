@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from json.encoder import encode_basestring
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
+from json.encoder import encode_basestring
 from typing import Any
 
 from gateway.model import Credential
@@ -92,12 +92,13 @@ def share_hex(credential: Credential) -> str:
     The canonical JSON of `digest_record` written out directly: the same bytes, with the members an
     import's rows share (kind, role, schedule, scope, status, validity) encoded once per distinct
     value. This runs for every row an import writes."""
+    c = credential
+    shared = _shared_members(c.kind, c.role, c.schedule, c.scope, c.single_use, c.status)
     text = (
-        f'{{"approved_by":{_json_text(credential.approved_by)},"deposit":{_json_text(credential.deposit)},'
-        f'"holder":{encode_basestring(credential.holder)},"id":{encode_basestring(credential.id)},'
-        f'"key_code":{_json_text(credential.key_code)}'
-        f"{_shared_members(credential.kind, credential.role, credential.schedule, credential.scope, credential.single_use, credential.status)}"
-        f',"uid":{encode_basestring(credential.uid)}{_validity_members(credential.valid_from, credential.valid_until)}}}'
+        f'{{"approved_by":{_json_text(c.approved_by)},"deposit":{_json_text(c.deposit)},'
+        f'"holder":{encode_basestring(c.holder)},"id":{encode_basestring(c.id)},'
+        f'"key_code":{_json_text(c.key_code)}{shared},"uid":{encode_basestring(c.uid)}'
+        f"{_validity_members(c.valid_from, c.valid_until)}}}"
     )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -447,11 +447,12 @@ class Store:
         return found
 
     def _same_card_candidates(
-        self, items: Iterable[CredentialFields], skip: Mapping[str, Credential]
+        self, items: Iterable[CredentialFields], skip: Mapping[str, Credential], *, printed_forms: bool = True
     ) -> list[Credential]:
         """Stored credentials that may be the same card as one of `items`: the same uid, a credential
-        enrolled from a printed form that an item's card answers to, and — for items in a printed form —
-        EM4100 uids whose low 32 or 24 bits are the item's number (a table scan; printed forms are rare)."""
+        enrolled from a printed form that an item's card answers to (only when `printed_forms`: the
+        store may hold such credentials), and — for items in a printed form — EM4100 uids whose low 32
+        or 24 bits are the item's number (a table scan; printed forms are rare)."""
         uids: set[str] = set()
         dec: set[str] = set()
         fc: set[str] = set()
@@ -460,7 +461,8 @@ class Store:
             if not uid:
                 continue
             uids.add(uid)
-            uids.update(key.split(":", 1)[1] for key in answer_keys(uid, form))
+            if printed_forms:
+                uids.update(key.split(":", 1)[1] for key in answer_keys(uid, form))
             if form == "dec":
                 dec.add(uid)
             elif form == "fc":
@@ -504,12 +506,15 @@ class Store:
             with write_transaction(self._db, _busy):
                 rev = _current_rev(self._db) + 1
                 seen = _SeenIds(self._db)
+                printed = _PrintedForms(self._db)
                 # A snapshot is checked against nothing but itself: it is one batch (an MQTT request).
                 size = max(total, 1) if whole_set else batch_items or BATCH_ITEMS
                 start = 0
                 for batch in _batches(items, size):
                     step = _Step(start, total, progress)
-                    self._apply_batch(batch, step, seen, refused, tally, by=by, now=now, rev=rev, whole_set=whole_set)
+                    self._apply_batch(
+                        batch, step, seen, printed, refused, tally, by=by, now=now, rev=rev, whole_set=whole_set
+                    )
                     start += len(batch)
                 seen.close()
                 if refused.count:
@@ -534,6 +539,7 @@ class Store:
         batch: Sequence[Mapping[str, Any] | BadItem],
         step: _Step,
         seen: _SeenIds,
+        printed: _PrintedForms,
         refused: _Refusals,
         tally: _Tally,
         *,
@@ -555,7 +561,10 @@ class Store:
             loaded.update((c.id, c) for c in self._select_in("key_code", codes, loaded))
             loaded.update((c.id, c) for c in self._select_in("id", ids.values(), loaded))
             existing = {ident: loaded[ident] for ident in ids.values() if ident in loaded}
-            loaded.update((c.id, c) for c in self._same_card_candidates(parsed.values(), loaded))
+            candidates = self._same_card_candidates(
+                parsed.values(), loaded, printed_forms=printed.may_be_stored(len(batch))
+            )
+            loaded.update((c.id, c) for c in candidates)
             known = KnownCredentials(loaded.values())
         outcome = issue_batch(
             parsed, known, existing, by=by, now=now, whole_set=whole_set, progress=step.phase("matching")
@@ -572,6 +581,7 @@ class Store:
         if outcome.changed:
             step.report("writing", 0)
             self._write(outcome.changed, rev, existing=set(existing))
+            printed.written(outcome.changed)
         step.report("writing", len(batch))
         tally.add(outcome, existing)
 
@@ -815,6 +825,38 @@ class _Tally:
 def _json_items(ids: Sequence[str]) -> str:
     """`json.dumps(ids)` without its brackets, to join with other batches' ids."""
     return json.dumps(list(ids), ensure_ascii=False)[1:-1]
+
+
+class _PrintedForms:
+    """Whether the store may hold credentials enrolled from a printed form (`dec` / `fc`). Only those
+    are found under the printed-form keys another card answers to, so while there are none a batch
+    need not look its cards up under those keys (two of a row's five index look-ups).
+
+    Looked for once per upsert, by a table scan, and only when that costs less than the look-ups it
+    can save: when the store holds no more than ten rows for each of the first batch's items (a large
+    import into a new or small store). Otherwise, or once the upsert writes one, they may be there."""
+
+    #: Stored rows per item of the first batch up to which the scan pays (a row scanned costs far less
+    #: than an item's two look-ups).
+    SCAN_ROWS_PER_ITEM = 10
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._stored: bool | None = None
+
+    def may_be_stored(self, batch_items: int) -> bool:
+        if self._stored is None:
+            largest = self._db.execute("SELECT max(rowid) FROM credentials").fetchone()[0] or 0
+            if largest > self.SCAN_ROWS_PER_ITEM * batch_items:
+                self._stored = True
+            else:
+                query = "SELECT EXISTS (SELECT 1 FROM credentials WHERE uid_form != '')"
+                self._stored = bool(self._db.execute(query).fetchone()[0])
+        return self._stored
+
+    def written(self, credentials: Iterable[Credential]) -> None:
+        if not self._stored and any(credential.uid_form for credential in credentials):
+            self._stored = True
 
 
 class _SeenIds:

@@ -12,7 +12,9 @@ from gateway.credential_digest import credential_share, digest_record, record_sh
 from gateway.model import Credential, Kind, Role, Status
 
 text = st.text(min_size=1, max_size=12)
-moments = st.none() | st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
+moments = st.none() | st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+)
 
 credentials = st.builds(
     Credential,

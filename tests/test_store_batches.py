@@ -105,10 +105,42 @@ def test_every_bad_item_is_counted_and_the_first_hundred_kept(store: Store) -> N
     assert "(and 250 more bad items)" in str(refused.value)
 
 
+# ---- a card enrolled from what is printed on its fob is the same card as its EM4100 uid -------------
+
+
+def test_a_printed_form_in_an_earlier_batch_is_the_same_card_as_a_later_batchs_uid(tmp_path: Path) -> None:
+    with Store.open(tmp_path, zone=LONDON) as empty:
+        items = [pupil(n) for n in range(300)]
+        items[10] = {**items[10], "uid": "dec:0013530444"}  # 3C00CE754C's low 32 bits, as printed
+        items[250] = {**items[250], "uid": "3C00CE754C"}
+        with pytest.raises(UpsertRefused) as refused:
+            empty.merge(streamed(items), by="t", now=NOW, batch_items=100)
+        (problem,) = refused.value.problems
+        assert problem.index == 250 and "same card as credential S-00010" in problem.message
+        assert empty.count() == 0
+
+
+@pytest.mark.parametrize("stored_rows", [5, 400])
+def test_a_stored_printed_form_is_the_same_card_in_a_large_or_a_small_upsert(tmp_path: Path, stored_rows: int) -> None:
+    """Whether the store is looked through for printed forms first (a small store, a large batch) or
+    each card is looked up under them (a large store, a small batch), the clash is found."""
+    with Store.open(tmp_path, zone=LONDON) as store:
+        store.upsert([pupil(n) for n in range(stored_rows)], by="office", now=NOW)
+        store.upsert([{**pupil(90_000), "uid": "206,30028"}], by="office", now=NOW)  # 3C00CE754C's low 24 bits
+        for size in (1, 300):
+            items = [pupil(n) for n in range(100_000, 100_000 + size)]
+            items[-1] = {**items[-1], "uid": "3C00CE754C"}
+            with pytest.raises(UpsertRefused) as refused:
+                store.merge(streamed(items), by="t", now=NOW, batch_items=100)
+            (problem,) = refused.value.problems
+            assert problem.index == size - 1 and "same card as credential S-90000" in problem.message
+
+
 # ---- batches change nothing about the outcome --------------------------------------------------
 
 _IDS = [f"C-{n}" for n in range(8)]
-_UIDS = ["AA01", "AA02", "AA03", "AA04", "dec:0000043521", "AA00AA01", ""]
+#: dec:0000043521, 0,43521 and 3C0000AA01 are one EM4100 card (printed as a number, as facility,card, read).
+_UIDS = ["AA01", "AA02", "AA03", "AA04", "dec:0000043521", "0,43521", "3C0000AA01", "AA00AA01", ""]
 _HOLDERS = ["u-1", "u-2", "u-3"]
 _SCOPES = ["A-01", "A-02", "A-01;A-02", "K-1", ""]
 
