@@ -160,15 +160,28 @@ def refusal(
 ) -> Refusal | None:
     """Why `credential` (replacing `old`, if it updates one) may not join `known`, or None. `keys`: its
     card's keys (`card_keys`), when the caller has them already."""
+    return card_refusal(known, credential, keys) or duplicate_refusal(known, credential, old)
+
+
+def card_refusal(known: KnownCredentials, credential: Credential, keys: CardKeys | None = None) -> Refusal | None:
+    """A refusal when another credential is for `credential`'s card (one card, one credential)."""
     owner = known.same_card(credential, keys)
-    if owner is not None:
-        other = known.by_id.get(owner)
-        if other is not None and other.uid != credential.uid:
-            return Refusal(
-                "uid", f"{mask_uid(credential.uid)} is the same card as credential {owner} (in another form)"
-            )
-        return Refusal("uid", f"{mask_uid(credential.uid)} is already on credential {owner}")
-    return duplicate_refusal(known, credential, old)
+    if owner is None:
+        return None
+    other = known.by_id.get(owner)
+    if other is not None and other.uid != credential.uid:
+        return Refusal("uid", f"{mask_uid(credential.uid)} is the same card as credential {owner} (in another form)")
+    return Refusal("uid", f"{mask_uid(credential.uid)} is already on credential {owner}")
+
+
+def _first_key(known: KnownCredentials, new: CredentialFields) -> bool:
+    """Whether `new` is its holder's first key and cut to no known code: then it follows on from no key
+    (`lineage_issue_no` is 0) and duplicates none (`user_duplicates` and `code_duplicates` are empty) —
+    the usual item of a large import, spared those checks."""
+    if known.by_holder.get(new["holder"]):
+        return False
+    code = new["key_code"]
+    return code is None or not known.by_code.get(code)
 
 
 def lineage_issue_no(known: KnownCredentials, new: CredentialFields) -> int:
@@ -285,9 +298,16 @@ def issue_batch(
         if progress is not None and position % 2000 == 0:
             progress(position, len(items))
         old = existing.get(fields["id"])
-        credential = issue(fields, old, known, by=by, now=now)
-        keys = card_keys(credential)
-        refused = refusal(known, credential, None if whole_set else old, keys)
+        keys: CardKeys | None
+        if old is None and _first_key(known, fields):
+            # Issue number 1 and no key to duplicate (the rules below come to this): only the card is checked.
+            credential = Credential(**fields, issue_no=1, issued_at=now, issued_by=by)
+            keys = card_keys(credential)
+            refused = card_refusal(known, credential, keys)
+        else:
+            credential = issue(fields, old, known, by=by, now=now)
+            keys = card_keys(credential)
+            refused = refusal(known, credential, None if whole_set else old, keys)
         if refused is not None:
             refusals[index] = refused
             continue

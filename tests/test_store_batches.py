@@ -10,13 +10,14 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.store import MAX_PROBLEMS, BadItem, Store, UpsertRefused
+from gateway.store import MAX_PROBLEMS, BadItem, Store, UpsertRefused, _PrintedForms
 
 LONDON = ZoneInfo("Europe/London")
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -194,4 +195,39 @@ def test_batches_give_the_same_outcome_as_one_batch(
                 with contextlib.suppress(UpsertRefused):
                     store.upsert([item], by="office", now=NOW)
             outcomes.append(outcome(store, items, size))
+    assert outcomes[0] == outcomes[1]
+
+
+@contextlib.contextmanager
+def every_check_the_long_way() -> Iterator[None]:
+    """The import's shortcuts off: each item's fields checked one by one, each card looked up under its
+    printed-form keys, each item's lineage and duplicates looked for even when it is a holder's first."""
+    with (
+        mock.patch("gateway.credential_input._row_fields", return_value=None),
+        mock.patch.object(_PrintedForms, "may_be_stored", return_value=True),
+        mock.patch("gateway.issuance._first_key", return_value=False),
+    ):
+        yield
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    stored=st.lists(upsert_items(), max_size=4),
+    items=st.lists(upsert_items(), min_size=1, max_size=12),
+    batch_items=st.integers(1, 3),
+)
+def test_the_shortcuts_refuse_and_store_exactly_what_checking_everything_does(
+    stored: list[dict[str, Any]], items: list[dict[str, Any]], batch_items: int
+) -> None:
+    outcomes = []
+    for long_way in (False, True):
+        with (
+            tempfile.TemporaryDirectory() as folder,
+            Store.open(Path(folder), zone=LONDON) as store,
+            every_check_the_long_way() if long_way else contextlib.nullcontext(),
+        ):
+            for item in stored:
+                with contextlib.suppress(UpsertRefused):
+                    store.upsert([item], by="office", now=NOW)
+            outcomes.append(outcome(store, items, batch_items))
     assert outcomes[0] == outcomes[1]
