@@ -298,9 +298,8 @@ def issue_batch(
         if progress is not None and position % 2000 == 0:
             progress(position, len(items))
         old = existing.get(fields["id"])
-        keys: CardKeys | None
         if old is None and _first_key(known, fields):
-            # Issue number 1 and no key to duplicate (the rules below come to this): only the card is checked.
+            # Numbered 1, with no key to duplicate (what the rules come to): only its card is checked.
             credential = Credential(**fields, issue_no=1, issued_at=now, issued_by=by)
             keys = card_keys(credential)
             refused = card_refusal(known, credential, keys)
