@@ -506,14 +506,14 @@ class Store:
             with write_transaction(self._db, _busy):
                 rev = _current_rev(self._db) + 1
                 seen = _SeenIds(self._db)
-                printed = _PrintedForms(self._db)
+                stored = _Stored(self._db)
                 # A snapshot is checked against nothing but itself: it is one batch (an MQTT request).
                 size = max(total, 1) if whole_set else batch_items or BATCH_ITEMS
                 start = 0
                 for batch in _batches(items, size):
                     step = _Step(start, total, progress)
                     self._apply_batch(
-                        batch, step, seen, printed, refused, tally, by=by, now=now, rev=rev, whole_set=whole_set
+                        batch, step, seen, stored, refused, tally, by=by, now=now, rev=rev, whole_set=whole_set
                     )
                     start += len(batch)
                 seen.close()
@@ -539,7 +539,7 @@ class Store:
         batch: Sequence[Mapping[str, Any] | BadItem],
         step: _Step,
         seen: _SeenIds,
-        printed: _PrintedForms,
+        stored: _Stored,
         refused: _Refusals,
         tally: _Tally,
         *,
@@ -559,10 +559,11 @@ class Store:
             codes = {fields["key_code"] for fields in parsed.values() if fields["key_code"] is not None}
             loaded = {credential.id: credential for credential in self._select_in("holder", holders, {})}
             loaded.update((c.id, c) for c in self._select_in("key_code", codes, loaded))
-            loaded.update((c.id, c) for c in self._select_in("id", ids.values(), loaded))
+            if not stored.empty_at_start:
+                loaded.update((c.id, c) for c in self._select_in("id", ids.values(), loaded))
             existing = {ident: loaded[ident] for ident in ids.values() if ident in loaded}
             candidates = self._same_card_candidates(
-                parsed.values(), loaded, printed_forms=printed.may_be_stored(len(batch))
+                parsed.values(), loaded, printed_forms=stored.printed_forms(len(batch))
             )
             loaded.update((c.id, c) for c in candidates)
             known = KnownCredentials(loaded.values())
@@ -581,7 +582,7 @@ class Store:
         if outcome.changed:
             step.report("writing", 0)
             self._write(outcome.changed, rev, existing=set(existing))
-            printed.written(outcome.changed)
+            stored.written(outcome.changed)
         step.report("writing", len(batch))
         tally.add(outcome, existing)
 
@@ -827,14 +828,19 @@ def _json_items(ids: Sequence[str]) -> str:
     return json.dumps(list(ids), ensure_ascii=False)[1:-1]
 
 
-class _PrintedForms:
-    """Whether the store may hold credentials enrolled from a printed form (`dec` / `fc`). Only those
-    are found under the printed-form keys another card answers to, so while there are none a batch
-    need not look its cards up under those keys (two of a row's five index look-ups).
+class _Stored:
+    """What the store may hold that a batch must look its items up against, as far as the upsert knows
+    — fewer index look-ups per item for a large import into a new or small store.
 
-    Looked for once per upsert, by a table scan, and only when that costs less than the look-ups it
-    can save: when the store holds no more than ten rows for each of the first batch's items (a large
-    import into a new or small store). Otherwise, or once the upsert writes one, they may be there."""
+    * Ids: when the store held no credential as the upsert began (`empty_at_start`), an item's id can
+      only be stored if an earlier batch gave it — and `_SeenIds` refuses those — so ids are not looked
+      up then.
+    * Printed forms: only credentials enrolled from a printed form (`dec` / `fc`) are found under the
+      printed-form keys another card answers to, so while there are none a batch need not look its cards
+      up under those keys. Looked for once per upsert, by a table scan, and only when that costs less
+      than the look-ups it can save: when the store holds no more than ten rows for each of the first
+      batch's items. Otherwise, or once the upsert writes one, they may be there.
+    """
 
     #: Stored rows per item of the first batch up to which the scan pays (a row scanned costs far less
     #: than an item's two look-ups).
@@ -842,21 +848,28 @@ class _PrintedForms:
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
-        self._stored: bool | None = None
+        self.empty_at_start = _holds_nothing(db)
+        self._printed: bool | None = False if self.empty_at_start else None
 
-    def may_be_stored(self, batch_items: int) -> bool:
-        if self._stored is None:
+    def printed_forms(self, batch_items: int) -> bool:
+        """Whether credentials enrolled from a printed form may be stored."""
+        if self._printed is None:
             largest = self._db.execute("SELECT max(rowid) FROM credentials").fetchone()[0] or 0
             if largest > self.SCAN_ROWS_PER_ITEM * batch_items:
-                self._stored = True
+                self._printed = True
             else:
                 query = "SELECT EXISTS (SELECT 1 FROM credentials WHERE uid_form != '')"
-                self._stored = bool(self._db.execute(query).fetchone()[0])
-        return self._stored
+                self._printed = bool(self._db.execute(query).fetchone()[0])
+        return self._printed
 
     def written(self, credentials: Iterable[Credential]) -> None:
-        if not self._stored and any(credential.uid_form for credential in credentials):
-            self._stored = True
+        if not self._printed and any(credential.uid_form for credential in credentials):
+            self._printed = True
+
+
+def _holds_nothing(db: sqlite3.Connection) -> bool:
+    """Whether the store holds no credential (one step into the table)."""
+    return not db.execute("SELECT EXISTS (SELECT 1 FROM credentials)").fetchone()[0]
 
 
 class _SeenIds:

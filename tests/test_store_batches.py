@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.store import MAX_PROBLEMS, BadItem, Store, UpsertRefused, _PrintedForms
+from gateway.store import MAX_PROBLEMS, BadItem, Store, UpsertRefused, _Stored
 
 LONDON = ZoneInfo("Europe/London")
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -104,6 +104,15 @@ def test_every_bad_item_is_counted_and_the_first_hundred_kept(store: Store) -> N
     assert [p.index for p in refused.value.problems] == list(range(MAX_PROBLEMS))
     assert refused.value.problems[3].field == "row"
     assert "(and 250 more bad items)" in str(refused.value)
+
+
+def test_an_item_giving_a_stored_credential_to_another_holder_updates_it_in_any_batch(store: Store) -> None:
+    items = [pupil(n) for n in range(5)]
+    items.insert(3, {**pupil(99_999), "holder": "someone-else", "uid": "AABBCCDD01"})
+    result = store.merge(streamed(items), by="t", now=NOW, batch_items=2)
+    assert (result.added, result.updated) == (5, 1)
+    moved = store.get("S-99999")
+    assert moved is not None and (moved.holder, moved.issued_by, moved.issue_no) == ("someone-else", "office", 1)
 
 
 # ---- a card enrolled from what is printed on its fob is the same card as its EM4100 uid -------------
@@ -200,11 +209,13 @@ def test_batches_give_the_same_outcome_as_one_batch(
 
 @contextlib.contextmanager
 def every_check_the_long_way() -> Iterator[None]:
-    """The import's shortcuts off: each item's fields checked one by one, each card looked up under its
-    printed-form keys, each item's lineage and duplicates looked for even when it is a holder's first."""
+    """The import's shortcuts off: each item's fields checked one by one, each id looked up in the store
+    even when it held nothing at the start, each card looked up under its printed-form keys, each item's
+    lineage and duplicates looked for even when it is a holder's first."""
     with (
         mock.patch("gateway.credential_input._row_fields", return_value=None),
-        mock.patch.object(_PrintedForms, "may_be_stored", return_value=True),
+        mock.patch("gateway.store._holds_nothing", return_value=False),
+        mock.patch.object(_Stored, "printed_forms", return_value=True),
         mock.patch("gateway.issuance._first_key", return_value=False),
     ):
         yield
