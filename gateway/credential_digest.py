@@ -25,6 +25,7 @@ import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
+from json.encoder import encode_basestring
 from typing import Any
 
 from gateway.model import Credential
@@ -82,7 +83,46 @@ def record_share(record: Mapping[str, Any]) -> int:
 
 def credential_share(credential: Credential) -> int:
     """One credential's share of the digest."""
-    return record_share(digest_record(credential))
+    return int(share_hex(credential), 16)
+
+
+def share_hex(credential: Credential) -> str:
+    """One credential's share of the digest as 64 hex digits (as the store keeps it beside the row).
+
+    The canonical JSON of `digest_record` written out directly: the same bytes, with the members an
+    import's rows share (kind, role, schedule, scope, status, validity) encoded once per distinct
+    value. This runs for every row an import writes."""
+    c = credential
+    shared = _shared_members(c.kind, c.role, c.schedule, c.scope, c.single_use, c.status)
+    text = (
+        f'{{"approved_by":{_json_text(c.approved_by)},"deposit":{_json_text(c.deposit)},'
+        f'"holder":{encode_basestring(c.holder)},"id":{encode_basestring(c.id)},'
+        f'"key_code":{_json_text(c.key_code)}{shared},"uid":{encode_basestring(c.uid)}'
+        f"{_validity_members(c.valid_from, c.valid_until)}}}"
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _json_text(value: str | None) -> str:
+    return "null" if value is None else encode_basestring(value)
+
+
+@lru_cache(maxsize=4096)
+def _shared_members(
+    kind: str, role: str, schedule: str | None, scope: tuple[str, ...], single_use: bool, status: str
+) -> str:
+    """`,"kind":…,"role":…,"schedule":…,"scope":[…]` (`,"single_use":true`) `,"status":…`."""
+    single = ',"single_use":true' if single_use else ""
+    return (
+        f',"kind":{encode_basestring(kind)},"role":{encode_basestring(role)},"schedule":{_json_text(schedule)},'
+        f'"scope":{_CANONICAL.encode(list(scope))}{single},"status":{encode_basestring(status)}'
+    )
+
+
+@lru_cache(maxsize=1024)
+def _validity_members(valid_from: datetime | None, valid_until: datetime | None) -> str:
+    """`,"valid_from":…,"valid_until":…`."""
+    return f',"valid_from":{_json_text(utc_text(valid_from))},"valid_until":{_json_text(utc_text(valid_until))}'
 
 
 def digest_text(total: int) -> str:

@@ -96,6 +96,121 @@ def parse_credential_fields(raw: Mapping[str, Any], zone: tzinfo) -> CredentialF
     with names separated by ';'. A physical key carries a `key_code` and no `uid`; every other kind
     carries a `uid` (any form `gateway.uid.normalise_uid` accepts) and no key code.
     """
+    fields = _row_fields(raw, zone)
+    return _checked_fields(raw, zone) if fields is None else fields
+
+
+#: The fields that neither name the credential or its card nor say which lockers it opens. An import's
+#: rows repeat them (a school's file shares one role, term dates and a schedule), so each distinct
+#: combination is checked once (`_shared_fields`); scopes are many more and have their own cache.
+_SHARED_FIELDS = (
+    "role",
+    "kind",
+    "status",
+    "valid_from",
+    "valid_until",
+    "schedule",
+    "key_code",
+    "deposit",
+    "approved_by",
+    "single_use",
+)
+#: What `_shared_fields` puts in place of the fields it does not check (a scope that satisfies any role).
+_STAND_IN = {"id": "x", "holder": "x", "scope": "x"}
+_STAND_IN_UID = "00"
+_TEXT_ROW_FIELDS = frozenset(UPSERT_FIELDS)
+
+
+def _row_fields(raw: Mapping[str, Any], zone: tzinfo) -> CredentialFields | None:
+    """The fields of an item whose id, holder, uid and scope are plain valid text, the other fields
+    checked once per distinct combination; None for anything else (then `_checked_fields` gives the
+    same answer the slow way, or the FieldError for the first bad field).
+
+    This is `_checked_fields` for every item it answers: each field is checked by the same rules, and
+    no outcome but the scoped masters' "needs a scope" depends on more than one of id, holder, uid,
+    scope and the shared fields (that one is checked here again).
+    """
+    if not raw.keys() <= _TEXT_ROW_FIELDS:
+        return None  # an unknown field, or a carried uid_form: the slow way
+    get = raw.get
+    try:
+        shared = _shared_fields(tuple(map(get, _SHARED_FIELDS)), zone)
+    except TypeError:  # an unhashable value
+        return None
+    if shared is None:
+        return None
+    credential_id, holder, uid, scope_text = _plain_id(get("id")), _plain_id(get("holder")), get("uid"), get("scope")
+    if credential_id is None or holder is None:
+        return None
+    if scope_text is None:
+        scope: tuple[str, ...] = ()
+    elif scope_text.__class__ is not str:
+        return None
+    else:
+        try:
+            scope = _scope_text(scope_text.strip())
+        except FieldError:
+            return None
+    if not scope and shared["role"] in SCOPED_MASTER_ROLES:
+        return None
+    if shared["kind"] is Kind.PHYSICAL_KEY:
+        if not _absent(uid):
+            return None
+        uid, uid_form = "", ""
+    elif uid.__class__ is not str:
+        return None
+    else:
+        uid = uid.strip()
+        if _CANONICAL_UID.match(uid):
+            uid_form = ""
+        elif not uid:
+            return None
+        else:
+            try:
+                uid, uid_form = parse_uid(uid)
+            except UidError:
+                return None
+    fields: CredentialFields = {
+        **shared,
+        "id": credential_id,
+        "holder": holder,
+        "scope": scope,
+        "uid": uid,
+        "uid_form": uid_form,
+    }
+    return fields
+
+
+def _plain_id(value: Any) -> str | None:
+    """An id or holder given as valid text, stripped; None when it is not (the slow way says why)."""
+    if value.__class__ is not str:
+        return None
+    text: str = value.strip()
+    if not text or len(text) > ID_MAX_LEN or not (text.isprintable() or not _CONTROL.search(text)):
+        return None
+    return text
+
+
+@lru_cache(maxsize=1024)
+def _shared_fields(values: tuple[Any, ...], zone: tzinfo) -> CredentialFields | None:
+    """The checked `_SHARED_FIELDS` (given in that order, None for absent) beside stand-ins for the
+    others, or None when they are not all text or do not pass (the slow way then says why).
+
+    Only combinations of text are answered: a cache hit then needs equal text, which checks the same
+    (True and 1 are equal keys but not the same field)."""
+    if not all(value is None or value.__class__ is str for value in values):
+        return None
+    item = {name: value for name, value in zip(_SHARED_FIELDS, values, strict=True) if value is not None}
+    for stand_in in ({**item, **_STAND_IN, "uid": _STAND_IN_UID}, {**item, **_STAND_IN}):
+        try:
+            return _checked_fields(stand_in, zone)  # a card with a uid, else a physical key without
+        except FieldError:
+            continue
+    return None
+
+
+def _checked_fields(raw: Mapping[str, Any], zone: tzinfo) -> CredentialFields:
+    """`parse_credential_fields` field by field, any value types."""
     given: dict[str, Any] = {}
     for name, value in raw.items():
         if name not in _FIELD_SET:
@@ -230,9 +345,9 @@ def _scope(value: Any) -> tuple[str, ...]:
     return _scope_items(value)
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=16_384)
 def _scope_text(value: str) -> tuple[str, ...]:
-    """Cached: an import's rows share a few scopes."""
+    """Cached: an import's rows share its lockers' scopes (a few MB for the largest sites)."""
     return _scope_items(value)
 
 

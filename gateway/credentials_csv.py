@@ -64,13 +64,15 @@ class CredentialRows:
                 yield BadItem("csv", str(exc))
                 return
             previous_end = reader.line_num
-            if not any(cell.strip() for cell in cells):
+            if not any(map(str.strip, cells)):
                 continue
             self.lines.append(start)
             if len(cells) > len(columns):
                 yield BadItem("row", f"{len(cells)} cells but the header names {len(columns)}")
-                continue
-            yield {name: cell for name, cell in zip(columns, cells, strict=False) if cell.strip()}
+            elif all(map(str.strip, cells)):  # the usual row: a cell for every column
+                yield dict(zip(columns, cells, strict=False))
+            else:
+                yield {name: cell for name, cell in zip(columns, cells, strict=False) if cell.strip()}
 
 
 def _header_problems(columns: list[str]) -> list[LineProblem]:

@@ -55,6 +55,16 @@ class Refusal:
     message: str
 
 
+#: A card's keys: those its credential is found under (`own_keys`) and the printed-form keys the card
+#: also answers to (`answer_keys`).
+CardKeys = tuple[tuple[str, ...], tuple[str, ...]]
+
+
+def card_keys(credential: Credential) -> CardKeys:
+    """The keys `KnownCredentials` finds and files a credential's card under (worked out once per item)."""
+    return own_keys(credential.uid, credential.uid_form), answer_keys(credential.uid, credential.uid_form)
+
+
 class KnownCredentials:
     """The credentials a batch is checked against, changed item by item as the batch is applied.
 
@@ -75,39 +85,44 @@ class KnownCredentials:
         for credential in credentials:
             self.put(credential)
 
-    def put(self, credential: Credential) -> None:
-        """Add a credential, or put a new version of one in place of the old."""
+    def put(self, credential: Credential, keys: CardKeys | None = None) -> None:
+        """Add a credential, or put a new version of one in place of the old. `keys`: its card's keys
+        (`card_keys`), when the caller has them already."""
         old = self.by_id.get(credential.id)
         if old is not None:
             self.by_holder.get(old.holder, set()).discard(old.id)
             if old.key_code is not None:
                 self.by_code.get(old.key_code, set()).discard(old.id)
-            for owners, keys in self._keys(old):
-                for key in keys:
+            own, answer = card_keys(old)
+            for owners, found in ((self.uid_owner, own), (self.answer_owner, answer)):
+                for key in found:
                     if owners.get(key) == old.id:
                         del owners[key]
-        self.by_id[credential.id] = credential
-        self.by_holder.setdefault(credential.holder, set()).add(credential.id)
+        ident = credential.id
+        self.by_id[ident] = credential
+        holders = self.by_holder.get(credential.holder)
+        if holders is None:
+            self.by_holder[credential.holder] = {ident}
+        else:
+            holders.add(ident)
         if credential.key_code is not None:
-            self.by_code.setdefault(credential.key_code, set()).add(credential.id)
-        for owners, keys in self._keys(credential):
-            for key in keys:
-                owners[key] = credential.id
+            self.by_code.setdefault(credential.key_code, set()).add(ident)
+        own, answer = card_keys(credential) if keys is None else keys
+        for key in own:
+            self.uid_owner[key] = ident
+        for key in answer:
+            self.answer_owner[key] = ident
 
-    def _keys(self, credential: Credential) -> tuple[tuple[dict[str, str], tuple[str, ...]], ...]:
-        return (
-            (self.uid_owner, own_keys(credential.uid, credential.uid_form)),
-            (self.answer_owner, answer_keys(credential.uid, credential.uid_form)),
-        )
-
-    def same_card(self, credential: Credential) -> str | None:
-        """Another credential for this credential's card (its uid, or the same card in another form)."""
-        for key in own_keys(credential.uid, credential.uid_form):
+    def same_card(self, credential: Credential, keys: CardKeys | None = None) -> str | None:
+        """Another credential for this credential's card (its uid, or the same card in another form).
+        `keys`: its card's keys (`card_keys`), when the caller has them already."""
+        own, answer = card_keys(credential) if keys is None else keys
+        for key in own:
             for owners in (self.uid_owner, self.answer_owner):
                 owner = owners.get(key)
                 if owner is not None and owner != credential.id:
                     return owner
-        for key in answer_keys(credential.uid, credential.uid_form):
+        for key in answer:
             owner = self.uid_owner.get(key)
             if owner is not None and owner != credential.id:
                 return owner
@@ -140,28 +155,46 @@ def issue(
     return Credential(**fields, issue_no=lineage_issue_no(known, fields) + 1, issued_at=now, issued_by=by)
 
 
-def refusal(known: KnownCredentials, credential: Credential, old: Credential | None) -> Refusal | None:
-    """Why `credential` (replacing `old`, if it updates one) may not join `known`, or None."""
-    owner = known.same_card(credential)
-    if owner is not None:
-        other = known.by_id.get(owner)
-        if other is not None and other.uid != credential.uid:
-            return Refusal(
-                "uid", f"{mask_uid(credential.uid)} is the same card as credential {owner} (in another form)"
-            )
-        return Refusal("uid", f"{mask_uid(credential.uid)} is already on credential {owner}")
-    return duplicate_refusal(known, credential, old)
+def refusal(
+    known: KnownCredentials, credential: Credential, old: Credential | None, keys: CardKeys | None = None
+) -> Refusal | None:
+    """Why `credential` (replacing `old`, if it updates one) may not join `known`, or None. `keys`: its
+    card's keys (`card_keys`), when the caller has them already."""
+    return card_refusal(known, credential, keys) or duplicate_refusal(known, credential, old)
+
+
+def card_refusal(known: KnownCredentials, credential: Credential, keys: CardKeys | None = None) -> Refusal | None:
+    """A refusal when another credential is for `credential`'s card (one card, one credential)."""
+    owner = known.same_card(credential, keys)
+    if owner is None:
+        return None
+    other = known.by_id.get(owner)
+    if other is not None and other.uid != credential.uid:
+        return Refusal("uid", f"{mask_uid(credential.uid)} is the same card as credential {owner} (in another form)")
+    return Refusal("uid", f"{mask_uid(credential.uid)} is already on credential {owner}")
+
+
+def _first_key(known: KnownCredentials, new: CredentialFields) -> bool:
+    """Whether `new` is its holder's first key and cut to no known code: then it follows on from no key
+    (`lineage_issue_no` is 0) and duplicates none (`user_duplicates` and `code_duplicates` are empty) —
+    the usual item of a large import, spared those checks."""
+    if known.by_holder.get(new["holder"]):
+        return False
+    code = new["key_code"]
+    return code is None or not known.by_code.get(code)
 
 
 def lineage_issue_no(known: KnownCredentials, new: CredentialFields) -> int:
     """The highest issue number among the keys `new` follows on from (0 when it is the first)."""
     highest = 0
-    scope = set(new["scope"])
-    for other in known.same_holder(new["holder"], new["id"]):
-        if other.role is not new["role"]:
-            continue
-        if new["role"] in WHOLE_SITE_ROLES or scope.intersection(other.scope):
-            highest = max(highest, other.issue_no)
+    others = known.same_holder(new["holder"], new["id"])  # usually none: a holder's first key
+    if others:
+        scope = set(new["scope"])
+        for other in others:
+            if other.role is not new["role"]:
+                continue
+            if new["role"] in WHOLE_SITE_ROLES or scope.intersection(other.scope):
+                highest = max(highest, other.issue_no)
     if new["kind"] is Kind.PHYSICAL_KEY and new["key_code"] is not None:
         for other in known.same_code(new["key_code"], new["id"]):
             if other.kind is Kind.PHYSICAL_KEY:
@@ -265,12 +298,19 @@ def issue_batch(
         if progress is not None and position % 2000 == 0:
             progress(position, len(items))
         old = existing.get(fields["id"])
-        credential = issue(fields, old, known, by=by, now=now)
-        refused = refusal(known, credential, None if whole_set else old)
+        if old is None and _first_key(known, fields):
+            # Numbered 1, with no key to duplicate (what the rules come to): only its card is checked.
+            credential = Credential(**fields, issue_no=1, issued_at=now, issued_by=by)
+            keys = card_keys(credential)
+            refused = card_refusal(known, credential, keys)
+        else:
+            credential = issue(fields, old, known, by=by, now=now)
+            keys = card_keys(credential)
+            refused = refusal(known, credential, None if whole_set else old, keys)
         if refused is not None:
             refusals[index] = refused
             continue
-        known.put(credential)
+        known.put(credential, keys)
         issued.append(credential)
         if credential != old:
             changed.append(credential)

@@ -28,7 +28,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from gateway.credential_digest import credential_share, digest_text, utc_text
+from gateway.credential_digest import digest_text, share_hex, utc_text
 from gateway.credential_input import CredentialFields, FieldError, parse_credential_fields
 from gateway.credential_rows import (
     COLUMNS,
@@ -471,11 +471,12 @@ class Store:
         return found
 
     def _same_card_candidates(
-        self, items: Iterable[CredentialFields], skip: Mapping[str, Credential]
+        self, items: Iterable[CredentialFields], skip: Mapping[str, Credential], *, printed_forms: bool = True
     ) -> list[Credential]:
         """Stored credentials that may be the same card as one of `items`: the same uid, a credential
-        enrolled from a printed form that an item's card answers to, and — for items in a printed form —
-        EM4100 uids whose low 32 or 24 bits are the item's number (a table scan; printed forms are rare)."""
+        enrolled from a printed form that an item's card answers to (only when `printed_forms`: the
+        store may hold such credentials), and — for items in a printed form — EM4100 uids whose low 32
+        or 24 bits are the item's number (a table scan; printed forms are rare)."""
         uids: set[str] = set()
         dec: set[str] = set()
         fc: set[str] = set()
@@ -484,7 +485,8 @@ class Store:
             if not uid:
                 continue
             uids.add(uid)
-            uids.update(key.split(":", 1)[1] for key in answer_keys(uid, form))
+            if printed_forms:
+                uids.update(key.split(":", 1)[1] for key in answer_keys(uid, form))
             if form == "dec":
                 dec.add(uid)
             elif form == "fc":
@@ -528,12 +530,15 @@ class Store:
             with write_transaction(self._db, _busy):
                 rev = _current_rev(self._db) + 1
                 seen = _SeenIds(self._db)
+                stored = _Stored(self._db)
                 # A snapshot is checked against nothing but itself: it is one batch (an MQTT request).
                 size = max(total, 1) if whole_set else batch_items or BATCH_ITEMS
                 start = 0
                 for batch in _batches(items, size):
                     step = _Step(start, total, progress)
-                    self._apply_batch(batch, step, seen, refused, tally, by=by, now=now, rev=rev, whole_set=whole_set)
+                    self._apply_batch(
+                        batch, step, seen, stored, refused, tally, by=by, now=now, rev=rev, whole_set=whole_set
+                    )
                     start += len(batch)
                 seen.close()
                 if refused.count:
@@ -558,6 +563,7 @@ class Store:
         batch: Sequence[Mapping[str, Any] | BadItem],
         step: _Step,
         seen: _SeenIds,
+        stored: _Stored,
         refused: _Refusals,
         tally: _Tally,
         *,
@@ -577,9 +583,13 @@ class Store:
             codes = {fields["key_code"] for fields in parsed.values() if fields["key_code"] is not None}
             loaded = {credential.id: credential for credential in self._select_in("holder", holders, {})}
             loaded.update((c.id, c) for c in self._select_in("key_code", codes, loaded))
-            loaded.update((c.id, c) for c in self._select_in("id", ids.values(), loaded))
+            if not stored.empty_at_start:
+                loaded.update((c.id, c) for c in self._select_in("id", ids.values(), loaded))
             existing = {ident: loaded[ident] for ident in ids.values() if ident in loaded}
-            loaded.update((c.id, c) for c in self._same_card_candidates(parsed.values(), loaded))
+            candidates = self._same_card_candidates(
+                parsed.values(), loaded, printed_forms=stored.printed_forms(len(batch))
+            )
+            loaded.update((c.id, c) for c in candidates)
             known = KnownCredentials(loaded.values())
         outcome = issue_batch(
             parsed, known, existing, by=by, now=now, whole_set=whole_set, progress=step.phase("matching")
@@ -596,6 +606,7 @@ class Store:
         if outcome.changed:
             step.report("writing", 0)
             self._write(outcome.changed, rev, existing=set(existing))
+            stored.written(outcome.changed)
         step.report("writing", len(batch))
         tally.add(outcome, existing)
 
@@ -658,9 +669,9 @@ class Store:
         self._db.executemany("DELETE FROM credential_scope WHERE credential_id = ?", ((ident,) for ident in updated))
         rows = []
         for credential in credentials:
-            share = credential_share(credential)
-            delta += share
-            rows.append((*row_of(credential), f"{share:064x}", rev))
+            share = share_hex(credential)
+            delta += int(share, 16)
+            rows.append((*row_of(credential), share, rev))
         self._db.executemany(UPSERT_ROW, rows)
         self._db.executemany(
             "INSERT OR IGNORE INTO credential_scope (item, credential_id) VALUES (?, ?)",
@@ -839,6 +850,50 @@ class _Tally:
 def _json_items(ids: Sequence[str]) -> str:
     """`json.dumps(ids)` without its brackets, to join with other batches' ids."""
     return json.dumps(list(ids), ensure_ascii=False)[1:-1]
+
+
+class _Stored:
+    """What the store may hold that a batch must look its items up against, as far as the upsert knows
+    — fewer index look-ups per item for a large import into a new or small store.
+
+    * Ids: when the store held no credential as the upsert began (`empty_at_start`), an item's id can
+      only be stored if an earlier batch gave it — and `_SeenIds` refuses those — so ids are not looked
+      up then.
+    * Printed forms: only credentials enrolled from a printed form (`dec` / `fc`) are found under the
+      printed-form keys another card answers to, so while there are none a batch need not look its cards
+      up under those keys. Looked for once per upsert, by a table scan, and only when that costs less
+      than the look-ups it can save: when the store holds no more than ten rows for each of the first
+      batch's items. Otherwise, or once the upsert writes one, they may be there.
+    """
+
+    #: Stored rows per item of the first batch up to which the scan pays (a row scanned costs far less
+    #: than an item's two look-ups).
+    SCAN_ROWS_PER_ITEM = 10
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self.empty_at_start = _holds_nothing(db)
+        self._printed: bool | None = False if self.empty_at_start else None
+
+    def printed_forms(self, batch_items: int) -> bool:
+        """Whether credentials enrolled from a printed form may be stored."""
+        if self._printed is None:
+            largest = self._db.execute("SELECT max(rowid) FROM credentials").fetchone()[0] or 0
+            if largest > self.SCAN_ROWS_PER_ITEM * batch_items:
+                self._printed = True
+            else:
+                query = "SELECT EXISTS (SELECT 1 FROM credentials WHERE uid_form != '')"
+                self._printed = bool(self._db.execute(query).fetchone()[0])
+        return self._printed
+
+    def written(self, credentials: Iterable[Credential]) -> None:
+        if not self._printed and any(credential.uid_form for credential in credentials):
+            self._printed = True
+
+
+def _holds_nothing(db: sqlite3.Connection) -> bool:
+    """Whether the store holds no credential (one step into the table)."""
+    return not db.execute("SELECT EXISTS (SELECT 1 FROM credentials)").fetchone()[0]
 
 
 class _SeenIds:

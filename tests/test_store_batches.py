@@ -10,13 +10,14 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.store import MAX_PROBLEMS, BadItem, Store, UpsertRefused
+from gateway.store import MAX_PROBLEMS, BadItem, Store, UpsertRefused, _Stored
 
 LONDON = ZoneInfo("Europe/London")
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -105,10 +106,51 @@ def test_every_bad_item_is_counted_and_the_first_hundred_kept(store: Store) -> N
     assert "(and 250 more bad items)" in str(refused.value)
 
 
+def test_an_item_giving_a_stored_credential_to_another_holder_updates_it_in_any_batch(store: Store) -> None:
+    items = [pupil(n) for n in range(5)]
+    items.insert(3, {**pupil(99_999), "holder": "someone-else", "uid": "AABBCCDD01"})
+    result = store.merge(streamed(items), by="t", now=NOW, batch_items=2)
+    assert (result.added, result.updated) == (5, 1)
+    moved = store.get("S-99999")
+    assert moved is not None and (moved.holder, moved.issued_by, moved.issue_no) == ("someone-else", "office", 1)
+
+
+# ---- a card enrolled from what is printed on its fob is the same card as its EM4100 uid -------------
+
+
+def test_a_printed_form_in_an_earlier_batch_is_the_same_card_as_a_later_batchs_uid(tmp_path: Path) -> None:
+    with Store.open(tmp_path, zone=LONDON) as empty:
+        items = [pupil(n) for n in range(300)]
+        items[10] = {**items[10], "uid": "dec:0013530444"}  # 3C00CE754C's low 32 bits, as printed
+        items[250] = {**items[250], "uid": "3C00CE754C"}
+        with pytest.raises(UpsertRefused) as refused:
+            empty.merge(streamed(items), by="t", now=NOW, batch_items=100)
+        (problem,) = refused.value.problems
+        assert problem.index == 250 and "same card as credential S-00010" in problem.message
+        assert empty.count() == 0
+
+
+@pytest.mark.parametrize("stored_rows", [5, 400])
+def test_a_stored_printed_form_is_the_same_card_in_a_large_or_a_small_upsert(tmp_path: Path, stored_rows: int) -> None:
+    """Whether the store is looked through for printed forms first (a small store, a large batch) or
+    each card is looked up under them (a large store, a small batch), the clash is found."""
+    with Store.open(tmp_path, zone=LONDON) as store:
+        store.upsert([pupil(n) for n in range(stored_rows)], by="office", now=NOW)
+        store.upsert([{**pupil(90_000), "uid": "206,30028"}], by="office", now=NOW)  # 3C00CE754C's low 24 bits
+        for size in (1, 300):
+            items = [pupil(n) for n in range(100_000, 100_000 + size)]
+            items[-1] = {**items[-1], "uid": "3C00CE754C"}
+            with pytest.raises(UpsertRefused) as refused:
+                store.merge(streamed(items), by="t", now=NOW, batch_items=100)
+            (problem,) = refused.value.problems
+            assert problem.index == size - 1 and "same card as credential S-90000" in problem.message
+
+
 # ---- batches change nothing about the outcome --------------------------------------------------
 
 _IDS = [f"C-{n}" for n in range(8)]
-_UIDS = ["AA01", "AA02", "AA03", "AA04", "dec:0000043521", "AA00AA01", ""]
+#: dec:0000043521, 0,43521 and 3C0000AA01 are one EM4100 card (printed as a number, as facility,card, read).
+_UIDS = ["AA01", "AA02", "AA03", "AA04", "dec:0000043521", "0,43521", "3C0000AA01", "AA00AA01", ""]
 _HOLDERS = ["u-1", "u-2", "u-3"]
 _SCOPES = ["A-01", "A-02", "A-01;A-02", "K-1", ""]
 
@@ -162,4 +204,41 @@ def test_batches_give_the_same_outcome_as_one_batch(
                 with contextlib.suppress(UpsertRefused):
                     store.upsert([item], by="office", now=NOW)
             outcomes.append(outcome(store, items, size))
+    assert outcomes[0] == outcomes[1]
+
+
+@contextlib.contextmanager
+def every_check_the_long_way() -> Iterator[None]:
+    """The import's shortcuts off: each item's fields checked one by one, each id looked up in the store
+    even when it held nothing at the start, each card looked up under its printed-form keys, each item's
+    lineage and duplicates looked for even when it is a holder's first."""
+    with (
+        mock.patch("gateway.credential_input._row_fields", return_value=None),
+        mock.patch("gateway.store._holds_nothing", return_value=False),
+        mock.patch.object(_Stored, "printed_forms", return_value=True),
+        mock.patch("gateway.issuance._first_key", return_value=False),
+    ):
+        yield
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    stored=st.lists(upsert_items(), max_size=4),
+    items=st.lists(upsert_items(), min_size=1, max_size=12),
+    batch_items=st.integers(1, 3),
+)
+def test_the_shortcuts_refuse_and_store_exactly_what_checking_everything_does(
+    stored: list[dict[str, Any]], items: list[dict[str, Any]], batch_items: int
+) -> None:
+    outcomes = []
+    for long_way in (False, True):
+        with (
+            tempfile.TemporaryDirectory() as folder,
+            Store.open(Path(folder), zone=LONDON) as store,
+            every_check_the_long_way() if long_way else contextlib.nullcontext(),
+        ):
+            for item in stored:
+                with contextlib.suppress(UpsertRefused):
+                    store.upsert([item], by="office", now=NOW)
+            outcomes.append(outcome(store, items, batch_items))
     assert outcomes[0] == outcomes[1]
