@@ -103,18 +103,8 @@ def parse_credential_fields(raw: Mapping[str, Any], zone: tzinfo) -> CredentialF
 #: The fields that neither name the credential or its card nor say which lockers it opens. An import's
 #: rows repeat them (a school's file shares one role, term dates and a schedule), so each distinct
 #: combination is checked once (`_shared_fields`); scopes are many more and have their own cache.
-_SHARED_FIELDS = (
-    "role",
-    "kind",
-    "status",
-    "valid_from",
-    "valid_until",
-    "schedule",
-    "key_code",
-    "deposit",
-    "approved_by",
-    "single_use",
-)
+_PER_ITEM_FIELDS = ("id", "uid", "holder", "scope")
+_SHARED_FIELDS = tuple(name for name in UPSERT_FIELDS if name not in _PER_ITEM_FIELDS)
 #: What `_shared_fields` puts in place of the fields it does not check (a scope that satisfies any role).
 _STAND_IN = {"id": "x", "holder": "x", "scope": "x"}
 _STAND_IN_UID = "00"
@@ -185,10 +175,10 @@ def _plain_id(value: Any) -> str | None:
     """An id or holder given as valid text, stripped; None when it is not (the slow way says why)."""
     if value.__class__ is not str:
         return None
-    text: str = value.strip()
-    if not text or len(text) > ID_MAX_LEN or not (text.isprintable() or not _CONTROL.search(text)):
+    try:
+        return check_text_id(value.strip(), "id")
+    except ValueError:
         return None
-    return text
 
 
 @lru_cache(maxsize=1024)

@@ -13,50 +13,41 @@ last revision seen, so the follower can journal each change as `credentials.chan
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from gateway.model import Credential
 from gateway.store import ChangeLog, ChangeLogEntry, Store
 
 
-class _ByUid(Mapping[str, Credential]):
-    """uid (or printed-form key, `dec:00CE754C`) → Credential, read from the store on each look-up.
-    Iteration and length cover the credentials that have a uid."""
+class _Found(Mapping[str, Credential]):
+    """key → Credential, read from the store on each look-up by `find`; `keys` and `size` for
+    iteration and length (`by_uid` covers the credentials that have a uid, `by_id` every one)."""
 
-    def __init__(self, view: CredentialView) -> None:
-        self._view = view
+    def __init__(
+        self,
+        find: Callable[[str], Credential | None],
+        keys: Callable[[], Iterator[str]],
+        size: Callable[[], int],
+        has: Callable[[str], bool] | None = None,
+    ) -> None:
+        self._find, self._keys, self._size, self._has = find, keys, size, has
 
     def __getitem__(self, key: str) -> Credential:
-        credential = self._view.store.by_key(key)
+        credential = self._find(key)
         if credential is None:
             raise KeyError(key)
         return credential
 
-    def __iter__(self) -> Iterator[str]:
-        return self._view.store.uids()
-
-    def __len__(self) -> int:
-        return self._view.store.count(with_uid=True)
-
-
-class _ById(Mapping[str, Credential]):
-    def __init__(self, view: CredentialView) -> None:
-        self._view = view
-
-    def __getitem__(self, credential_id: str) -> Credential:
-        credential = self._view.store.get(credential_id)
-        if credential is None:
-            raise KeyError(credential_id)
-        return credential
-
-    def __contains__(self, credential_id: object) -> bool:
-        return isinstance(credential_id, str) and self._view.store.has(credential_id)
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        return self._has(key) if self._has is not None else self._find(key) is not None
 
     def __iter__(self) -> Iterator[str]:
-        return self._view.store.ids()
+        return self._keys()
 
     def __len__(self) -> int:
-        return self._view.count()
+        return self._size()
 
 
 class CredentialView:
@@ -66,8 +57,13 @@ class CredentialView:
 
     def __init__(self) -> None:
         self._store: Store | None = None
-        self.by_uid: Mapping[str, Credential] = _ByUid(self)
-        self.by_id: Mapping[str, Credential] = _ById(self)
+        #: uid (or printed-form key, `dec:00CE754C`) → Credential, as `policy.find_credential` asks.
+        self.by_uid: Mapping[str, Credential] = _Found(
+            lambda key: self.store.by_key(key), lambda: self.store.uids(), lambda: self.store.count(with_uid=True)
+        )
+        self.by_id: Mapping[str, Credential] = _Found(
+            lambda ident: self.store.get(ident), lambda: self.store.ids(), self.count, lambda i: self.store.has(i)
+        )
         self.rev = 0
         self._count: tuple[int, int] | None = None  # (revision, credentials), so health does not count each time
 
